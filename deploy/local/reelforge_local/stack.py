@@ -1,0 +1,216 @@
+"""The whole platform on one machine: real Kafka and PostgreSQL, the five services as processes.
+
+Used by `./run demo`, `./run up` and the cross-service tests. Every service gets its own port,
+log file and trace file under the run directory; processes can be stopped, killed (-9) and
+started again to prove restart safety.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from reelforge_core import topics
+from reelforge_local.infra import KafkaBroker, PostgresServer, free_port
+
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    name: str
+    module: str
+    env_prefix: str
+
+
+# Start order: billing first (the orchestrator calls it), the gateway last (it takes traffic).
+SERVICES = [
+    ServiceSpec("billing", "reelforge_billing", "BILLING"),
+    ServiceSpec("orchestrator", "reelforge_orchestrator", "ORCHESTRATOR"),
+    ServiceSpec("render-adapter", "reelforge_render", "RENDER"),
+    ServiceSpec("postprocess", "reelforge_postprocess", "POSTPROCESS"),
+    ServiceSpec("gateway", "reelforge_gateway", "GATEWAY"),
+]
+
+
+class ServiceFailed(RuntimeError):
+    pass
+
+
+@dataclass(eq=False)
+class ServiceProcess:
+    spec: ServiceSpec
+    env: dict[str, str]
+    http_port: int
+    log_path: Path
+    proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc else None
+
+    def start(self) -> None:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", self.spec.module, "serve"],
+                env=self.env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise ServiceFailed(f"{self.name} exited with {self.proc.returncode}:\n{self.log_tail()}")
+            try:
+                if httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise ServiceFailed(f"{self.name} not ready after {timeout:.0f}s:\n{self.log_tail()}")
+
+    def stop(self, timeout: float = 20.0) -> int | None:
+        """SIGTERM and wait for a graceful exit (SIGKILL if it hangs); returns the exit code."""
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else None
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            return None
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+
+    def restart(self, timeout: float = 60.0) -> None:
+        self.start()
+        self.wait_ready(timeout)
+
+    def log_tail(self, lines: int = 30) -> str:
+        if not self.log_path.exists():
+            return "(no log)"
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+
+@dataclass(frozen=True)
+class Tenant:
+    tenant_id: str
+    api_key: str
+
+
+class Stack:
+    def __init__(self, run_dir: Path, cache_dir: Path, progress: Progress = lambda _: None) -> None:
+        self.run_dir = run_dir.resolve()
+        self.cache_dir = cache_dir.resolve()
+        self.progress = progress
+        self.kafka: KafkaBroker | None = None
+        self.postgres: PostgresServer | None = None
+        self.services: dict[str, ServiceProcess] = {}
+        self.content_dir = self.run_dir / "content"
+        self.logs_dir = self.run_dir / "logs"
+        self.traces_dir = self.run_dir / "traces"
+
+    # -- infrastructure ---------------------------------------------------------------------
+    def start_infra(self) -> None:
+        self.postgres = PostgresServer.start(self.run_dir / "postgres", progress=self.progress)
+        self.kafka = KafkaBroker.start(self.cache_dir, self.run_dir / "kafka", progress=self.progress)
+        self.kafka.create_topics(topics.all_topics(), partitions=3)
+        self.progress(f"kafka: {len(topics.all_topics())} topics ready")
+
+    @property
+    def dsn(self) -> str:
+        assert self.postgres is not None, "start_infra first"
+        return self.postgres.dsn
+
+    @property
+    def bootstrap(self) -> str:
+        assert self.kafka is not None, "start_infra first"
+        return self.kafka.bootstrap_servers
+
+    # -- services ---------------------------------------------------------------------------
+    def start_services(self, timeout: float = 90.0) -> None:
+        billing_grpc = free_port()
+        for spec in SERVICES:
+            extra = {"GRPC_PORT": str(billing_grpc)} if spec.name == "billing" else {}
+            if spec.name == "orchestrator":
+                extra["BILLING_TARGET"] = f"127.0.0.1:{billing_grpc}"
+            self.services[spec.name] = self._service(spec, extra)
+        for service in self.services.values():
+            self.progress(f"{service.name}: starting on port {service.http_port}…")
+            service.start()
+        for service in self.services.values():
+            service.wait_ready(timeout)
+        self.progress("services: all five ready")
+
+    def _service(self, spec: ServiceSpec, extra: dict[str, str]) -> ServiceProcess:
+        port = free_port()
+        settings = {
+            "DATABASE_URL": self.dsn,
+            "KAFKA_BOOTSTRAP": self.bootstrap,
+            "HTTP_PORT": str(port),
+            "CONTENT_DIR": str(self.content_dir),
+            "TRACE_FILE": str(self.traces_dir / f"{spec.name}.jsonl"),
+            "SHUTDOWN_GRACE_SECONDS": "5",
+            **extra,
+        }
+        env = {**os.environ, **{f"REELFORGE_{spec.env_prefix}_{k}": v for k, v in settings.items()}}
+        env["PYTHONUNBUFFERED"] = "1"
+        return ServiceProcess(spec, env, port, self.logs_dir / f"{spec.name}.log")
+
+    @property
+    def gateway_url(self) -> str:
+        return self.services["gateway"].url
+
+    def cli(self, service: str, *args: str) -> str:
+        """Runs a service's admin command (e.g. gateway create-tenant) with that service's settings."""
+        process = self.services[service]
+        done = subprocess.run(
+            [sys.executable, "-m", process.spec.module, *args], env=process.env, capture_output=True,
+            text=True, timeout=60, check=False,
+        )
+        if done.returncode != 0:
+            raise ServiceFailed(f"{service} {' '.join(args)} failed:\n{done.stderr[-3000:]}")
+        return done.stdout
+
+    def create_tenant(self, name: str, credit_usd: str = "100") -> Tenant:
+        created = json.loads(self.cli("gateway", "create-tenant", name))
+        if credit_usd != "0":
+            self.cli("billing", "grant", created["tenant_id"], credit_usd)
+        return Tenant(tenant_id=created["tenant_id"], api_key=created["api_key"])
+
+    # -- teardown ---------------------------------------------------------------------------
+    def stop(self) -> None:
+        for service in reversed(list(self.services.values())):
+            service.stop()
+        if self.kafka is not None:
+            self.kafka.stop()
+        if self.postgres is not None:
+            self.postgres.stop()
+
+    def __enter__(self) -> Stack:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()

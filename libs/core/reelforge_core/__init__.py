@@ -1,0 +1,1 @@
+"""Shared plumbing for every Reelforge service: settings, logs, telemetry, Postgres, outbox, Kafka, gRPC."""

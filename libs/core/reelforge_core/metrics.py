@@ -1,0 +1,20 @@
+"""Prometheus metrics the shared plumbing records. Services add their own next to their code."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+EVENTS_CONSUMED = Counter(
+    "reelforge_events_consumed_total",
+    "Kafka records handled, by consumer group, topic and outcome (ok, retry, dead_letter)",
+    ["group", "topic", "outcome"],
+)
+EVENT_HANDLER_SECONDS = Histogram(
+    "reelforge_event_handler_seconds",
+    "Time to handle one Kafka record, retries included",
+    ["group", "topic"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+)
+OUTBOX_PUBLISHED = Counter("reelforge_outbox_published_total", "Outbox rows published to Kafka", ["topic"])
+OUTBOX_BACKLOG = Gauge("reelforge_outbox_backlog", "Outbox rows not yet published (sampled by the relay)")
+OUTBOX_PUBLISH_FAILURES = Counter("reelforge_outbox_publish_failures_total", "Outbox batches that failed")

@@ -1,0 +1,144 @@
+"""Transactional outbox: `enqueue` inside the caller's transaction, `OutboxRelay` publishes to Kafka.
+
+The relay holds a per-schema advisory lock so exactly one instance publishes (preserving per-key
+order); others wait as standbys. A batch is deleted only after Kafka acknowledged all of it, so a
+crash re-publishes at most one batch; consumers dedupe by the `event-id` header.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import uuid
+
+import asyncpg
+from google.protobuf.message import Message
+
+from reelforge_core import metrics, telemetry
+from reelforge_core.kafka import EventProducer, OutgoingRecord
+
+log = logging.getLogger(__name__)
+
+
+async def enqueue(
+    conn: asyncpg.Connection,
+    topic: str,
+    key: str,
+    message: Message,
+    tenant_id: str | None = None,
+) -> str:
+    """Adds an event to the outbox; it is published only if the surrounding transaction commits."""
+    event_id = str(uuid.uuid4())
+    headers = {
+        "event-id": event_id,
+        "event-type": message.DESCRIPTOR.full_name,
+        "content-type": "application/x-protobuf",
+        **telemetry.inject_headers(),
+    }
+    if tenant_id:
+        headers["tenant-id"] = tenant_id
+    await conn.execute(
+        "INSERT INTO outbox (topic, key, payload, headers) VALUES ($1, $2, $3, $4::jsonb)",
+        topic,
+        key.encode(),
+        message.SerializeToString(),
+        json.dumps(headers),
+    )
+    await conn.execute("SELECT pg_notify('outbox_' || current_schema(), '')")
+    return event_id
+
+
+async def already_processed(conn: asyncpg.Connection, consumer: str, event_id: str) -> bool:
+    return bool(
+        await conn.fetchval("SELECT true FROM inbox WHERE consumer = $1 AND event_id = $2", consumer, event_id)
+    )
+
+
+async def mark_processed(conn: asyncpg.Connection, consumer: str, event_id: str) -> bool:
+    """Records the event as applied; False if it already was (then roll back the transaction)."""
+    inserted = await conn.fetchval(
+        "INSERT INTO inbox (consumer, event_id) VALUES ($1, $2) ON CONFLICT DO NOTHING RETURNING true",
+        consumer,
+        event_id,
+    )
+    return bool(inserted)
+
+
+class OutboxRelay:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        producer: EventProducer,
+        schema: str,
+        batch_size: int = 500,
+        idle_poll_seconds: float = 0.5,
+    ) -> None:
+        self._pool = pool
+        self._producer = producer
+        self._schema = schema
+        self._batch_size = batch_size
+        self._idle_poll = idle_poll_seconds
+        self._wake = asyncio.Event()
+
+    async def run(self) -> None:
+        while True:
+            try:
+                await self._lead_and_publish()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                metrics.OUTBOX_PUBLISH_FAILURES.inc()
+                log.warning("outbox relay interrupted; restarting", extra={"error": f"{type(exc).__name__}: {exc}"})
+                await asyncio.sleep(1)
+
+    async def _lead_and_publish(self) -> None:
+        async with self._pool.acquire() as session:
+            while not await session.fetchval("SELECT pg_try_advisory_lock(hashtext($1))", self._lock_name):
+                await asyncio.sleep(1)
+            channel = f"outbox_{self._schema}"
+            await session.add_listener(channel, self._on_notify)
+            try:
+                while True:
+                    published = await self.publish_batch()
+                    if published < self._batch_size:
+                        await self._wait_for_work()
+            finally:
+                await session.remove_listener(channel, self._on_notify)
+                await session.execute("SELECT pg_advisory_unlock(hashtext($1))", self._lock_name)
+
+    @property
+    def _lock_name(self) -> str:
+        return f"outbox-relay:{self._schema}"
+
+    def _on_notify(self, *_: object) -> None:
+        self._wake.set()
+
+    async def _wait_for_work(self) -> None:
+        try:
+            await asyncio.wait_for(self._wake.wait(), timeout=self._idle_poll)
+        except TimeoutError:
+            pass
+        self._wake.clear()
+
+    async def publish_batch(self) -> int:
+        async with self._pool.acquire() as conn, conn.transaction():
+            rows = await conn.fetch(
+                "SELECT id, topic, key, payload, headers FROM outbox ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
+                self._batch_size,
+            )
+            if not rows:
+                metrics.OUTBOX_BACKLOG.set(0)
+                return 0
+            metrics.OUTBOX_BACKLOG.set(len(rows))
+            records = [
+                OutgoingRecord(
+                    topic=row["topic"], key=row["key"], value=row["payload"], headers=json.loads(row["headers"])
+                )
+                for row in rows
+            ]
+            await self._producer.send_all(records)
+            await conn.execute("DELETE FROM outbox WHERE id = ANY($1::bigint[])", [row["id"] for row in rows])
+        for record in records:
+            metrics.OUTBOX_PUBLISHED.labels(record.topic).inc()
+        return len(rows)

@@ -1,0 +1,35 @@
+"""One settings object per service, read from environment variables with a per-service prefix.
+
+A service subclasses `ServiceSettings` and sets `model_config = service_config("GATEWAY")`, so
+its variables are `REELFORGE_GATEWAY_DATABASE_URL`, `REELFORGE_GATEWAY_KAFKA_BOOTSTRAP`, ...
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def service_config(service: str) -> SettingsConfigDict:
+    return SettingsConfigDict(env_prefix=f"REELFORGE_{service.upper()}_", extra="ignore")
+
+
+class ServiceSettings(BaseSettings):
+    model_config = service_config("SERVICE")
+
+    service_name: str = "reelforge"
+    instance_id: str = "0"
+    database_url: SecretStr = SecretStr("postgresql://reelforge@127.0.0.1:5432/reelforge")
+    database_pool_size: int = Field(default=10, ge=1, le=200)
+    kafka_bootstrap: str = "127.0.0.1:9092"
+    http_host: str = "127.0.0.1"
+    http_port: int = Field(default=0, ge=0, le=65535)
+    content_dir: Path = Path(".cache/content")
+    log_level: str = "INFO"
+    log_file: Path | None = None
+    # Where finished spans go: an OTLP endpoint, a JSON-lines file (handy locally and in tests), or nowhere.
+    otlp_endpoint: str | None = None
+    trace_file: Path | None = None
+    shutdown_grace_seconds: float = Field(default=10.0, ge=0)

@@ -1,0 +1,22 @@
+"""Every Kafka topic, in one place. See proto/README.md for keys, payloads and owners."""
+
+from __future__ import annotations
+
+JOBS_SUBMITTED = "jobs.v1.submitted"
+JOBS_STATUS = "jobs.v1.status"
+RENDER_REQUESTED = "render.v1.requested"
+RENDER_RESULT = "render.v1.result"
+POSTPROCESS_REQUESTED = "postprocess.v1.requested"
+POSTPROCESS_RESULT = "postprocess.v1.result"
+
+ALL = [JOBS_SUBMITTED, JOBS_STATUS, RENDER_REQUESTED, RENDER_RESULT, POSTPROCESS_REQUESTED, POSTPROCESS_RESULT]
+
+CONSUMER_GROUPS = ["gateway", "orchestrator", "render-adapter", "postprocess"]
+
+
+def dead_letter_topic(group: str) -> str:
+    return f"dlq.v1.{group}"
+
+
+def all_topics() -> list[str]:
+    return ALL + [dead_letter_topic(group) for group in CONSUMER_GROUPS]

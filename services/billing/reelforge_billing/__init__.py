@@ -1,0 +1,1 @@
+"""Billing: a double-entry ledger with reserve on admission, settle on completion, release on failure."""

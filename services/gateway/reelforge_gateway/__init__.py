@@ -1,0 +1,1 @@
+"""Gateway: the partner-facing API (REST), auth, job status, content download."""

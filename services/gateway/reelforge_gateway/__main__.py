@@ -1,0 +1,56 @@
+"""`python -m reelforge_gateway [serve]` runs the gateway; `create-tenant NAME` makes a tenant and prints a key."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+from pathlib import Path
+
+from reelforge_core import db, topics
+from reelforge_core.content import ContentStore
+from reelforge_core.service import ServiceRuntime, run_service
+
+from reelforge_gateway import store
+from reelforge_gateway.api.app import create_app
+from reelforge_gateway.settings import GatewaySettings
+from reelforge_gateway.status_consumer import StatusConsumer
+
+SCHEMA = "gateway"
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+async def start(runtime: ServiceRuntime) -> None:
+    settings = runtime.settings
+    assert isinstance(settings, GatewaySettings)
+    pool = await runtime.database(SCHEMA, MIGRATIONS)
+    runtime.http_app = create_app(pool, ContentStore(settings.content_dir), settings.max_body_bytes)
+    await runtime.consume("gateway", [topics.JOBS_STATUS], StatusConsumer(pool).handle)
+
+
+async def create_tenant(settings: GatewaySettings, name: str) -> dict[str, str]:
+    pool = await db.create_pool(settings.database_url.get_secret_value(), SCHEMA, 2)
+    try:
+        await db.migrate(pool, SCHEMA, MIGRATIONS)
+        tenant_id, key = await store.create_tenant(pool, name)
+    finally:
+        await pool.close()
+    return {"tenant_id": tenant_id, "api_key": key.plaintext}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="reelforge-gateway")
+    sub = parser.add_subparsers(dest="command")
+    sub.add_parser("serve", help="run the gateway (default)")
+    tenant_cmd = sub.add_parser("create-tenant", help="create a tenant (or reuse one by name) and print a new key")
+    tenant_cmd.add_argument("name")
+    args = parser.parse_args()
+    settings = GatewaySettings()
+    if args.command == "create-tenant":
+        print(json.dumps(asyncio.run(create_tenant(settings, args.name))))
+    else:
+        run_service(settings, start)
+
+
+if __name__ == "__main__":
+    main()

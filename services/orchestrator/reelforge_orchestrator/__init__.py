@@ -1,0 +1,1 @@
+"""Orchestrator: owns the job state machine; admits, dispatches and finishes jobs."""

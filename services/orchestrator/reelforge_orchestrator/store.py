@@ -1,0 +1,106 @@
+"""Jobs in the orchestrator's schema. A transition updates the row, appends to the timeline and
+enqueues the status event, all in the caller's transaction."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+from google.protobuf.timestamp_pb2 import Timestamp
+from reelforge.jobs.v1 import jobs_pb2
+from reelforge_core import outbox, topics
+
+from reelforge_orchestrator.states import JobState, check_transition
+
+
+@dataclass(frozen=True)
+class Job:
+    job_id: str
+    tenant_id: str
+    spec: jobs_pb2.JobSpec
+    state: JobState
+    status_sequence: int
+    render_attempt: int
+    render_output_uri: str | None
+    reserved_micros: int | None
+
+    @property
+    def render_id(self) -> str:
+        return f"{self.job_id}/r{self.render_attempt}"
+
+    @classmethod
+    def from_row(cls, row: asyncpg.Record) -> Job:
+        spec = jobs_pb2.JobSpec()
+        spec.ParseFromString(row["spec"])
+        return cls(
+            job_id=row["job_id"],
+            tenant_id=row["tenant_id"],
+            spec=spec,
+            state=JobState(row["state"]),
+            status_sequence=row["status_sequence"],
+            render_attempt=row["render_attempt"],
+            render_output_uri=row["render_output_uri"],
+            reserved_micros=row["reserved_micros"],
+        )
+
+
+class StaleTransition(Exception):
+    """The job moved on since it was read (a duplicate or concurrent event did the work)."""
+
+
+async def insert_queued(conn: asyncpg.Connection, job_id: str, tenant_id: str, spec: jobs_pb2.JobSpec) -> None:
+    await conn.execute(
+        "INSERT INTO jobs (job_id, tenant_id, spec, state) VALUES ($1, $2, $3, 'queued') ON CONFLICT DO NOTHING",
+        job_id, tenant_id, spec.SerializeToString(),
+    )
+
+
+async def load(conn: asyncpg.Connection | asyncpg.Pool, job_id: str, for_update: bool = False) -> Job | None:
+    query = "SELECT * FROM jobs WHERE job_id = $1" + (" FOR UPDATE" if for_update else "")
+    row = await conn.fetchrow(query, job_id)
+    return Job.from_row(row) if row else None
+
+
+_UPDATABLE = {"render_attempt", "render_output_uri", "output_uri", "output_seconds", "reserved_micros",
+              "charged_micros", "error_code", "error_message"}
+
+
+async def transition(conn: asyncpg.Connection, job: Job, target: JobState, **fields: Any) -> Job:
+    """Moves `job` (as read) to `target`; raises StaleTransition if the row has moved since."""
+    check_transition(job.state, target)
+    unknown = set(fields) - _UPDATABLE
+    if unknown:
+        raise ValueError(f"not updatable: {sorted(unknown)}")
+    sets = ", ".join(f"{name} = ${i}" for i, name in enumerate(fields, start=4))
+    row = await conn.fetchrow(
+        "UPDATE jobs SET state = $2, status_sequence = status_sequence + 1, updated_at = now()"
+        + (f", {sets}" if sets else "")
+        + " WHERE job_id = $1 AND status_sequence = $3 RETURNING *, now() AS changed_at",
+        job.job_id, target.value, job.status_sequence, *fields.values(),
+    )
+    if row is None:
+        raise StaleTransition(job.job_id)
+    moved = Job.from_row(row)
+    await conn.execute(
+        "INSERT INTO job_transitions (job_id, sequence, state, at, error_code) VALUES ($1, $2, $3, $4, $5)",
+        moved.job_id, moved.status_sequence, target.value, row["changed_at"], fields.get("error_code"),
+    )
+    at = Timestamp()
+    at.FromDatetime(row["changed_at"])
+    status = jobs_pb2.JobStatusChanged(
+        job_id=moved.job_id,
+        tenant_id=moved.tenant_id,
+        state=target.to_proto(),
+        progress_percent=target.progress_percent,
+        at=at,
+        sequence=moved.status_sequence,
+        error_code=row["error_code"] or "",
+        error_message=row["error_message"] or "",
+        output_uri=row["output_uri"] or "",
+        output_seconds=row["output_seconds"] or 0.0,
+        cost_micros=row["charged_micros"] or 0,
+        currency="USD",
+    )
+    await outbox.enqueue(conn, topics.JOBS_STATUS, moved.job_id, status, moved.tenant_id)
+    return moved

@@ -1,0 +1,1 @@
+"""Postprocess: finishing with FFmpeg (voice-over, subtitles, faststart)."""

@@ -1,0 +1,1 @@
+"""Render adapter: one interface in front of every video provider and GPU pool."""

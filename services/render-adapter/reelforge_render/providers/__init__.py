@@ -1,0 +1,1 @@
+"""Video providers behind one interface (see base.Provider)."""
