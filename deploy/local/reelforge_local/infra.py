@@ -225,9 +225,7 @@ def _wait_ready(
     deadline = time.monotonic() + timeout
     while not ready():
         if proc.poll() is not None:
-            raise InfraError(
-                f"{what} exited with code {proc.returncode} while starting\n{_tails(*logs)}"
-            )
+            raise InfraError(f"{what} exited with code {proc.returncode} while starting\n{_tails(*logs)}")
         if time.monotonic() > deadline:
             _kill_group(proc)
             raise InfraError(f"{what} not ready after {timeout:.0f}s (killed it)\n{_tails(*logs)}")
@@ -379,9 +377,7 @@ async def _kafka_answers(bootstrap_servers: str) -> bool:
 def _raise_topic_errors(response: Any) -> None:
     for topic, code, *message in response.topic_errors:
         if code not in (0, TOPIC_ALREADY_EXISTS):
-            raise InfraError(
-                f"creating topic {topic!r} failed: {for_code(code).__name__} {message}"
-            )
+            raise InfraError(f"creating topic {topic!r} failed: {for_code(code).__name__} {message}")
 
 
 async def _wait_for_leaders(admin: AIOKafkaAdminClient, names: list[str], timeout: float) -> None:
@@ -398,9 +394,7 @@ async def _wait_for_leaders(admin: AIOKafkaAdminClient, names: list[str], timeou
 
 def _topic_ready(topic: dict[str, Any]) -> bool:
     partitions = topic["partitions"]
-    return (
-        topic["error_code"] == 0 and bool(partitions) and all(p["leader"] >= 0 for p in partitions)
-    )
+    return topic["error_code"] == 0 and bool(partitions) and all(p["leader"] >= 0 for p in partitions)
 
 
 @dataclass(eq=False)
@@ -487,16 +481,12 @@ class KafkaBroker(_Server):
     def _answers(self) -> bool:
         return _port_open(self.port) and _run_sync(_kafka_answers(self.bootstrap_servers))
 
-    async def create_topics_async(
-        self, names: list[str], partitions: int = 3, timeout: float = 30.0
-    ) -> None:
+    async def create_topics_async(self, names: list[str], partitions: int = 3, timeout: float = 30.0) -> None:
         """Create topics (replication 1); existing ones are left as they are."""
         admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap_servers)
         await admin.start()
         try:
-            new = [
-                NewTopic(name, num_partitions=partitions, replication_factor=1) for name in names
-            ]
+            new = [NewTopic(name, num_partitions=partitions, replication_factor=1) for name in names]
             _raise_topic_errors(await admin.create_topics(new))
             await _wait_for_leaders(admin, names, timeout)
         finally:
