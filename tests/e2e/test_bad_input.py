@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import httpx
 import pytest
-
 from reelforge_local.stack import Stack
 
 VALID = {"prompt": "A purifier", "seconds": 4, "size": "1280x720"}
@@ -48,7 +47,8 @@ def test_missing_prompt(api: httpx.Client) -> None:
 
 
 def test_malformed_json(api: httpx.Client) -> None:
-    response = api.post("/v1/jobs", content=b'{"prompt": "a", "seconds": ', headers={"content-type": "application/json"})
+    broken = b'{"prompt": "a", "seconds": '
+    response = api.post("/v1/jobs", content=broken, headers={"content-type": "application/json"})
     _assert_problem(response, 400, "malformed_json")
 
 

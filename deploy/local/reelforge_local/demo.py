@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-
 import time
 from datetime import datetime
 from pathlib import Path

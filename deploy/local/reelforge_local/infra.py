@@ -56,6 +56,7 @@ PG_SYSTEM_USER = "postgres"  # the server refuses to run as root
 KAFKA_HEAP = ("-Xms256m", "-Xmx512m")
 TOPIC_ALREADY_EXISTS = 36
 STOP_TIMEOUT = 30.0
+LEADER_WAIT = 30.0
 
 
 class InfraError(RuntimeError):
@@ -380,16 +381,16 @@ def _raise_topic_errors(response: Any) -> None:
             raise InfraError(f"creating topic {topic!r} failed: {for_code(code).__name__} {message}")
 
 
-async def _wait_for_leaders(admin: AIOKafkaAdminClient, names: list[str], timeout: float) -> None:
+async def _wait_for_leaders(admin: AIOKafkaAdminClient, names: list[str]) -> None:
     """CreateTopics returns before the broker serves the partitions; wait so producers can."""
-    deadline = time.monotonic() + timeout
-    while True:
-        topics = await admin.describe_topics(names)
-        if all(_topic_ready(t) for t in topics):
-            return
-        if time.monotonic() > deadline:
-            raise InfraError(f"topics {names} have no partition leaders after {timeout:.0f}s")
-        await asyncio.sleep(0.1)
+    try:
+        async with asyncio.timeout(LEADER_WAIT):
+            while True:
+                if all(_topic_ready(t) for t in await admin.describe_topics(names)):
+                    return
+                await asyncio.sleep(0.1)
+    except TimeoutError:
+        raise InfraError(f"topics {names} have no partition leaders after {LEADER_WAIT:.0f}s") from None
 
 
 def _topic_ready(topic: dict[str, Any]) -> bool:
@@ -481,19 +482,19 @@ class KafkaBroker(_Server):
     def _answers(self) -> bool:
         return _port_open(self.port) and _run_sync(_kafka_answers(self.bootstrap_servers))
 
-    async def create_topics_async(self, names: list[str], partitions: int = 3, timeout: float = 30.0) -> None:
+    async def create_topics_async(self, names: list[str], partitions: int = 3) -> None:
         """Create topics (replication 1); existing ones are left as they are."""
         admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap_servers)
         await admin.start()
         try:
             new = [NewTopic(name, num_partitions=partitions, replication_factor=1) for name in names]
             _raise_topic_errors(await admin.create_topics(new))
-            await _wait_for_leaders(admin, names, timeout)
+            await _wait_for_leaders(admin, names)
         finally:
             await admin.close()
 
-    def create_topics(self, names: list[str], partitions: int = 3, timeout: float = 30.0) -> None:
-        _run_sync(self.create_topics_async(names, partitions, timeout))
+    def create_topics(self, names: list[str], partitions: int = 3) -> None:
+        _run_sync(self.create_topics_async(names, partitions))
 
 
 # --------------------------------------------------------------------------- postgres

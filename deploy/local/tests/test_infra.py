@@ -17,7 +17,6 @@ import asyncpg
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
-
 from reelforge_local.infra import KafkaBroker, PostgresServer, free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[3]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Any
+from typing import Any, cast
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -22,12 +22,12 @@ _OPTIONS = [
 ]
 
 
-class _TracingServerInterceptor(grpc.aio.ServerInterceptor):
+class _TracingServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any]]],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
+    ) -> grpc.RpcMethodHandler[Any, Any]:
         handler = await continuation(handler_call_details)
         if handler is None or handler.unary_unary is None:
             return handler
@@ -35,12 +35,12 @@ class _TracingServerInterceptor(grpc.aio.ServerInterceptor):
         method = handler_call_details.method
         inner = handler.unary_unary
 
-        async def traced(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        async def traced(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
             with _tracer.start_as_current_span(
                 method, context=telemetry.context_from(carrier), kind=SpanKind.SERVER,
                 attributes={"rpc.system": "grpc", "rpc.method": method},
             ):
-                return await inner(request, context)
+                return await inner(request, cast(Any, context))
 
         return grpc.unary_unary_rpc_method_handler(
             traced,
@@ -49,10 +49,10 @@ class _TracingServerInterceptor(grpc.aio.ServerInterceptor):
         )
 
 
-class _TracingClientInterceptor(grpc.aio.UnaryUnaryClientInterceptor):
+class _TracingClientInterceptor(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[type-arg]
     async def intercept_unary_unary(
         self,
-        continuation: Callable[[grpc.aio.ClientCallDetails, Any], Awaitable[grpc.aio.UnaryUnaryCall]],
+        continuation: Callable[[grpc.aio.ClientCallDetails, Any], Awaitable[grpc.aio.UnaryUnaryCall[Any, Any]]],
         client_call_details: grpc.aio.ClientCallDetails,
         request: Any,
     ) -> Any:
@@ -89,4 +89,5 @@ def create_server(service_names: Iterable[str]) -> tuple[grpc.aio.Server, health
 
 
 def channel(target: str) -> grpc.aio.Channel:
-    return grpc.aio.insecure_channel(target, interceptors=[_TracingClientInterceptor()], options=_OPTIONS)
+    interceptors: list[Any] = [_TracingClientInterceptor()]
+    return grpc.aio.insecure_channel(target, interceptors=interceptors, options=_OPTIONS)

@@ -76,9 +76,7 @@ async def run_tool(
         await _kill(proc)
         raise
     if proc.returncode != 0:
-        raise MediaError(
-            "media_tool_failed", f"{tool} exited with code {proc.returncode}: {stderr_tail(stderr)}"
-        )
+        raise MediaError("media_tool_failed", f"{tool} exited with code {proc.returncode}: {stderr_tail(stderr)}")
     chosen = stdout if output == "stdout" else stderr
     return chosen.decode("utf-8", errors="replace")
 

@@ -8,6 +8,7 @@ crash re-publishes at most one batch; consumers dedupe by the `event-id` header.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import uuid
@@ -94,7 +95,10 @@ class OutboxRelay:
 
     async def _lead_and_publish(self) -> None:
         async with self._pool.acquire() as session:
-            while not await session.fetchval("SELECT pg_try_advisory_lock(hashtext($1))", self._lock_name):
+            # Standby: poll the lock another instance holds (it is freed when that session ends).
+            while not await session.fetchval(  # noqa: ASYNC110
+                "SELECT pg_try_advisory_lock(hashtext($1))", self._lock_name
+            ):
                 await asyncio.sleep(1)
             channel = f"outbox_{self._schema}"
             await session.add_listener(channel, self._on_notify)
@@ -115,10 +119,8 @@ class OutboxRelay:
         self._wake.set()
 
     async def _wait_for_work(self) -> None:
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wake.wait(), timeout=self._idle_poll)
-        except TimeoutError:
-            pass
         self._wake.clear()
 
     async def publish_batch(self) -> int:

@@ -92,7 +92,7 @@ class ServiceRuntime:
         for task in failed:
             log.error("task died; stopping", exc_info=task.exception(), extra={"task": task.get_name()})
         log.info("service stopping")
-        await self._shutdown(list(tasks.values()) + [stopper])
+        await self._shutdown([*tasks.values(), stopper])
         if failed:
             raise SystemExit(1)
 

@@ -4,7 +4,6 @@ import hashlib
 from pathlib import Path
 
 import pytest
-
 from reelforge_core.content import ContentNotFound, ContentStore
 
 

@@ -10,7 +10,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from reelforge_core.media import (
     FFMPEG,
     MediaError,
@@ -22,9 +21,11 @@ from reelforge_core.media import (
     sha256_file,
 )
 
+QUIET_LAVFI = ["-nostdin", "-v", "error", "-y", "-f", "lavfi", "-i"]
+
 
 async def make_clip(path: Path, seconds: float = 2.0, audio: bool = True) -> Path:
-    args = [FFMPEG, "-nostdin", "-v", "error", "-y", "-f", "lavfi", "-i", f"testsrc2=s=320x240:r=25:d={seconds}"]
+    args = [FFMPEG, *QUIET_LAVFI, f"testsrc2=s=320x240:r=25:d={seconds}"]
     if audio:
         args += ["-f", "lavfi", "-i", f"sine=f=440:d={seconds}", "-c:a", "aac"]
     args += ["-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", file_arg(path)]
@@ -43,10 +44,15 @@ def _gone(pid: int) -> bool:
 SLEEPER = "import os, sys, time; open(sys.argv[1], 'w').write(str(os.getpid())); time.sleep(60)"
 
 
+def _read_pid(path: Path) -> int | None:
+    text = path.read_text() if path.exists() else ""
+    return int(text) if text else None
+
+
 async def _pid_from(path: Path) -> int:
     for _ in range(200):
-        if path.exists() and path.read_text():
-            return int(path.read_text())
+        if pid := _read_pid(path):
+            return pid
         await asyncio.sleep(0.02)
     raise AssertionError("the child never started")
 
@@ -84,7 +90,8 @@ async def test_run_tool_timeout_kills_the_process(tmp_path: Path) -> None:
         await run_tool([sys.executable, "-c", SLEEPER, str(pid_file)], 0.5)
     assert caught.value.code == "media_tool_timeout"
     assert time.monotonic() - started < 10
-    assert _gone(int(pid_file.read_text()))
+    pid = _read_pid(pid_file)
+    assert pid is not None and _gone(pid)
 
 
 @pytest.mark.asyncio

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import grpc
 from reelforge.billing.v1 import billing_pb2, billing_pb2_grpc
 
@@ -10,6 +12,8 @@ from reelforge_billing.store import InsufficientCredit, LedgerStore, Reservation
 
 MAX_SECONDS = 600.0
 
+Context = grpc.aio.ServicerContext[Any, Any]
+
 
 class BillingServicer(billing_pb2_grpc.BillingServiceServicer):
     def __init__(self, store: LedgerStore, currency: str) -> None:
@@ -17,7 +21,7 @@ class BillingServicer(billing_pb2_grpc.BillingServiceServicer):
         self._currency = currency
 
     async def Reserve(
-        self, request: billing_pb2.ReserveRequest, context: grpc.aio.ServicerContext
+        self, request: billing_pb2.ReserveRequest, context: Context
     ) -> billing_pb2.ReserveResponse:
         await _require_ids(request.tenant_id, request.job_id, context)
         if not 0 < request.seconds <= MAX_SECONDS:
@@ -36,7 +40,7 @@ class BillingServicer(billing_pb2_grpc.BillingServiceServicer):
         return billing_pb2.ReserveResponse(amount_micros=amount, currency=self._currency)
 
     async def Settle(
-        self, request: billing_pb2.SettleRequest, context: grpc.aio.ServicerContext
+        self, request: billing_pb2.SettleRequest, context: Context
     ) -> billing_pb2.SettleResponse:
         await _require_ids(request.tenant_id, request.job_id, context)
         if not 0 <= request.seconds <= MAX_SECONDS:
@@ -50,14 +54,14 @@ class BillingServicer(billing_pb2_grpc.BillingServiceServicer):
         return billing_pb2.SettleResponse(charged_micros=charged, currency=self._currency)
 
     async def Release(
-        self, request: billing_pb2.ReleaseRequest, context: grpc.aio.ServicerContext
+        self, request: billing_pb2.ReleaseRequest, context: Context
     ) -> billing_pb2.ReleaseResponse:
         await _require_ids(request.tenant_id, request.job_id, context)
         released = await self._store.release(request.tenant_id, request.job_id)
         return billing_pb2.ReleaseResponse(released_micros=released)
 
     async def GetBalance(
-        self, request: billing_pb2.GetBalanceRequest, context: grpc.aio.ServicerContext
+        self, request: billing_pb2.GetBalanceRequest, context: Context
     ) -> billing_pb2.GetBalanceResponse:
         if not request.tenant_id:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "tenant_id is required")
@@ -68,6 +72,6 @@ class BillingServicer(billing_pb2_grpc.BillingServiceServicer):
         )
 
 
-async def _require_ids(tenant_id: str, job_id: str, context: grpc.aio.ServicerContext) -> None:
+async def _require_ids(tenant_id: str, job_id: str, context: Context) -> None:
     if not tenant_id or not job_id or len(tenant_id) > 100 or len(job_id) > 100:
         await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "tenant_id and job_id are required (at most 100 chars)")

@@ -26,7 +26,7 @@ class BillingClient:
         self._timeout = timeout_seconds
 
     async def close(self) -> None:
-        await self._channel.close()
+        await self._channel.close(grace=None)
 
     async def reserve(self, tenant_id: str, job_id: str, spec: jobs_pb2.JobSpec) -> int:
         request = billing_pb2.ReserveRequest(

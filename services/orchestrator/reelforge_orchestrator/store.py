@@ -57,7 +57,7 @@ async def insert_queued(conn: asyncpg.Connection, job_id: str, tenant_id: str, s
 
 
 async def load(conn: asyncpg.Connection | asyncpg.Pool, job_id: str, for_update: bool = False) -> Job | None:
-    query = "SELECT * FROM jobs WHERE job_id = $1" + (" FOR UPDATE" if for_update else "")
+    query = "SELECT * FROM jobs WHERE job_id = $1" + (" FOR UPDATE" if for_update else "")  # noqa: S608
     row = await conn.fetchrow(query, job_id)
     return Job.from_row(row) if row else None
 
@@ -73,10 +73,14 @@ async def transition(conn: asyncpg.Connection, job: Job, target: JobState, **fie
     if unknown:
         raise ValueError(f"not updatable: {sorted(unknown)}")
     sets = ", ".join(f"{name} = ${i}" for i, name in enumerate(fields, start=4))
-    row = await conn.fetchrow(
-        "UPDATE jobs SET state = $2, status_sequence = status_sequence + 1, updated_at = now()"
+    # Column names come from _UPDATABLE; every value is a parameter.
+    query = (
+        "UPDATE jobs SET state = $2, status_sequence = status_sequence + 1, updated_at = now()"  # noqa: S608
         + (f", {sets}" if sets else "")
-        + " WHERE job_id = $1 AND status_sequence = $3 RETURNING *, now() AS changed_at",
+        + " WHERE job_id = $1 AND status_sequence = $3 RETURNING *, now() AS changed_at"
+    )
+    row = await conn.fetchrow(
+        query,
         job.job_id, target.value, job.status_sequence, *fields.values(),
     )
     if row is None:

@@ -1,15 +1,16 @@
 from __future__ import annotations
 
+import itertools
+
 import pytest
 from reelforge.jobs.v1 import jobs_pb2
-
 from reelforge_orchestrator.states import ALLOWED, TERMINAL, IllegalTransition, JobState, check_transition
 
 HAPPY_PATH = [JobState.QUEUED, JobState.ADMITTED, JobState.RENDERING, JobState.POSTPROCESSING, JobState.COMPLETED]
 
 
 def test_happy_path_is_allowed_and_progress_grows() -> None:
-    for current, target in zip(HAPPY_PATH, HAPPY_PATH[1:], strict=False):
+    for current, target in itertools.pairwise(HAPPY_PATH):
         check_transition(current, target)
     progress = [state.progress_percent for state in HAPPY_PATH]
     assert progress == sorted(progress)

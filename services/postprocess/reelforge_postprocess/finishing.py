@@ -237,9 +237,7 @@ async def _narrate(
     srt = workdir / "narration.srt"
     _write_text(srt, to_srt(cues))
     out = workdir / "finished.mp4"
-    await run_tool(
-        narrated_args(video_in, speech, srt, out, seconds, info.audio is not None, language), timeout_s
-    )
+    await run_tool(narrated_args(video_in, speech, srt, out, seconds, info.audio is not None, language), timeout_s)
     return out, speech_s, cues
 
 
@@ -253,18 +251,14 @@ async def finish_video(
 ) -> FinishResult:
     """Add voice-over and soft subtitles (if narrated) and write a fast-start MP4, atomically."""
     if not _LANGUAGE.fullmatch(language):
-        raise MediaError(
-            "invalid_input", f"language must be an ISO 639-2 code such as 'eng', got {language!r}"
-        )
+        raise MediaError("invalid_input", f"language must be an ISO 639-2 code such as 'eng', got {language!r}")
     info = await probe(video_in)
     video_seconds(info)  # fail early, before any work, if there is no video stream
     out_path.parent.mkdir(parents=True, exist_ok=True)
     workdir = Path(tempfile.mkdtemp(prefix=f".{out_path.name}.", dir=out_path.parent))
     try:
         if narration and narration.strip():
-            finished, speech_s, cues = await _narrate(
-                video_in, info, narration, voice, language, workdir, timeout_s
-            )
+            finished, speech_s, cues = await _narrate(video_in, info, narration, voice, language, workdir, timeout_s)
         else:
             finished, speech_s, cues = workdir / "finished.mp4", 0.0, []
             await run_tool(remux_args(video_in, finished), timeout_s)

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import itertools
 import re
 import struct
 from pathlib import Path
 
 import pytest
-
 from reelforge_core.media import FFMPEG, MediaError, file_arg, probe, run_tool
 from reelforge_postprocess.finishing import (
     Cue,
@@ -40,13 +40,14 @@ def test_cues_are_ordered_contiguous_within_duration_and_short(text: str, max_ch
     assert cues[0].start_s == 0.0
     assert cues[-1].end_s == pytest.approx(7.5, abs=0.001)
     assert all(c.start_s < c.end_s for c in cues)
-    assert all(a.end_s == b.start_s for a, b in zip(cues, cues[1:], strict=False))  # no overlap, no gap
+    assert all(a.end_s == b.start_s for a, b in itertools.pairwise(cues))  # no overlap, no gap
     assert all(0 < len(c.text) <= max_chars for c in cues)
     assert "".join(c.text for c in cues).replace(" ", "") == text.replace(" ", "")  # nothing lost
 
 
 def test_cues_follow_sentences_and_phrases() -> None:
-    assert [c.text for c in subtitle_cues(NARRATION, 3.0)] == ["Pure water for every home.", "Filtered in seconds."]
+    texts = [c.text for c in subtitle_cues(NARRATION, 3.0)]
+    assert texts == ["Pure water for every home.", "Filtered in seconds."]
     assert cue_lines(LONG, 42) == [
         "Meet the AquaPure 3000,",
         "the quietest purifier we have ever built;",
@@ -89,8 +90,11 @@ def test_srt_and_webvtt() -> None:
 # --- real tools -------------------------------------------------------------------------------
 
 
+QUIET_LAVFI = ["-nostdin", "-v", "error", "-y", "-f", "lavfi", "-i"]
+
+
 async def make_video(path: Path, seconds: float = 3.0, audio: bool = False) -> Path:
-    args = [FFMPEG, "-nostdin", "-v", "error", "-y", "-f", "lavfi", "-i", f"testsrc2=s=320x240:r=24:d={seconds}"]
+    args = [FFMPEG, *QUIET_LAVFI, f"testsrc2=s=320x240:r=24:d={seconds}"]
     if audio:
         args += ["-f", "lavfi", "-i", f"sine=f=220:d={seconds}", "-c:a", "aac"]
     args += ["-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", file_arg(path)]
@@ -100,7 +104,7 @@ async def make_video(path: Path, seconds: float = 3.0, audio: bool = False) -> P
 
 async def video_md5(path: Path) -> str:
     """MD5 of the video packets: equal means the stream was copied, not re-encoded."""
-    args = [FFMPEG, "-nostdin", "-v", "error", "-i", file_arg(path), "-map", "0:v:0", "-c", "copy", "-f", "md5", "-"]
+    args = [FFMPEG, "-v", "error", "-i", file_arg(path), "-map", "0:v:0", "-c", "copy", "-f", "md5", "-"]
     return (await run_tool(args, 30)).strip()
 
 
@@ -115,6 +119,10 @@ def top_level_boxes(path: Path) -> list[str]:
     return boxes
 
 
+def names_in(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir())
+
+
 def assert_faststart(path: Path) -> None:
     boxes = top_level_boxes(path)
     assert boxes.index("moov") < boxes.index("mdat")
@@ -126,7 +134,7 @@ async def test_synthesize_speech(tmp_path: Path) -> None:
     assert 0.5 < seconds < 5
     info = await probe(tmp_path / "s.wav")
     assert info.audio is not None and info.audio.codec_name == "pcm_s16le"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.wav"]
+    assert names_in(tmp_path) == ["s.wav"]
 
 
 @pytest.mark.asyncio
@@ -147,7 +155,7 @@ async def test_finish_with_narration(tmp_path: Path) -> None:
     result = await finish_video(source, out, NARRATION)
 
     assert result.path == out and out.is_file()
-    assert [p.name for p in out.parent.iterdir()] == ["final.mp4"]  # temp files gone
+    assert names_in(out.parent) == ["final.mp4"]  # temp files gone
     info = await probe(out)
     assert info.video is not None and info.audio is not None
     assert (info.video.codec_name, info.video.width, info.video.height) == ("h264", 320, 240)
@@ -162,7 +170,7 @@ async def test_finish_with_narration(tmp_path: Path) -> None:
 
     assert 0 < result.speech_seconds <= 3.0  # 3.6 s at 160 wpm, so it was re-spoken faster to fit
     assert result.cues[-1].end_s == pytest.approx(result.speech_seconds, abs=0.001)
-    srt = await run_tool([FFMPEG, "-nostdin", "-v", "error", "-i", file_arg(out), "-map", "0:s:0", "-f", "srt", "-"], 30)
+    srt = await run_tool([FFMPEG, "-v", "error", "-i", file_arg(out), "-map", "0:s:0", "-f", "srt", "-"], 30)
     spoken = [line for line in srt.splitlines() if line and not line.isdigit() and "-->" not in line]
     assert words(" ".join(spoken)) == words(NARRATION)
 
@@ -196,7 +204,7 @@ async def test_finish_rejects_narration_that_cannot_fit(tmp_path: Path) -> None:
     with pytest.raises(MediaError) as caught:
         await finish_video(source, out, LONG)
     assert caught.value.code == "narration_too_long"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.mp4"]
+    assert names_in(tmp_path) == ["in.mp4"]
 
 
 @pytest.mark.asyncio
