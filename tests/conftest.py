@@ -12,6 +12,7 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
+
 from reelforge_local.stack import Stack, Tenant
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import httpx
 import pytest
+
 from reelforge_local.stack import Stack
 
 VALID = {"prompt": "A purifier", "seconds": 4, "size": "1280x720"}

@@ -6,8 +6,8 @@ import re
 from pathlib import Path
 
 import httpx
-from reelforge_local.stack import Stack, Tenant
 
+from reelforge_local.stack import Stack, Tenant
 from tests.conftest import db_fetch
 from tests.e2e.helpers import probe, submit, subtitle_text, wait_for
 

@@ -6,8 +6,8 @@ import time
 
 import httpx
 import pytest
-from reelforge_local.stack import Stack
 
+from reelforge_local.stack import Stack
 from tests.conftest import db_fetch
 from tests.e2e.helpers import submit, wait_for
 from tests.e2e.test_job_lifecycle import settled_charges

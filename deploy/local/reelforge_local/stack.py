@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
-from reelforge_core import topics
 
+from reelforge_core import topics
 from reelforge_local.infra import KafkaBroker, PostgresServer, free_port
 
 Progress = Callable[[str], None]

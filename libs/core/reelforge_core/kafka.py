@@ -187,7 +187,7 @@ class EventConsumer:
                 context=parent,
                 kind=SpanKind.CONSUMER,
                 attributes={"messaging.system": "kafka", "messaging.destination.name": event.topic,
-                            "messaging.consumer.group.name": self.group},
+                            "messaging.consumer.group.name": self.group, "reelforge.job_id": event.key or ""},
             ) as span,
             job_context(job_id=event.key, tenant_id=event.tenant_id),
         ):

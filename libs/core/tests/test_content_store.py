@@ -4,6 +4,7 @@ import hashlib
 from pathlib import Path
 
 import pytest
+
 from reelforge_core.content import ContentNotFound, ContentStore
 
 

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from reelforge_core.media import (
     FFMPEG,
     MediaError,

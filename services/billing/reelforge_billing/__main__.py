@@ -8,13 +8,12 @@ from decimal import Decimal
 from pathlib import Path
 
 from reelforge.billing.v1 import billing_pb2, billing_pb2_grpc
-from reelforge_core import db
-from reelforge_core import grpc as core_grpc
-from reelforge_core.service import ServiceRuntime, run_service
-
 from reelforge_billing.grpc_api import BillingServicer
 from reelforge_billing.settings import BillingSettings
 from reelforge_billing.store import LedgerStore
+from reelforge_core import db
+from reelforge_core import grpc as core_grpc
+from reelforge_core.service import ServiceRuntime, run_service
 
 SCHEMA = "billing"
 MIGRATIONS = Path(__file__).parent / "migrations"

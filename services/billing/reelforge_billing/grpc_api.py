@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import grpc
-from reelforge.billing.v1 import billing_pb2, billing_pb2_grpc
 
+from reelforge.billing.v1 import billing_pb2, billing_pb2_grpc
 from reelforge_billing.pricing import NoRate, seconds_of
 from reelforge_billing.store import InsufficientCredit, LedgerStore, ReservationClosed, UnknownReservation
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 from decimal import Decimal
 
 import pytest
+
 from reelforge_billing import ledger
 from reelforge_billing.pricing import NoRate, Rate, format_money, pick_rate, price_micros, seconds_of
 

@@ -10,7 +10,6 @@ from pathlib import Path
 from reelforge_core import db, topics
 from reelforge_core.content import ContentStore
 from reelforge_core.service import ServiceRuntime, run_service
-
 from reelforge_gateway import store
 from reelforge_gateway.api.app import create_app
 from reelforge_gateway.settings import GatewaySettings

@@ -5,9 +5,9 @@ from __future__ import annotations
 import logging
 
 import asyncpg
+
 from reelforge.jobs.v1 import jobs_pb2
 from reelforge_core.kafka import Event, PoisonMessage
-
 from reelforge_gateway import store
 
 log = logging.getLogger(__name__)

@@ -9,9 +9,9 @@ from datetime import UTC, datetime
 
 import asyncpg
 from google.protobuf.timestamp_pb2 import Timestamp
+
 from reelforge.jobs.v1 import jobs_pb2
 from reelforge_core import outbox, topics
-
 from reelforge_gateway import keys
 
 

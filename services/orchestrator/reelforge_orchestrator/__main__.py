@@ -6,7 +6,6 @@ from pathlib import Path
 
 from reelforge_core import topics
 from reelforge_core.service import ServiceRuntime, run_service
-
 from reelforge_orchestrator.billing_client import BillingClient
 from reelforge_orchestrator.settings import OrchestratorSettings
 from reelforge_orchestrator.workflow import Workflow

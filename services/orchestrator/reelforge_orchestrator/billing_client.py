@@ -7,6 +7,7 @@ a refusal (no credit, no rate) becomes a `BillingRefused` that fails the job wit
 from __future__ import annotations
 
 import grpc
+
 from reelforge.billing.v1 import billing_pb2, billing_pb2_grpc
 from reelforge.jobs.v1 import jobs_pb2
 from reelforge_core import grpc as core_grpc

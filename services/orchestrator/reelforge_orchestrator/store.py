@@ -8,9 +8,9 @@ from typing import Any
 
 import asyncpg
 from google.protobuf.timestamp_pb2 import Timestamp
+
 from reelforge.jobs.v1 import jobs_pb2
 from reelforge_core import outbox, topics
-
 from reelforge_orchestrator.states import JobState, check_transition
 
 

@@ -10,12 +10,12 @@ from __future__ import annotations
 import logging
 
 import asyncpg
+
 from reelforge.jobs.v1 import jobs_pb2
 from reelforge.postprocess.v1 import postprocess_pb2
 from reelforge.render.v1 import render_pb2
 from reelforge_core import outbox, topics
 from reelforge_core.kafka import Event, PoisonMessage
-
 from reelforge_orchestrator import store
 from reelforge_orchestrator.billing_client import BillingClient, BillingRefused
 from reelforge_orchestrator.states import JobState

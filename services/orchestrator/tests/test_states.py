@@ -3,6 +3,7 @@ from __future__ import annotations
 import itertools
 
 import pytest
+
 from reelforge.jobs.v1 import jobs_pb2
 from reelforge_orchestrator.states import ALLOWED, TERMINAL, IllegalTransition, JobState, check_transition
 

@@ -7,7 +7,6 @@ from pathlib import Path
 from reelforge_core import topics
 from reelforge_core.content import ContentStore
 from reelforge_core.service import ServiceRuntime, run_service
-
 from reelforge_postprocess.settings import PostprocessSettings
 from reelforge_postprocess.worker import CONSUMER, PostprocessWorker
 

@@ -11,12 +11,12 @@ import time
 from pathlib import Path
 
 import asyncpg
+
 from reelforge.postprocess.v1 import postprocess_pb2
 from reelforge_core import outbox, topics
 from reelforge_core.content import ContentNotFound, ContentStore
 from reelforge_core.kafka import Event, PoisonMessage
 from reelforge_core.media import MediaError
-
 from reelforge_postprocess.finishing import finish_video
 
 log = logging.getLogger(__name__)

@@ -8,6 +8,7 @@ import struct
 from pathlib import Path
 
 import pytest
+
 from reelforge_core.media import FFMPEG, MediaError, file_arg, probe, run_tool
 from reelforge_postprocess.finishing import (
     Cue,

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from pydantic import Field
+
 from reelforge_core.settings import ServiceSettings, service_config
 
 

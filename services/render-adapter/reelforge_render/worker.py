@@ -12,11 +12,11 @@ import time
 from pathlib import Path
 
 import asyncpg
+
 from reelforge.render.v1 import render_pb2
 from reelforge_core import media, outbox, topics
 from reelforge_core.content import ContentStore
 from reelforge_core.kafka import Event, PoisonMessage
-
 from reelforge_render.providers.base import INVALID_INPUT, Provider, ProviderError
 
 log = logging.getLogger(__name__)

@@ -8,6 +8,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+
 from reelforge_core.media import MediaError, probe, sha256_file
 from reelforge_render.animatic import (
     MAX_DERIVED_SCENES,

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncpg
 from fastapi import FastAPI
-from reelforge_core.content import ContentStore
 
+from reelforge_core.asgi_tracing import TracingMiddleware
+from reelforge_core.content import ContentStore
 from reelforge_gateway.api import jobs, problems
 from reelforge_gateway.api.limits import BodySizeLimit
 
@@ -24,4 +25,5 @@ def create_app(pool: asyncpg.Pool, content: ContentStore, max_body_bytes: int) -
     problems.install(app)
     app.include_router(jobs.router)
     app.add_middleware(BodySizeLimit, max_bytes=max_body_bytes)
+    app.add_middleware(TracingMiddleware)
     return app

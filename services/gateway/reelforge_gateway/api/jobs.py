@@ -9,9 +9,10 @@ from typing import Annotated, Any
 import asyncpg
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import FileResponse
+from opentelemetry import trace
 from pydantic import BaseModel, ConfigDict, Field, field_validator
-from reelforge_core.content import ContentNotFound, ContentStore
 
+from reelforge_core.content import ContentNotFound, ContentStore
 from reelforge_gateway import store, validation
 from reelforge_gateway.api.auth import Caller, authenticate, require_scope
 from reelforge_gateway.api.problems import Problem
@@ -131,6 +132,7 @@ async def create_job(body: CreateJob, request: Request, response: Response, call
             seed=body.seed if body.seed is not None else secrets.randbelow(2**31),
         ),
     )
+    trace.get_current_span().set_attribute("reelforge.job_id", row["job_id"])
     response.headers["Location"] = f"/v1/jobs/{row['job_id']}"
     return JobView.from_row(row)
 
