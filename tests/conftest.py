@@ -24,8 +24,7 @@ def stack() -> Iterator[Stack]:
     run_dir = CACHE / "test-stack"
     shutil.rmtree(run_dir, ignore_errors=True)
     with Stack(run_dir, CACHE, progress=lambda line: print(f"[stack] {line}", flush=True)) as platform:
-        platform.start_infra()
-        platform.start_services()
+        platform.start()
         yield platform
 
 

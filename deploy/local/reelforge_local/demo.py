@@ -117,8 +117,7 @@ def main_demo(run_dir: Path, cache_dir: Path, out_dir: Path) -> int:
     began = time.monotonic()
     with Stack(run_dir, cache_dir, progress=lambda line: say(f"  {line}")) as stack:
         say("starting the platform (real Kafka, PostgreSQL and five services)…")
-        stack.start_infra()
-        stack.start_services()
+        stack.start()
         say(f"platform up in {time.monotonic() - began:.1f}s; gateway at {stack.gateway_url}")
         code = run_demo(stack, out_dir)
         say("stopping the platform…")
@@ -128,8 +127,7 @@ def main_demo(run_dir: Path, cache_dir: Path, out_dir: Path) -> int:
 
 def main_up(run_dir: Path, cache_dir: Path) -> int:
     with Stack(run_dir, cache_dir, progress=lambda line: say(f"  {line}")) as stack:
-        stack.start_infra()
-        stack.start_services()
+        stack.start()
         tenant = stack.create_tenant("demo")
         say(f"gateway: {stack.gateway_url}  (docs at {stack.gateway_url}/docs)")
         say(f"demo API key: {tenant.api_key}")

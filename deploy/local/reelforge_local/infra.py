@@ -56,11 +56,17 @@ PG_SYSTEM_USER = "postgres"  # the server refuses to run as root
 KAFKA_HEAP = ("-Xms256m", "-Xmx512m")
 TOPIC_ALREADY_EXISTS = 36
 STOP_TIMEOUT = 30.0
+START_ATTEMPTS = 3  # a free port can still be taken by someone else before the server binds it
+PRIVATE_PORTS_FROM = 20000
 LEADER_WAIT = 30.0
 
 
 class InfraError(RuntimeError):
     """A local server could not be provisioned; the message includes the relevant log tail."""
+
+
+class PortInUseError(InfraError):
+    """The server exited at startup because its port was taken."""
 
 
 def _quiet(_: str) -> None:
@@ -71,10 +77,37 @@ def _quiet(_: str) -> None:
 
 
 def free_port() -> int:
+    """A free loopback port, picked below the kernel's ephemeral range when possible.
+
+    bind(0) hands out ephemeral ports, the same pool outgoing connections take their local
+    port from; one of them can grab the port before the server binds it, or while a killed
+    server waits to be restarted on it.
+    """
+    low = _ephemeral_range_start()
+    for _ in range(50):
+        port = PRIVATE_PORTS_FROM + secrets.randbelow(max(1, low - PRIVATE_PORTS_FROM))
+        if port < low and _can_bind(port):
+            return port
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+        ephemeral: int = sock.getsockname()[1]
+        return ephemeral
+
+
+def _ephemeral_range_start() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+def _can_bind(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
 
 
 def _free_port_except(taken: int) -> int:
@@ -141,6 +174,14 @@ def _alive(pid: int) -> bool:
     return fields is not None and fields[0] != "Z"
 
 
+def _is_postgres(pid: int) -> bool:
+    try:
+        name = Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return False
+    return name == "postgres" and _alive(pid)
+
+
 def _children(pid: int) -> list[int]:
     kids = []
     for entry in Path("/proc").glob("[0-9]*"):
@@ -163,9 +204,7 @@ def _as_user(user: pwd.struct_passwd | None) -> dict[str, Any]:
     return {"user": user.pw_uid, "group": user.pw_gid, "extra_groups": []}
 
 
-def _spawn(
-    cmd: list[str], cwd: Path, log: Path, user: pwd.struct_passwd | None = None
-) -> subprocess.Popen[bytes]:
+def _spawn(cmd: list[str], cwd: Path, log: Path, user: pwd.struct_passwd | None = None) -> subprocess.Popen[bytes]:
     with log.open("ab") as out:
         return subprocess.Popen(
             cmd,
@@ -200,8 +239,10 @@ def _run(
 
 
 def _kill_group(proc: subprocess.Popen[bytes]) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGKILL)
+    # Until we reap it, the pid (= its process group id) cannot be reused by anyone else.
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
 
 
@@ -226,11 +267,28 @@ def _wait_ready(
     deadline = time.monotonic() + timeout
     while not ready():
         if proc.poll() is not None:
-            raise InfraError(f"{what} exited with code {proc.returncode} while starting\n{_tails(*logs)}")
+            tails = _tails(*logs)
+            error = PortInUseError if "Address already in use" in tails else InfraError
+            raise error(f"{what} exited with code {proc.returncode} while starting\n{tails}")
         if time.monotonic() > deadline:
             _kill_group(proc)
             raise InfraError(f"{what} not ready after {timeout:.0f}s (killed it)\n{_tails(*logs)}")
         time.sleep(0.25)
+
+
+S = TypeVar("S", bound="_Server")
+
+
+def _launch_new(make: Callable[[], S], timeout: float) -> S:
+    """Launch make()'s server; if its freshly picked port got taken meanwhile, make another."""
+    for _ in range(START_ATTEMPTS - 1):
+        server = make()
+        with contextlib.suppress(PortInUseError):
+            server._launch(timeout)
+            return server
+    server = make()
+    server._launch(timeout)
+    return server
 
 
 class _Server:
@@ -417,10 +475,12 @@ class KafkaBroker(_Server):
         timeout: float = 120.0,
     ) -> KafkaBroker:
         libs = ensure_kafka_jars(cache_dir, progress)
-        port = port or free_port()
-        broker = cls(data_dir.resolve(), libs, port, _free_port_except(port), progress)
-        broker._launch(timeout)
-        return broker
+
+        def make() -> KafkaBroker:
+            broker_port = port or free_port()
+            return cls(data_dir.resolve(), libs, broker_port, _free_port_except(broker_port), progress)
+
+        return _launch_new(make, timeout)
 
     @property
     def bootstrap_servers(self) -> str:
@@ -445,9 +505,7 @@ class KafkaBroker(_Server):
         self._format_storage_once()
         self.progress(f"kafka: starting broker on {self.bootstrap_servers}…")
         began = time.monotonic()
-        self._proc = _spawn(
-            self._java("kafka.Kafka", str(self._properties_file)), self.data_dir, self._stdout_log
-        )
+        self._proc = _spawn(self._java("kafka.Kafka", str(self._properties_file)), self.data_dir, self._stdout_log)
         _wait_ready(self._answers, self._proc, "kafka", timeout, (self.log_file, self._stdout_log))
         self.progress(f"kafka: ready on {self.bootstrap_servers} ({time.monotonic() - began:.1f}s)")
 
@@ -575,7 +633,7 @@ def _clear_stale_pidfile(pgdata: Path) -> None:
     except FileNotFoundError:
         return
     pid = int(first_line) if first_line.isdigit() else 0
-    if pid and _alive(pid) and Path(f"/proc/{pid}/comm").read_text().strip() == "postgres":
+    if pid and _is_postgres(pid):
         raise InfraError(f"postgres (pid {pid}) is already running on {pgdata}")
     pidfile.unlink()
 
@@ -624,9 +682,7 @@ class PostgresServer(_Server):
         data_dir.mkdir(parents=True, exist_ok=True)
         initialized = (data_dir / "pgdata" / "PG_VERSION").exists()
         password = _load_password(data_dir / f"{PG_USER}.password", initialized)
-        server = cls(data_dir, port or free_port(), password, progress)
-        server._launch(timeout)
-        return server
+        return _launch_new(lambda: cls(data_dir, port or free_port(), password, progress), timeout)
 
     @property
     def dsn(self) -> str:
@@ -648,7 +704,7 @@ class PostgresServer(_Server):
         """SIGKILL the postmaster and its backends at once (a whole-server crash)."""
         if self._proc is None:
             return
-        backends = _children(self._proc.pid)
+        backends = _children(self._proc.pid) if self._proc.poll() is None else []
         for pid in backends:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)

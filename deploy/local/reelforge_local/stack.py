@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -128,41 +129,50 @@ class Stack:
         self.kafka: KafkaBroker | None = None
         self.postgres: PostgresServer | None = None
         self.services: dict[str, ServiceProcess] = {}
+        self._kafka_port = 0
         self.content_dir = self.run_dir / "content"
         self.logs_dir = self.run_dir / "logs"
         self.traces_dir = self.run_dir / "traces"
 
-    # -- infrastructure ---------------------------------------------------------------------
-    def start_infra(self) -> None:
+    def start(self, timeout: float = 120.0) -> None:
+        """Brings everything up. The services start while the broker boots (they wait for it),
+        which hides most of the JVM's and the interpreters' start-up time behind each other."""
         self.postgres = PostgresServer.start(self.run_dir / "postgres", progress=self.progress)
-        self.kafka = KafkaBroker.start(self.cache_dir, self.run_dir / "kafka", progress=self.progress)
+        self._kafka_port = free_port()
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            kafka_up = pool.submit(self._start_kafka)
+            self._create_services()
+            for service in self.services.values():
+                self.progress(f"{service.name}: starting on port {service.http_port}…")
+                service.start()
+            kafka_up.result()
+        for service in self.services.values():
+            service.wait_ready(timeout)
+        self.progress("services: all five ready")
+
+    def _start_kafka(self) -> None:
+        self.kafka = KafkaBroker.start(
+            self.cache_dir, self.run_dir / "kafka", port=self._kafka_port, progress=self.progress
+        )
         self.kafka.create_topics(topics.all_topics(), partitions=3)
         self.progress(f"kafka: {len(topics.all_topics())} topics ready")
 
     @property
     def dsn(self) -> str:
-        assert self.postgres is not None, "start_infra first"
+        assert self.postgres is not None, "start first"
         return self.postgres.dsn
 
     @property
     def bootstrap(self) -> str:
-        assert self.kafka is not None, "start_infra first"
-        return self.kafka.bootstrap_servers
+        return f"127.0.0.1:{self._kafka_port}"
 
-    # -- services ---------------------------------------------------------------------------
-    def start_services(self, timeout: float = 90.0) -> None:
+    def _create_services(self) -> None:
         billing_grpc = free_port()
         for spec in SERVICES:
             extra = {"GRPC_PORT": str(billing_grpc)} if spec.name == "billing" else {}
             if spec.name == "orchestrator":
                 extra["BILLING_TARGET"] = f"127.0.0.1:{billing_grpc}"
             self.services[spec.name] = self._service(spec, extra)
-        for service in self.services.values():
-            self.progress(f"{service.name}: starting on port {service.http_port}…")
-            service.start()
-        for service in self.services.values():
-            service.wait_ready(timeout)
-        self.progress("services: all five ready")
 
     def _service(self, spec: ServiceSpec, extra: dict[str, str]) -> ServiceProcess:
         port = free_port()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 import stat
 import time
 from collections.abc import Iterator
@@ -17,7 +18,8 @@ import asyncpg
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
-from reelforge_local.infra import KafkaBroker, PostgresServer, free_port
+
+from reelforge_local.infra import KafkaBroker, PortInUseError, PostgresServer, free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 CACHE_DIR = Path(os.environ.get("REELFORGE_CACHE", REPO_ROOT / ".cache"))
@@ -102,9 +104,19 @@ async def _insert_video(dsn: str, title: str) -> None:
         await conn.close()
 
 
-def test_free_port_is_bindable() -> None:
-    port = free_port()
-    assert 1024 < port < 65536
+def test_free_port_is_outside_the_ephemeral_range() -> None:
+    ephemeral_start = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    ports = {free_port() for _ in range(20)}
+    assert all(1024 < port < ephemeral_start for port in ports)
+    assert len(ports) > 1
+
+
+def test_postgres_on_a_taken_port_fails_with_the_log(tmp_path: Path) -> None:
+    with socket.socket() as squatter:  # bound, not listening: connects fail fast
+        squatter.bind(("127.0.0.1", 0))
+        port = squatter.getsockname()[1]
+        with pytest.raises(PortInUseError, match="Address already in use"):
+            PostgresServer.start(tmp_path / "pg", port=port)
 
 
 def test_kafka_message_survives_kill_9(kafka: KafkaBroker) -> None:
@@ -145,9 +157,7 @@ def test_postgres_password_file_is_private(postgres: PostgresServer) -> None:
     assert password_file.read_text().strip() == postgres.password
 
 
-def test_second_start_on_same_data_dirs_is_fast_and_keeps_data(
-    tmp_path: Path, progress_lines: list[str]
-) -> None:
+def test_second_start_on_same_data_dirs_is_fast_and_keeps_data(tmp_path: Path, progress_lines: list[str]) -> None:
     with KafkaBroker.start(CACHE_DIR, tmp_path / "kafka") as kafka:
         kafka.create_topics([TOPIC])
         asyncio.run(_produce(kafka.bootstrap_servers, TOPIC, b"again"))

@@ -9,6 +9,7 @@ idempotent. A record that can never be handled goes to the group's dead-letter t
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -16,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from aiokafka.errors import CommitFailedError, KafkaError
+from aiokafka.errors import CommitFailedError, KafkaConnectionError, KafkaError
 from google.protobuf.message import DecodeError, Message
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
@@ -76,29 +77,57 @@ def _encode_headers(headers: Mapping[str, str]) -> list[tuple[str, bytes]]:
     return [(name, value.encode()) for name, value in headers.items()]
 
 
+C = TypeVar("C", AIOKafkaProducer, AIOKafkaConsumer)
+
+
+async def start_when_broker_is_up(make: Callable[[], C], what: str) -> C:
+    """Starts a client, waiting (with backoff) for the broker, so services may start before Kafka."""
+    delay = 0.2
+    while True:
+        client = make()
+        try:
+            await client.start()
+            return client
+        except KafkaConnectionError as exc:
+            with contextlib.suppress(Exception):
+                await client.stop()
+            log.warning("waiting for kafka", extra={"client": what, "error": str(exc), "retry_in_s": delay})
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+
 class EventProducer:
     """Idempotent producer, acks from all in-sync replicas."""
 
     def __init__(self, bootstrap: str, client_id: str) -> None:
-        self._producer = AIOKafkaProducer(
-            bootstrap_servers=bootstrap,
-            client_id=client_id,
-            enable_idempotence=True,
-            acks="all",
-            linger_ms=2,
-            request_timeout_ms=15000,
-        )
+        self._bootstrap = bootstrap
+        self._client_id = client_id
+        self._producer: AIOKafkaProducer | None = None
 
     async def start(self) -> None:
-        await self._producer.start()
+        self._producer = await start_when_broker_is_up(
+            lambda: AIOKafkaProducer(
+                bootstrap_servers=self._bootstrap,
+                client_id=self._client_id,
+                enable_idempotence=True,
+                acks="all",
+                linger_ms=2,
+                request_timeout_ms=15000,
+            ),
+            self._client_id,
+        )
 
     async def stop(self) -> None:
-        await self._producer.stop()
+        if self._producer is not None:
+            await self._producer.stop()
 
     async def send_all(self, records: list[OutgoingRecord]) -> None:
         """Sends the records in order and returns once the broker acknowledged every one."""
+        if self._producer is None:
+            raise RuntimeError("producer not started")
+        producer = self._producer
         pending = [
-            await self._producer.send(
+            await producer.send(
                 record.topic, record.value, key=record.key, headers=_encode_headers(record.headers)
             )
             for record in records
@@ -136,33 +165,44 @@ class EventConsumer:
         self._handler = handler
         self._dead_letters = dead_letters
         self._retry = retry or RetryPolicy()
-        self._consumer = AIOKafkaConsumer(
-            *topic_names,
-            bootstrap_servers=bootstrap,
-            group_id=group,
+        self._bootstrap = bootstrap
+        self._consumer: AIOKafkaConsumer | None = None
+        self.ready = asyncio.Event()
+
+    def _make_consumer(self) -> AIOKafkaConsumer:
+        return AIOKafkaConsumer(
+            bootstrap_servers=self._bootstrap,
+            group_id=self.group,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             session_timeout_ms=6000,
             heartbeat_interval_ms=1000,
             max_poll_interval_ms=900_000,
         )
-        self.ready = asyncio.Event()
+
+    async def _wait_for_topics(self, consumer: AIOKafkaConsumer) -> None:
+        while missing := set(self._topics) - await consumer.topics():
+            log.warning("waiting for topics to exist", extra={"missing": sorted(missing)})
+            await asyncio.sleep(0.5)
 
     async def run(self) -> None:
-        await self._consumer.start()
-        self.ready.set()
+        self._consumer = consumer = await start_when_broker_is_up(self._make_consumer, self.group)
         try:
+            await self._wait_for_topics(consumer)
+            consumer.subscribe(self._topics)
+            self.ready.set()
             while True:
-                batches = await self._consumer.getmany(timeout_ms=500, max_records=100)
+                batches = await consumer.getmany(timeout_ms=500, max_records=100)
                 for partition, records in batches.items():
                     for record in records:
                         await self._handle(record)
                         await self._commit(partition, record.offset + 1)
         finally:
             self.ready.clear()
-            await self._consumer.stop()
+            await consumer.stop()
 
     async def _commit(self, partition: object, offset: int) -> None:
+        assert self._consumer is not None
         try:
             await self._consumer.commit({partition: offset})
         except CommitFailedError:
