@@ -8,10 +8,16 @@ RENDER_REQUESTED = "render.v1.requested"
 RENDER_RESULT = "render.v1.result"
 POSTPROCESS_REQUESTED = "postprocess.v1.requested"
 POSTPROCESS_RESULT = "postprocess.v1.result"
+JOBS_CANCEL_REQUESTED = "jobs.v1.cancel-requested"
+RENDER_CANCEL_REQUESTED = "render.v1.cancel-requested"
+USAGE_RECORDED = "usage.v1.recorded"
 
-ALL = [JOBS_SUBMITTED, JOBS_STATUS, RENDER_REQUESTED, RENDER_RESULT, POSTPROCESS_REQUESTED, POSTPROCESS_RESULT]
+ALL = [
+    JOBS_SUBMITTED, JOBS_STATUS, JOBS_CANCEL_REQUESTED, RENDER_REQUESTED, RENDER_RESULT, RENDER_CANCEL_REQUESTED,
+    POSTPROCESS_REQUESTED, POSTPROCESS_RESULT, USAGE_RECORDED,
+]
 
-CONSUMER_GROUPS = ["gateway", "orchestrator", "render-adapter", "postprocess"]
+CONSUMER_GROUPS = ["gateway", "orchestrator", "render-adapter", "postprocess", "billing"]
 
 
 def dead_letter_topic(group: str) -> str:

@@ -10,10 +10,12 @@ from __future__ import annotations
 import logging
 
 import asyncpg
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from reelforge.jobs.v1 import jobs_pb2
 from reelforge.postprocess.v1 import postprocess_pb2
 from reelforge.render.v1 import render_pb2
+from reelforge.usage.v1 import usage_pb2
 from reelforge_core import outbox, topics
 from reelforge_core.kafka import Event, PoisonMessage
 from reelforge_orchestrator import store
@@ -103,11 +105,22 @@ class Workflow:
             return
         charged = await self._billing.settle(job.tenant_id, job.job_id, result.output_seconds)
         async with self._pool.acquire() as conn, conn.transaction():
-            await store.transition(
+            job = await store.transition(
                 conn, job, JobState.COMPLETED, output_uri=result.output_uri,
                 output_seconds=result.output_seconds, charged_micros=charged,
             )
+            await outbox.enqueue(conn, topics.USAGE_RECORDED, job.job_id, self._usage(job, result, charged),
+                                 job.tenant_id)
         log.info("job completed", extra={"charged_micros": charged, "output_seconds": result.output_seconds})
+
+    def _usage(self, job: Job, result: postprocess_pb2.PostprocessResult, charged: int) -> usage_pb2.UsageRecorded:
+        at = Timestamp()
+        at.GetCurrentTime()
+        return usage_pb2.UsageRecorded(
+            event_id=f"usage:{job.job_id}", tenant_id=job.tenant_id, job_id=job.job_id, model=job.spec.model,
+            width=job.spec.width, height=job.spec.height, seconds=result.output_seconds, provider=self._provider,
+            pool=self._provider, charged_micros=charged, at=at,
+        )
 
     async def _fail(self, job: Job, code: str, message: str) -> None:
         await self._billing.release(job.tenant_id, job.job_id, code)
