@@ -19,14 +19,12 @@ from typing import Any
 
 import asyncpg
 
-from reelforge.billing.v1 import billing_pb2, billing_pb2_grpc
 from reelforge_billing import reports
-from reelforge_billing.grpc_api import BillingServicer
+from reelforge_billing.grpc_api import start_server
 from reelforge_billing.settings import BillingSettings
 from reelforge_billing.store import LedgerStore, Mode
 from reelforge_billing.usage import UsageRecorder
 from reelforge_core import db, topics
-from reelforge_core import grpc as core_grpc
 from reelforge_core.service import ServiceRuntime, run_service
 
 SCHEMA = "billing"
@@ -40,11 +38,9 @@ async def start(runtime: ServiceRuntime) -> None:
     settings = runtime.settings
     assert isinstance(settings, BillingSettings)
     pool = await runtime.database(SCHEMA, MIGRATIONS, outbox=False)
-    server, _ = core_grpc.create_server([billing_pb2.DESCRIPTOR.services_by_name["BillingService"].full_name])
-    servicer = BillingServicer(LedgerStore(pool), settings.currency, settings.reconcile_grace_seconds)
-    billing_pb2_grpc.add_BillingServiceServicer_to_server(servicer, server)
-    server.add_insecure_port(f"{settings.grpc_host}:{settings.grpc_port}")
-    await server.start()
+    server, _ = await start_server(
+        LedgerStore(pool), settings.currency, settings.grpc_host, settings.grpc_port, settings.reconcile_grace_seconds
+    )
     runtime.on_close(lambda: server.stop(grace=5))
     if settings.consume_usage:
         await runtime.consume(CONSUMER_GROUP, [topics.USAGE_RECORDED], UsageRecorder(pool).handle)

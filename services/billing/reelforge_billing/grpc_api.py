@@ -17,6 +17,7 @@ from reelforge_billing.store import (
     ReservationClosed,
     UnknownReservation,
 )
+from reelforge_core import grpc as core_grpc
 
 MAX_SECONDS = 600.0
 
@@ -191,6 +192,19 @@ class BillingServicer(billing_pb2_grpc.BillingServiceServicer):
                 for d in report.differences
             ],
         )
+
+
+async def start_server(
+    store: LedgerStore, currency: str, host: str, port: int, reconcile_grace_seconds: float = 300.0
+) -> tuple[grpc.aio.Server, int]:
+    """Starts the billing gRPC server (with health and reflection); returns it and its bound port."""
+    server, _ = core_grpc.create_server([billing_pb2.DESCRIPTOR.services_by_name["BillingService"].full_name])
+    billing_pb2_grpc.add_BillingServiceServicer_to_server(
+        BillingServicer(store, currency, reconcile_grace_seconds), server
+    )
+    bound = server.add_insecure_port(f"{host}:{port}")
+    await server.start()
+    return server, bound
 
 
 async def _require_tenant(tenant_id: str, context: Context) -> None:
