@@ -86,6 +86,7 @@ ORDER BY expires_at NULLS LAST, id
 class LedgerStore:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
+        self._tenants_with_accounts: set[str] = set()
 
     @property
     def pool(self) -> asyncpg.Pool:
@@ -94,7 +95,9 @@ class LedgerStore:
     # -- configuration ------------------------------------------------------------------------
     async def grant(self, tenant_id: str, amount: int) -> None:
         """Adds prepaid credit (a top-up or a purchase) to the tenant's available balance."""
+        await self._ensure_accounts(tenant_id)
         async with self._pool.acquire() as conn, conn.transaction():
+            await self._lock_tenant(conn, tenant_id)
             await self._post(conn, "grant", tenant_id, None, ledger.grant(tenant_id, amount))
 
     async def add_free_grant(
@@ -201,6 +204,7 @@ class LedgerStore:
         self, tenant_id: str, job_id: str, model: str, width: int, height: int, seconds: Decimal
     ) -> int:
         """Holds the job's price (free grants first); returns the held amount (the same on a repeated call)."""
+        await self._ensure_accounts(tenant_id)
         async with self._pool.acquire() as conn, conn.transaction():
             existing = await conn.fetchrow("SELECT tenant_id, held_micros FROM reservations WHERE job_id = $1", job_id)
             if existing:
@@ -208,7 +212,6 @@ class LedgerStore:
                 return int(existing["held_micros"])
             profile = await self.profile(tenant_id, conn)
             rate = await self.rate_for(conn, tenant_id, model, width, height, plan_id=profile.plan_id)
-            await self._ensure_accounts(conn, tenant_id)
             available = await conn.fetchval(
                 "SELECT balance FROM accounts WHERE id = $1 FOR UPDATE", ledger.available(tenant_id)
             )
@@ -239,6 +242,7 @@ class LedgerStore:
 
     async def settle(self, tenant_id: str, job_id: str, seconds: Decimal) -> int:
         """Charges the actual seconds (never more than held); returns the charge."""
+        await self._ensure_accounts(tenant_id)
         async with self._pool.acquire() as conn, conn.transaction():
             await self._lock_tenant(conn, tenant_id)
             row = await self._locked_reservation(conn, tenant_id, job_id)
@@ -262,6 +266,7 @@ class LedgerStore:
 
     async def release(self, tenant_id: str, job_id: str) -> int:
         """Returns the hold (credit and free grants); returns what was released (0 if nothing was held)."""
+        await self._ensure_accounts(tenant_id)
         async with self._pool.acquire() as conn, conn.transaction():
             await self._lock_tenant(conn, tenant_id)
             try:
@@ -285,6 +290,7 @@ class LedgerStore:
         """
         if micros <= 0:
             raise RefundRefused("a refund must be positive")
+        await self._ensure_accounts(tenant_id)
         async with self._pool.acquire() as conn, conn.transaction():
             await self._lock_tenant(conn, tenant_id)
             done = await conn.fetchrow("SELECT tenant_id, micros FROM refunds WHERE refund_id = $1", refund_id)
@@ -379,19 +385,23 @@ class LedgerStore:
         if owner != caller:
             raise UnknownReservation("no reservation for this job and tenant")
 
-    @staticmethod
-    async def _ensure_accounts(conn: asyncpg.Connection, tenant_id: str) -> None:
-        await conn.executemany(
+    async def _ensure_accounts(self, tenant_id: str) -> None:
+        """Creates the tenant's (and platform) accounts, committed before any operation's transaction: an
+        insert racing another transaction's uncommitted insert of the same row would wait on it outside
+        the lock order, which can deadlock."""
+        if tenant_id in self._tenants_with_accounts:
+            return
+        await self._pool.executemany(
             "INSERT INTO accounts (id, tenant_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
             [(ledger.available(tenant_id), tenant_id), (ledger.reserved(tenant_id), tenant_id),
              (ledger.REVENUE, None), (ledger.GRANTS, None), (ledger.PROMOTIONS, None), (ledger.FREE_USAGE, None)],
         )
+        self._tenants_with_accounts.add(tenant_id)
 
     async def _post(
         self, conn: asyncpg.Connection, kind: str, tenant_id: str, job_id: str | None,
         postings: list[ledger.Posting], ref: str | None = None,
     ) -> None:
-        await self._ensure_accounts(conn, tenant_id)
         txn = await conn.fetchval(
             "INSERT INTO ledger_transactions (kind, tenant_id, job_id, ref) VALUES ($1, $2, $3, $4) RETURNING id",
             kind, tenant_id, job_id, ref,
