@@ -32,6 +32,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(prog="reelforge_local")
     parser.add_argument("command", choices=["demo", "up", "create-topics"])
     parser.add_argument("--out", type=Path, default=Path("out"), help="where the demo leaves its MP4")
+    parser.add_argument("--replicas", type=int, default=1, choices=range(1, 5),
+                        help="up: instances of each service (shows horizontal scaling)")
     parser.add_argument("--bootstrap", default="127.0.0.1:9092", help="create-topics: the Kafka to create them on")
     args = parser.parse_args()
     if args.command == "create-topics":
@@ -41,7 +43,7 @@ def main() -> int:
     run_dir = cache / "run"
     if args.command == "demo":
         return main_demo(run_dir, cache, args.out)
-    return main_up(run_dir, cache)
+    return main_up(run_dir, cache, args.replicas)
 
 
 if __name__ == "__main__":

@@ -125,15 +125,15 @@ def main_demo(run_dir: Path, cache_dir: Path, out_dir: Path) -> int:
     return code
 
 
-def main_up(run_dir: Path, cache_dir: Path) -> int:
-    with Stack(run_dir, cache_dir, progress=lambda line: say(f"  {line}")) as stack:
+def main_up(run_dir: Path, cache_dir: Path, replicas: int = 1) -> int:
+    with Stack(run_dir, cache_dir, progress=lambda line: say(f"  {line}"), replicas=replicas) as stack:
         stack.start()
         tenant = stack.create_tenant("demo")
         say(f"gateway: {stack.gateway_url}  (docs at {stack.gateway_url}/docs)")
         say(f"demo API key: {tenant.api_key}")
         say(f"logs: {stack.logs_dir}   Ctrl-C stops everything")
         try:
-            while all(s.proc is not None and s.proc.poll() is None for s in stack.services.values()):
+            while all(s.proc is not None and s.proc.poll() is None for s in stack.processes()):
                 time.sleep(1)
         except KeyboardInterrupt:
             pass
