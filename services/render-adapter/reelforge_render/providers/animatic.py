@@ -9,7 +9,6 @@ from reelforge_core.media import FFMPEG, MediaError, file_arg, run_tool
 from reelforge_render.animatic import AnimaticSpec, RenderRejected, render_animatic, validate
 from reelforge_render.providers.base import INTERNAL, INVALID_INPUT, TIMEOUT, ProviderError
 
-
 # Test hook (QC): a prompt containing this directive, or JobSpec metadata animatic.black=true,
 # renders an all-black clip of the requested size and length, which postprocess QC rejects.
 BLACK_DIRECTIVE = "[animatic:black]"
