@@ -25,6 +25,14 @@ from reelforge_orchestrator.store import Job, StaleTransition
 
 log = logging.getLogger(__name__)
 
+QC_RENDER_ATTEMPTS = 2  # renders per job while postprocess QC keeps asking for a re-render
+
+
+def wants_rerender(job: Job, result: postprocess_pb2.PostprocessResult) -> bool:
+    """Postprocess QC found a fault a new render may fix (black, frozen, truncated video) and the
+    job has render attempts left; otherwise the job fails with the result's code (`qc_failed`)."""
+    return not result.ok and result.rerender and job.render_attempt < QC_RENDER_ATTEMPTS
+
 
 class Workflow:
     def __init__(self, pool: asyncpg.Pool, billing: BillingClient, provider: str) -> None:
@@ -91,14 +99,20 @@ class Workflow:
             request = postprocess_pb2.PostprocessRequested(
                 job_id=job.job_id, tenant_id=job.tenant_id, input_uri=result.output_uri,
                 narration=job.spec.narration, voice=job.spec.voice,
+                options=job.spec.postprocess_options, render_id=job.render_id,
             )
             await outbox.enqueue(conn, topics.POSTPROCESS_REQUESTED, job.job_id, request, job.tenant_id)
 
     async def on_postprocess_result(self, event: Event) -> None:
         result = event.parse(postprocess_pb2.PostprocessResult)
         job = await store.load(self._pool, result.job_id)
-        if job is None or job.state is not JobState.POSTPROCESSING:
+        if job is None or job.state is not JobState.POSTPROCESSING or result.render_id not in ("", job.render_id):
             log.info("postprocess result for a job not awaiting it; ignored")
+            return
+        if wants_rerender(job, result):
+            async with self._pool.acquire() as conn, conn.transaction():
+                await self._dispatch_render(conn, job)
+            log.warning("postprocess QC failed; re-rendering", extra={"error_message": result.error_message[:500]})
             return
         if not result.ok:
             await self._fail(job, result.error_code or "postprocess_failed", result.error_message)
