@@ -117,7 +117,6 @@ CREATE TABLE usage_records (
     recorded_at          timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX usage_records_tenant_time ON usage_records (tenant_id, occurred_at);
-CREATE INDEX usage_records_job ON usage_records (job_id);
 
 -- Budget alerts, once per tenant, month and threshold; the gateway's webhooks deliver them.
 CREATE TABLE budget_alerts (
