@@ -1,0 +1,475 @@
+"""The scheduler: strict priority across tiers (with aging), weighted fair sharing inside a tier,
+per-tenant caps, routing with spill and failover, deadlines and cancellation.
+
+Fair sharing is start-time fair queueing: each backlogged tenant carries a virtual start tag
+S = max(V, F) where V is the tier's virtual time and F the tenant's finish tag; the smallest S is
+served next and F becomes S + cost / weight (cost = output seconds), so backlogged tenants get
+service in proportion to their weights. A tenant at its concurrency or rate cap leaves the queue
+until it is under the cap again, so caps can never be exceeded. A job that has waited
+`aging_seconds_per_tier` competes as if its tenant were one tier higher, so nothing starves.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+from collections import deque
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from reelforge_orchestrator.scheduling.circuit import CircuitPolicy
+from reelforge_orchestrator.scheduling.contracts import QuotaUsage, TenantContract
+from reelforge_orchestrator.scheduling.pools import PoolSpec, PoolState
+from reelforge_orchestrator.scheduling.router import Job, Router
+
+NON_RETRIABLE_CODES = frozenset({"invalid_input", "content_policy"})
+
+
+@dataclass(frozen=True)
+class SchedulingPolicy:
+    aging_seconds_per_tier: float = 120.0
+    max_attempts: int = 3
+    backoff_first_seconds: float = 2.0
+    backoff_max_seconds: float = 60.0
+    non_retriable_codes: frozenset[str] = NON_RETRIABLE_CODES
+    circuit: CircuitPolicy = field(default_factory=CircuitPolicy)
+
+    def backoff(self, attempt: int) -> float:
+        return float(min(self.backoff_max_seconds, self.backoff_first_seconds * 2 ** max(0, attempt - 1)))
+
+
+@dataclass(frozen=True)
+class Dispatch:
+    job: Job
+    pool_id: str
+    provider: str
+    attempt: int
+
+
+@dataclass(frozen=True)
+class Ended:
+    """A job that left the scheduler without running to completion."""
+
+    job: Job
+    state: str  # "expired" | "failed" | "cancelled"
+    code: str
+    message: str
+
+
+@dataclass
+class Decisions:
+    dispatched: list[Dispatch] = field(default_factory=list)
+    ended: list[Ended] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class RenderOutcome:
+    kind: str  # "completed" | "retry" | "failed"
+    job: Job
+    pool_id: str
+    code: str = ""
+    message: str = ""
+    retry_in: float = 0.0
+
+
+@dataclass(frozen=True)
+class Rejection:
+    code: str
+    message: str
+
+
+class _Tenant:
+    __slots__ = (
+        "contract",
+        "finish_tag",
+        "generation",
+        "in_flight",
+        "in_heap",
+        "queue",
+        "quota",
+        "rate_parked",
+        "start_tag",
+        "starts",
+        "waiting",
+    )
+
+    def __init__(self, contract: TenantContract) -> None:
+        self.contract = contract
+        self.queue: deque[Job] = deque()
+        self.waiting = 0           # jobs waiting (queued or backing off), not removed
+        self.in_flight = 0         # dispatched and not finished (render + postprocess)
+        self.starts: deque[float] = deque()  # dispatch times in the last minute
+        self.finish_tag = 0.0
+        self.start_tag = 0.0
+        self.in_heap = False
+        self.rate_parked = False
+        self.quota = QuotaUsage()
+        self.generation = 0
+
+    def head(self) -> Job | None:
+        queue = self.queue
+        while queue and queue[0].removed:
+            queue.popleft()
+        return queue[0] if queue else None
+
+    def rate_allows(self, now: float) -> bool:
+        starts = self.starts
+        while starts and starts[0] <= now - 60.0:
+            starts.popleft()
+        return len(starts) < self.contract.requests_per_minute
+
+
+class _InFlight:
+    __slots__ = ("job", "pool_id", "rendering", "started_at", "units")
+
+    def __init__(self, job: Job, pool_id: str, units: int, started_at: float, rendering: bool) -> None:
+        self.job = job
+        self.pool_id = pool_id
+        self.units = units
+        self.started_at = started_at
+        self.rendering = rendering
+
+
+class Scheduler:
+    def __init__(
+        self,
+        contracts: Iterable[TenantContract],
+        pools: Iterable[PoolSpec],
+        routes: Mapping[str, Iterable[str]],
+        policy: SchedulingPolicy | None = None,
+        default_contract: TenantContract | None = None,
+    ) -> None:
+        self.policy = policy or SchedulingPolicy()
+        self.default_contract = default_contract
+        self.tenants: dict[str, _Tenant] = {c.tenant_id: _Tenant(c) for c in contracts}
+        self.pools: dict[str, PoolState] = {p.pool_id: PoolState(p, self.policy.circuit) for p in pools}
+        self.router = Router(self.pools, routes)
+        self._heaps: dict[int, list[tuple[float, int, str, int]]] = {}
+        self._vtime: dict[int, float] = {}
+        self._seq = itertools.count()
+        self.waiting: dict[str, Job] = {}
+        self.in_flight: dict[str, _InFlight] = {}
+        self._rate_parked: list[tuple[float, str]] = []
+        self._retries: list[tuple[float, int, Job]] = []
+        self._deadlines: list[tuple[float, int, Job]] = []
+        self.decisions = 0
+
+    # -- configuration, applied without restart -------------------------------------------------
+
+    def upsert_contract(self, contract: TenantContract) -> None:
+        tenant = self.tenants.get(contract.tenant_id)
+        if tenant is None:
+            self.tenants[contract.tenant_id] = _Tenant(contract)
+            return
+        tenant.contract = contract
+        if tenant.in_heap:  # the tier may have changed: requeue under the new contract
+            tenant.generation += 1
+            tenant.in_heap = False
+        self._activate(tenant, None)
+
+    def upsert_pool(self, spec: PoolSpec) -> None:
+        state = self.pools.get(spec.pool_id)
+        if state is None:
+            self.pools[spec.pool_id] = PoolState(spec, self.policy.circuit)
+        else:
+            state.spec = spec
+
+    def set_routes(self, routes: Mapping[str, Iterable[str]]) -> None:
+        self.router.routes = {model: list(ids) for model, ids in routes.items()}
+
+    def set_pool_mode(self, pool_id: str, paused: bool, draining: bool) -> None:
+        pool = self.pools[pool_id]
+        pool.paused, pool.draining = paused, draining
+
+    def contract_for(self, tenant_id: str) -> TenantContract | None:
+        tenant = self.tenants.get(tenant_id)
+        if tenant is not None:
+            return tenant.contract
+        if self.default_contract is None:
+            return None
+        return TenantContract(**{**self.default_contract.__dict__, "tenant_id": tenant_id})
+
+    def _tenant(self, tenant_id: str) -> _Tenant | None:
+        tenant = self.tenants.get(tenant_id)
+        if tenant is None:
+            contract = self.contract_for(tenant_id)
+            if contract is None:
+                return None
+            tenant = self.tenants[tenant_id] = _Tenant(contract)
+        return tenant
+
+    # -- jobs in ---------------------------------------------------------------------------------
+
+    def check(self, tenant_id: str, model: str, seconds: float, width: int, height: int) -> Rejection | None:
+        """Contract and routing checks, without taking quota or queueing."""
+        contract = self.contract_for(tenant_id)
+        if contract is None:
+            return Rejection("no_contract", "the tenant has no contract")
+        problem = contract.admission_problem(model, seconds, width, height)
+        if problem:
+            return Rejection(*problem)
+        if not any(p.spec.serves(width, height) for p in self.router.pools_for(model)):
+            return Rejection("no_route", f"no capacity pool serves model {model!r} at {width}x{height}")
+        return None
+
+    def submit(self, job: Job, now: float, take_quota: bool = True) -> Rejection | None:
+        """Queues the job (or says why not). Its deadline defaults from the contract."""
+        if job.job_id in self.waiting or job.job_id in self.in_flight:
+            return None
+        rejection = self.check(job.tenant_id, job.model, job.seconds, job.width, job.height)
+        if rejection:
+            return rejection
+        tenant = self._tenant(job.tenant_id)
+        assert tenant is not None
+        if take_quota:
+            problem = tenant.quota.try_take(tenant.contract, job.seconds, now)
+            if problem:
+                return Rejection(*problem)
+        if job.deadline is None and tenant.contract.default_deadline_seconds is not None:
+            job.deadline = job.enqueued_at + tenant.contract.default_deadline_seconds
+        self._enqueue(tenant, job, now)
+        if job.deadline is not None:
+            heapq.heappush(self._deadlines, (job.deadline, next(self._seq), job))
+        return None
+
+    def _enqueue(self, tenant: _Tenant, job: Job, now: float, front: bool = False) -> None:
+        job.removed = False
+        self.waiting[job.job_id] = job
+        tenant.waiting += 1
+        if front:
+            tenant.queue.appendleft(job)
+        else:
+            tenant.queue.append(job)
+        self._activate(tenant, now)
+
+    def _activate(self, tenant: _Tenant, now: float | None) -> None:
+        """Puts the tenant in its tier's queue if it has work and is under its caps."""
+        if tenant.in_heap or tenant.rate_parked:
+            return
+        if tenant.in_flight >= tenant.contract.max_concurrent or tenant.head() is None:
+            return
+        if now is not None and not tenant.rate_allows(now):
+            tenant.rate_parked = True
+            heapq.heappush(self._rate_parked, (tenant.starts[0] + 60.0, tenant.contract.tenant_id))
+            return
+        rank = tenant.contract.rank
+        heap = self._heaps.get(rank)
+        if heap is None:
+            heap = self._heaps[rank] = []
+            self._vtime[rank] = 0.0
+        tenant.start_tag = max(self._vtime[rank], tenant.finish_tag)
+        tenant.in_heap = True
+        heapq.heappush(heap, (tenant.start_tag, next(self._seq), tenant.contract.tenant_id, tenant.generation))
+
+    # -- the decision loop -----------------------------------------------------------------------
+
+    def tick(self, now: float) -> Decisions:
+        """Expires what can no longer make its deadline and dispatches all that fits, best first."""
+        decisions = Decisions()
+        self._wake_timers(now)
+        self._expire(now, decisions)
+        self._dispatch(now, decisions)
+        self.decisions += len(decisions.dispatched) + len(decisions.ended)
+        return decisions
+
+    def _wake_timers(self, now: float) -> None:
+        while self._rate_parked and self._rate_parked[0][0] <= now:
+            _, tenant_id = heapq.heappop(self._rate_parked)
+            tenant = self.tenants[tenant_id]
+            tenant.rate_parked = False
+            self._activate(tenant, now)
+        while self._retries and self._retries[0][0] <= now:
+            _, _, job = heapq.heappop(self._retries)
+            if job.removed or job.job_id not in self.waiting:
+                continue
+            tenant = self.tenants[job.tenant_id]
+            tenant.waiting -= 1  # _enqueue counts it again
+            self._enqueue(tenant, job, now, front=True)
+
+    def _expire(self, now: float, decisions: Decisions) -> None:
+        deadlines = self._deadlines
+        while deadlines and deadlines[0][0] < now:
+            _, _, job = heapq.heappop(deadlines)
+            if self.waiting.get(job.job_id) is job:
+                self._remove_waiting(job, now)
+                decisions.ended.append(Ended(job, "expired", "deadline_exceeded",
+                                             "the job's deadline passed before capacity was free"))
+
+    def _open_models(self, now: float) -> set[str]:
+        return {model for model, pool_ids in self.router.routes.items()
+                if any(self.pools[p].can_start(now) for p in pool_ids if p in self.pools)}
+
+    def _pick(self, now: float) -> tuple[int, _Tenant, Job] | None:
+        """The tier to serve next: the best rank after aging, among tiers with a live head."""
+        best: tuple[float, int, _Tenant, Job] | None = None
+        aging = self.policy.aging_seconds_per_tier
+        for rank, heap in self._heaps.items():
+            while heap:
+                _, _, tenant_id, generation = heap[0]
+                tenant = self.tenants[tenant_id]
+                job = tenant.head() if generation == tenant.generation else None
+                if job is not None:
+                    break
+                heapq.heappop(heap)
+                if generation == tenant.generation:
+                    tenant.in_heap = False
+            else:
+                continue
+            effective = rank - (now - job.enqueued_at) / aging
+            if best is None or effective < best[0] or (effective == best[0] and rank < best[1]):
+                best = (effective, rank, tenant, job)
+        return None if best is None else (best[1], best[2], best[3])
+
+    def _dispatch(self, now: float, decisions: Decisions) -> None:
+        open_models = self._open_models(now)
+        aside: list[tuple[int, _Tenant]] = []
+        while open_models:
+            picked = self._pick(now)
+            if picked is None:
+                break
+            rank, tenant, job = picked
+            heapq.heappop(self._heaps[rank])
+            tenant.in_heap = False
+            if job.model not in open_models:
+                aside.append((rank, tenant))
+                continue
+            pool = self.router.choose(job, now)
+            if pool is None:
+                reason = self.router.hopeless(job, now)
+                if reason is None:
+                    aside.append((rank, tenant))
+                    continue
+                self._remove_waiting(job, now)
+                message = ("no pool can finish the job before its deadline" if reason == "deadline_exceeded"
+                           else "no capacity pool serves this job")
+                decisions.ended.append(Ended(job, "expired" if reason == "deadline_exceeded" else "failed",
+                                             reason, message))
+                self._activate(tenant, now)
+                continue
+            decisions.dispatched.append(self._start(tenant, rank, job, pool, now))
+            if not pool.can_start(now):
+                open_models = self._open_models(now)
+            self._activate(tenant, now)
+        for rank, tenant in aside:
+            tenant.in_heap = True
+            heapq.heappush(self._heaps[rank], (tenant.start_tag, next(self._seq), tenant.contract.tenant_id,
+                                               tenant.generation))
+
+    def _start(self, tenant: _Tenant, rank: int, job: Job, pool: PoolState, now: float) -> Dispatch:
+        tenant.queue.popleft()
+        tenant.waiting -= 1
+        del self.waiting[job.job_id]
+        tenant.in_flight += 1
+        tenant.starts.append(now)
+        self._vtime[rank] = tenant.start_tag
+        tenant.finish_tag = tenant.start_tag + max(job.seconds, 0.001) / tenant.contract.weight
+        units = pool.start(now)
+        job.attempt += 1
+        self.in_flight[job.job_id] = _InFlight(job, pool.spec.pool_id, units, now, rendering=True)
+        return Dispatch(job, pool.spec.pool_id, pool.spec.provider, job.attempt)
+
+    def _remove_waiting(self, job: Job, now: float) -> None:
+        job.removed = True
+        del self.waiting[job.job_id]
+        tenant = self.tenants[job.tenant_id]
+        tenant.waiting -= 1
+        tenant.quota.give_back(job.seconds)
+
+    # -- results ---------------------------------------------------------------------------------
+
+    def render_done(self, job_id: str, now: float, ok: bool, retriable: bool = False, code: str = "",
+                    message: str = "", output_seconds: float = 0.0, finish_job: bool = False) -> RenderOutcome | None:
+        """A render ended. Frees the pool slot; on success the tenant slot stays taken until `job_done`
+        (or at once with `finish_job`). None if the job was not rendering here (a duplicate)."""
+        flight = self.in_flight.get(job_id)
+        if flight is None or not flight.rendering:
+            return None
+        job = flight.job
+        pool = self.pools.get(flight.pool_id)
+        blames_pool = not ok and code not in self.policy.non_retriable_codes
+        if pool is not None:
+            verdict = True if ok else (False if blames_pool else None)
+            pool.finish(flight.units, verdict, now, now - flight.started_at, output_seconds)
+        flight.rendering = False
+        if ok:
+            if finish_job:
+                self.job_done(job_id, now)
+            return RenderOutcome("completed", job, flight.pool_id)
+        self._release_tenant(job_id, now)
+        if not retriable or code in self.policy.non_retriable_codes:
+            self.tenants[job.tenant_id].quota.give_back(job.seconds)
+            return RenderOutcome("failed", job, flight.pool_id, code or "render_failed", message)
+        if job.attempt >= self.policy.max_attempts:
+            self.tenants[job.tenant_id].quota.give_back(job.seconds)
+            return RenderOutcome("failed", job, flight.pool_id, code or "render_failed",
+                                 f"gave up after {job.attempt} attempts: {message}")
+        delay = self.policy.backoff(job.attempt)
+        job.avoid = job.avoid | {flight.pool_id}
+        job.not_before = now + delay
+        self.waiting[job.job_id] = job
+        self.tenants[job.tenant_id].waiting += 1
+        heapq.heappush(self._retries, (job.not_before, next(self._seq), job))
+        return RenderOutcome("retry", job, flight.pool_id, code, message, delay)
+
+    def job_done(self, job_id: str, now: float) -> None:
+        """The job left the tenant's concurrency (completed, or failed/cancelled after rendering)."""
+        flight = self.in_flight.get(job_id)
+        if flight is None:
+            return
+        if flight.rendering:
+            pool = self.pools.get(flight.pool_id)
+            if pool is not None:
+                pool.finish(flight.units, None, now)
+        self._release_tenant(job_id, now)
+
+    def _release_tenant(self, job_id: str, now: float) -> None:
+        flight = self.in_flight.pop(job_id)
+        tenant = self.tenants[flight.job.tenant_id]
+        tenant.in_flight -= 1
+        self._activate(tenant, now)
+
+    def cancel(self, job_id: str, now: float) -> str | None:
+        """"waiting" (dropped from the queue), "rendering" (slot freed; tell the provider),
+        "postprocessing", or None if the scheduler does not hold it."""
+        job = self.waiting.get(job_id)
+        if job is not None:
+            self._remove_waiting(job, now)
+            return "waiting"
+        flight = self.in_flight.get(job_id)
+        if flight is None:
+            return None
+        where = "rendering" if flight.rendering else "postprocessing"
+        self.tenants[flight.job.tenant_id].quota.give_back(flight.job.seconds)
+        self.job_done(job_id, now)
+        return where
+
+    # -- rebuilding after a restart --------------------------------------------------------------
+
+    def restore_in_flight(self, job: Job, pool_id: str | None, started_at: float, now: float) -> None:
+        """A job already dispatched (pool_id set: still rendering; None: past rendering)."""
+        tenant = self._tenant(job.tenant_id)
+        if tenant is None or job.job_id in self.in_flight:
+            return
+        tenant.in_flight += 1
+        if started_at > now - 60.0:
+            tenant.starts.append(started_at)
+        units = 0
+        pool = self.pools.get(pool_id) if pool_id else None
+        if pool is not None:
+            units = pool.spec.units_per_job
+            pool.in_use += units
+        self.in_flight[job.job_id] = _InFlight(job, pool_id or "", units, started_at, rendering=pool is not None)
+
+    # -- what operators see ----------------------------------------------------------------------
+
+    def queue_depths(self, now: float) -> dict[str, tuple[str, int, float]]:
+        """tenant -> (tier, waiting jobs, oldest wait in seconds)."""
+        oldest: dict[str, float] = {}
+        for job in self.waiting.values():
+            oldest[job.tenant_id] = max(oldest.get(job.tenant_id, 0.0), now - job.enqueued_at)
+        return {tid: (t.contract.tier, t.waiting, oldest.get(tid, 0.0))
+                for tid, t in self.tenants.items() if t.waiting}
+
+    def tenant_in_flight(self, tenant_id: str) -> int:
+        tenant = self.tenants.get(tenant_id)
+        return tenant.in_flight if tenant else 0
