@@ -34,9 +34,10 @@ class CircuitBreaker:
 
     def allows(self, now: float) -> bool:
         """Whether a new request may go to the pool now (moves open -> half-open after the cool-down)."""
-        if self.state is CircuitState.CLOSED:
+        state = self.state
+        if state is CircuitState.CLOSED:
             return True
-        if self.state is CircuitState.OPEN:
+        if state is CircuitState.OPEN:
             if now - self._opened_at < self.policy.open_seconds:
                 return False
             self.state = CircuitState.HALF_OPEN

@@ -69,6 +69,8 @@ class QuotaUsage:
     month_seconds: float = 0.0
 
     def roll(self, now: float) -> None:
+        if int(now // SECONDS_PER_DAY) == self.day:
+            return
         day, month = day_and_month(now)
         if day != self.day:
             self.day, self.day_seconds = day, 0.0

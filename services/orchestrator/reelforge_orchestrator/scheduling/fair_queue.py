@@ -4,7 +4,9 @@ per-tenant caps, routing with spill and failover, deadlines and cancellation.
 Fair sharing is start-time fair queueing: each backlogged tenant carries a virtual start tag
 S = max(V, F) where V is the tier's virtual time and F the tenant's finish tag; the smallest S is
 served next and F becomes S + cost / weight (cost = output seconds), so backlogged tenants get
-service in proportion to their weights. A tenant at its concurrency or rate cap leaves the queue
+service in proportion to their weights. A tenant's jobs queue per model (FIFO within a model) so
+a model whose pools are full does not hold back its jobs for other models; the flows share the
+tenant's one finish tag, and a flow whose queued tag went stale is re-tagged when it surfaces. A tenant at its concurrency or rate cap leaves the queue
 until it is under the cap again, so caps can never be exceeded. A job that has waited
 `aging_seconds_per_tier` competes as if its tenant were one tier higher, so nothing starves.
 """
@@ -79,44 +81,37 @@ class Rejection:
 
 
 class _Tenant:
-    __slots__ = (
-        "contract",
-        "finish_tag",
-        "generation",
-        "in_flight",
-        "in_heap",
-        "queue",
-        "quota",
-        "rate_parked",
-        "start_tag",
-        "starts",
-        "waiting",
-    )
+    __slots__ = ("contract", "finish_tag", "generation", "heaped", "in_flight", "queues", "quota", "rate_parked",
+                 "starts", "waiting")
 
     def __init__(self, contract: TenantContract) -> None:
         self.contract = contract
-        self.queue: deque[Job] = deque()
+        self.queues: dict[str, deque[Job]] = {}  # model -> FIFO
+        self.heaped: set[str] = set()  # models with an entry in the tier's heap for that model
         self.waiting = 0           # jobs waiting (queued or backing off), not removed
         self.in_flight = 0         # dispatched and not finished (render + postprocess)
         self.starts: deque[float] = deque()  # dispatch times in the last minute
         self.finish_tag = 0.0
-        self.start_tag = 0.0
-        self.in_heap = False
         self.rate_parked = False
         self.quota = QuotaUsage()
         self.generation = 0
 
-    def head(self) -> Job | None:
-        queue = self.queue
+    def head(self, model: str) -> Job | None:
+        queue = self.queues.get(model)
+        if not queue:
+            return None
         while queue and queue[0].removed:
             queue.popleft()
         return queue[0] if queue else None
 
     def rate_allows(self, now: float) -> bool:
         starts = self.starts
+        limit = self.contract.requests_per_minute
+        if len(starts) < limit:
+            return True
         while starts and starts[0] <= now - 60.0:
             starts.popleft()
-        return len(starts) < self.contract.requests_per_minute
+        return len(starts) < limit
 
 
 class _InFlight:
@@ -144,7 +139,8 @@ class Scheduler:
         self.tenants: dict[str, _Tenant] = {c.tenant_id: _Tenant(c) for c in contracts}
         self.pools: dict[str, PoolState] = {p.pool_id: PoolState(p, self.policy.circuit) for p in pools}
         self.router = Router(self.pools, routes)
-        self._heaps: dict[int, list[tuple[float, int, str, int]]] = {}
+        # tier rank -> model of the tenant's head job -> heap of (start tag, seq, tenant, generation)
+        self._heaps: dict[int, dict[str, list[tuple[float, int, str, int]]]] = {}
         self._vtime: dict[int, float] = {}
         self._seq = itertools.count()
         self.waiting: dict[str, Job] = {}
@@ -162,9 +158,8 @@ class Scheduler:
             self.tenants[contract.tenant_id] = _Tenant(contract)
             return
         tenant.contract = contract
-        if tenant.in_heap:  # the tier may have changed: requeue under the new contract
-            tenant.generation += 1
-            tenant.in_heap = False
+        tenant.generation += 1  # the tier may have changed: requeue every flow under the new contract
+        tenant.heaped.clear()
         self._activate(tenant, None)
 
     def upsert_pool(self, spec: PoolSpec) -> None:
@@ -173,6 +168,7 @@ class Scheduler:
             self.pools[spec.pool_id] = PoolState(spec, self.policy.circuit)
         else:
             state.spec = spec
+        self.router.invalidate()
 
     def set_routes(self, routes: Mapping[str, Iterable[str]]) -> None:
         self.router.routes = {model: list(ids) for model, ids in routes.items()}
@@ -236,30 +232,40 @@ class Scheduler:
         job.removed = False
         self.waiting[job.job_id] = job
         tenant.waiting += 1
+        queue = tenant.queues.get(job.model)
+        if queue is None:
+            queue = tenant.queues[job.model] = deque()
         if front:
-            tenant.queue.appendleft(job)
+            queue.appendleft(job)
         else:
-            tenant.queue.append(job)
+            queue.append(job)
         self._activate(tenant, now)
 
     def _activate(self, tenant: _Tenant, now: float | None) -> None:
-        """Puts the tenant in its tier's queue if it has work and is under its caps."""
-        if tenant.in_heap or tenant.rate_parked:
-            return
-        if tenant.in_flight >= tenant.contract.max_concurrent or tenant.head() is None:
+        """Puts the tenant's flows with work in their heaps if the tenant is under its caps."""
+        if tenant.rate_parked or tenant.in_flight >= tenant.contract.max_concurrent:
             return
         if now is not None and not tenant.rate_allows(now):
             tenant.rate_parked = True
             heapq.heappush(self._rate_parked, (tenant.starts[0] + 60.0, tenant.contract.tenant_id))
             return
         rank = tenant.contract.rank
-        heap = self._heaps.get(rank)
-        if heap is None:
-            heap = self._heaps[rank] = []
+        if rank not in self._vtime:
             self._vtime[rank] = 0.0
-        tenant.start_tag = max(self._vtime[rank], tenant.finish_tag)
-        tenant.in_heap = True
-        heapq.heappush(heap, (tenant.start_tag, next(self._seq), tenant.contract.tenant_id, tenant.generation))
+        tag = max(self._vtime[rank], tenant.finish_tag)
+        for model, queue in tenant.queues.items():
+            if queue and model not in tenant.heaped and tenant.head(model) is not None:
+                self._push(tenant, rank, model, tag)
+
+    def _push(self, tenant: _Tenant, rank: int, model: str, tag: float) -> None:
+        by_model = self._heaps.get(rank)
+        if by_model is None:
+            by_model = self._heaps[rank] = {}
+        heap = by_model.get(model)
+        if heap is None:
+            heap = by_model[model] = []
+        tenant.heaped.add(model)
+        heapq.heappush(heap, (tag, next(self._seq), tenant.contract.tenant_id, tenant.generation))
 
     # -- the decision loop -----------------------------------------------------------------------
 
@@ -296,48 +302,75 @@ class Scheduler:
                                              "the job's deadline passed before capacity was free"))
 
     def _open_models(self, now: float) -> set[str]:
-        return {model for model, pool_ids in self.router.routes.items()
-                if any(self.pools[p].can_start(now) for p in pool_ids if p in self.pools)}
-
-    def _pick(self, now: float) -> tuple[int, _Tenant, Job] | None:
-        """The tier to serve next: the best rank after aging, among tiers with a live head."""
-        best: tuple[float, int, _Tenant, Job] | None = None
-        aging = self.policy.aging_seconds_per_tier
-        for rank, heap in self._heaps.items():
-            while heap:
-                _, _, tenant_id, generation = heap[0]
-                tenant = self.tenants[tenant_id]
-                job = tenant.head() if generation == tenant.generation else None
-                if job is not None:
+        """Models with at least one pool that can start a job now."""
+        open_models: set[str] = set()
+        pools = self.pools
+        for model, pool_ids in self.router.routes.items():
+            for pool_id in pool_ids:
+                pool = pools.get(pool_id)
+                if pool is not None and pool.can_start(now):
+                    open_models.add(model)
                     break
+        return open_models
+
+    def _top(self, rank: int, heap: list[tuple[float, int, str, int]], model: str) -> tuple[_Tenant, Job] | None:
+        """The live head of a (tier, model) heap: drops stale entries, re-tags lagging ones."""
+        vtime = self._vtime[rank]
+        while heap:
+            tag, _, tenant_id, generation = heap[0]
+            tenant = self.tenants[tenant_id]
+            if generation != tenant.generation:
                 heapq.heappop(heap)
-                if generation == tenant.generation:
-                    tenant.in_heap = False
-            else:
                 continue
+            job = tenant.head(model)
+            if job is None or tenant.rate_parked or tenant.in_flight >= tenant.contract.max_concurrent:
+                heapq.heappop(heap)  # it rejoins when it has work and room again
+                tenant.heaped.discard(model)
+                continue
+            due = tenant.finish_tag if tenant.finish_tag > vtime else vtime
+            if tag < due:  # another flow of this tenant was served since this entry was queued
+                heapq.heapreplace(heap, (due, next(self._seq), tenant_id, generation))
+                continue
+            return tenant, job
+        return None
+
+    def _pick(self, now: float, open_models: set[str]) -> tuple[int, str, _Tenant, Job] | None:
+        """Inside each tier the smallest start tag among models with room; across tiers the best
+        rank after aging."""
+        best: tuple[float, int, str, _Tenant, Job] | None = None
+        aging = self.policy.aging_seconds_per_tier
+        for rank, by_model in self._heaps.items():
+            tier_best: tuple[float, str, _Tenant, Job] | None = None
+            for model in open_models:
+                heap = by_model.get(model)
+                if not heap:
+                    continue
+                top = self._top(rank, heap, model)
+                if top is not None and (tier_best is None or heap[0][0] < tier_best[0]):
+                    tier_best = (heap[0][0], model, top[0], top[1])
+            if tier_best is None:
+                continue
+            _, model, tenant, job = tier_best
             effective = rank - (now - job.enqueued_at) / aging
             if best is None or effective < best[0] or (effective == best[0] and rank < best[1]):
-                best = (effective, rank, tenant, job)
-        return None if best is None else (best[1], best[2], best[3])
+                best = (effective, rank, model, tenant, job)
+        return None if best is None else best[1:]
 
     def _dispatch(self, now: float, decisions: Decisions) -> None:
         open_models = self._open_models(now)
-        aside: list[tuple[int, _Tenant]] = []
+        aside: list[tuple[int, str, _Tenant, float]] = []
         while open_models:
-            picked = self._pick(now)
+            picked = self._pick(now, open_models)
             if picked is None:
                 break
-            rank, tenant, job = picked
-            heapq.heappop(self._heaps[rank])
-            tenant.in_heap = False
-            if job.model not in open_models:
-                aside.append((rank, tenant))
-                continue
+            rank, model, tenant, job = picked
+            tag = heapq.heappop(self._heaps[rank][model])[0]
+            tenant.heaped.discard(model)
             pool = self.router.choose(job, now)
             if pool is None:
                 reason = self.router.hopeless(job, now)
-                if reason is None:
-                    aside.append((rank, tenant))
+                if reason is None:  # only pools too slow for its deadline have room: wait for a faster one
+                    aside.append((rank, model, tenant, tag))
                     continue
                 self._remove_waiting(job, now)
                 message = ("no pool can finish the job before its deadline" if reason == "deadline_exceeded"
@@ -346,23 +379,21 @@ class Scheduler:
                                              reason, message))
                 self._activate(tenant, now)
                 continue
-            decisions.dispatched.append(self._start(tenant, rank, job, pool, now))
-            if not pool.can_start(now):
-                open_models = self._open_models(now)
+            decisions.dispatched.append(self._start(tenant, rank, tag, job, pool, now))
+            if not pool.can_start(now) and not any(p.can_start(now) for p in self.router.pools_for(model)):
+                open_models.discard(model)
             self._activate(tenant, now)
-        for rank, tenant in aside:
-            tenant.in_heap = True
-            heapq.heappush(self._heaps[rank], (tenant.start_tag, next(self._seq), tenant.contract.tenant_id,
-                                               tenant.generation))
+        for rank, model, tenant, tag in aside:
+            self._push(tenant, rank, model, tag)
 
-    def _start(self, tenant: _Tenant, rank: int, job: Job, pool: PoolState, now: float) -> Dispatch:
-        tenant.queue.popleft()
+    def _start(self, tenant: _Tenant, rank: int, tag: float, job: Job, pool: PoolState, now: float) -> Dispatch:
+        tenant.queues[job.model].popleft()
         tenant.waiting -= 1
         del self.waiting[job.job_id]
         tenant.in_flight += 1
         tenant.starts.append(now)
-        self._vtime[rank] = tenant.start_tag
-        tenant.finish_tag = tenant.start_tag + max(job.seconds, 0.001) / tenant.contract.weight
+        self._vtime[rank] = tag
+        tenant.finish_tag = tag + max(job.seconds, 0.001) / tenant.contract.weight
         units = pool.start(now)
         job.attempt += 1
         self.in_flight[job.job_id] = _InFlight(job, pool.spec.pool_id, units, now, rendering=True)

@@ -51,11 +51,16 @@ class PoolSpec:
         return min(self.gpus_per_job, self.gpus) if self.is_gpu_pool else 1
 
     def serves(self, width: int, height: int) -> bool:
-        return not self.cost_micros_per_second or resolution_class(width, height) in self.cost_micros_per_second
+        return self.serves_class(resolution_class(width, height))
+
+    def serves_class(self, resolution: str) -> bool:
+        return not self.cost_micros_per_second or resolution in self.cost_micros_per_second
 
     def cost_micros(self, seconds: float, width: int, height: int) -> int:
-        per_second = self.cost_micros_per_second.get(resolution_class(width, height), 0)
-        return int(per_second * seconds)
+        return self.cost_for(resolution_class(width, height), seconds)
+
+    def cost_for(self, resolution: str, seconds: float) -> int:
+        return int(self.cost_micros_per_second.get(resolution, 0) * seconds)
 
     def gpu_seconds(self, seconds: float, width: int, height: int) -> float:
         return seconds * self.gpu_seconds_per_output_second * (width * height) / FULL_HD_PIXELS
@@ -64,17 +69,8 @@ class PoolSpec:
 class PoolState:
     """A pool's live state: what it is running, its rate window, its breaker, observed latency."""
 
-    __slots__ = (
-        "_starts",
-        "circuit",
-        "draining",
-        "failures",
-        "in_use",
-        "latency_per_second",
-        "paused",
-        "spec",
-        "successes",
-    )
+    __slots__ = ("_spec", "capacity", "units", "in_use", "paused", "draining", "circuit", "_starts",
+                 "latency_per_second", "successes", "failures")
 
     def __init__(self, spec: PoolSpec, circuit: CircuitPolicy | None = None) -> None:
         self.spec = spec
@@ -88,25 +84,35 @@ class PoolState:
         self.failures = 0
 
     @property
+    def spec(self) -> PoolSpec:
+        return self._spec
+
+    @spec.setter
+    def spec(self, spec: PoolSpec) -> None:
+        self._spec = spec
+        self.capacity = spec.capacity
+        self.units = spec.units_per_job
+
+    @property
     def free(self) -> int:
-        return self.spec.capacity - self.in_use
+        return self.capacity - self.in_use
 
     def rate_allows(self, now: float) -> bool:
         starts = self._starts
+        limit = self._spec.requests_per_minute
+        if len(starts) < limit:
+            return True
         while starts and starts[0] <= now - 60.0:
             starts.popleft()
-        return len(starts) < self.spec.requests_per_minute
-
-    def next_rate_opening(self) -> float:
-        return self._starts[0] + 60.0 if self._starts else 0.0
+        return len(starts) < limit
 
     def accepting(self) -> bool:
         return not (self.paused or self.draining)
 
     def can_start(self, now: float) -> bool:
         """Room for one more job right now (capacity, rate, breaker, not paused)."""
-        return (self.free >= self.spec.units_per_job and self.accepting() and self.rate_allows(now)
-                and self.circuit.allows(now))
+        return (self.in_use + self.units <= self.capacity and not self.paused and not self.draining
+                and self.rate_allows(now) and self.circuit.allows(now))
 
     def estimated_seconds(self, seconds: float, width: int, height: int) -> float:
         spec = self.spec
@@ -115,9 +121,12 @@ class PoolState:
         return spec.fixed_latency_seconds + seconds * self.latency_per_second
 
     def start(self, now: float) -> int:
-        units = self.spec.units_per_job
+        units = self.units
         self.in_use += units
-        self._starts.append(now)
+        starts = self._starts
+        starts.append(now)
+        if len(starts) > self._spec.requests_per_minute:
+            starts.popleft()
         self.circuit.on_dispatch()
         return units
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
-from reelforge_orchestrator.scheduling.pools import PoolState
+from reelforge_orchestrator.scheduling.pools import PoolState, resolution_class
 
 
 class Job:
@@ -21,6 +21,7 @@ class Job:
         "model",
         "not_before",
         "removed",
+        "resolution",
         "seconds",
         "tenant_id",
         "width",
@@ -40,23 +41,48 @@ class Job:
         self.avoid: frozenset[str] = frozenset()  # pools that failed this job
         self.not_before = 0.0           # backoff after a failed attempt
         self.removed = False            # cancelled or expired while waiting
+        self.resolution = resolution_class(width, height)
 
 
 class Router:
     def __init__(self, pools: Mapping[str, PoolState], routes: Mapping[str, Iterable[str]]) -> None:
         self._pools = pools
-        self.routes: dict[str, list[str]] = {model: list(ids) for model, ids in routes.items()}
+        self._routes: dict[str, list[str]] = {}
+        self._ranked: dict[tuple[str, str], list[PoolState]] = {}
+        self.routes = {model: list(ids) for model, ids in routes.items()}
+
+    @property
+    def routes(self) -> dict[str, list[str]]:
+        return self._routes
+
+    @routes.setter
+    def routes(self, routes: dict[str, list[str]]) -> None:
+        self._routes = routes
+        self.invalidate()
+
+    def invalidate(self) -> None:
+        """Pools or prices changed: rank again."""
+        self._ranked.clear()
 
     def pools_for(self, model: str) -> list[PoolState]:
-        return [self._pools[pool_id] for pool_id in self.routes.get(model, ()) if pool_id in self._pools]
+        return [self._pools[pool_id] for pool_id in self._routes.get(model, ()) if pool_id in self._pools]
+
+    def _cheapest_first(self, model: str, resolution: str) -> list[PoolState]:
+        key = (model, resolution)
+        ranked = self._ranked.get(key)
+        if ranked is None:
+            ranked = [p for p in self.pools_for(model) if p.spec.serves_class(resolution)]
+            ranked.sort(key=lambda p: p.spec.cost_for(resolution, 1.0))  # stable: route order breaks ties
+            self._ranked[key] = ranked
+        return ranked
 
     def candidates(self, job: Job) -> list[PoolState]:
         """Pools that could serve the job at all, cheapest first (route order breaks ties)."""
-        pools = [p for p in self.pools_for(job.model) if p.spec.serves(job.width, job.height)]
+        pools = self._cheapest_first(job.model, job.resolution)
         if job.avoid:
             others = [p for p in pools if p.spec.pool_id not in job.avoid]
-            pools = others or pools
-        return sorted(pools, key=lambda p: p.spec.cost_micros(job.seconds, job.width, job.height))
+            return others or pools
+        return pools
 
     def choose(self, job: Job, now: float) -> PoolState | None:
         for pool in self.candidates(job):
