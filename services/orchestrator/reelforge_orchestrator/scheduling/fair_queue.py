@@ -253,8 +253,9 @@ class Scheduler:
         if rank not in self._vtime:
             self._vtime[rank] = 0.0
         tag = max(self._vtime[rank], tenant.finish_tag)
+        heaped = tenant.heaped
         for model, queue in tenant.queues.items():
-            if queue and model not in tenant.heaped and tenant.head(model) is not None:
+            if queue and model not in heaped and tenant.head(model) is not None:
                 self._push(tenant, rank, model, tag)
 
     def _push(self, tenant: _Tenant, rank: int, model: str, tag: float) -> None:
@@ -304,11 +305,10 @@ class Scheduler:
     def _open_models(self, now: float) -> set[str]:
         """Models with at least one pool that can start a job now."""
         open_models: set[str] = set()
-        pools = self.pools
-        for model, pool_ids in self.router.routes.items():
-            for pool_id in pool_ids:
-                pool = pools.get(pool_id)
-                if pool is not None and pool.can_start(now):
+        router = self.router
+        for model in router.routes:
+            for pool in router.pools_for(model):
+                if pool.in_use + pool.units <= pool.capacity and pool.can_start(now):
                     open_models.add(model)
                     break
         return open_models

@@ -69,8 +69,19 @@ class PoolSpec:
 class PoolState:
     """A pool's live state: what it is running, its rate window, its breaker, observed latency."""
 
-    __slots__ = ("_spec", "capacity", "units", "in_use", "paused", "draining", "circuit", "_starts",
-                 "latency_per_second", "successes", "failures")
+    __slots__ = (
+        "_spec",
+        "_starts",
+        "capacity",
+        "circuit",
+        "draining",
+        "failures",
+        "in_use",
+        "latency_per_second",
+        "paused",
+        "successes",
+        "units",
+    )
 
     def __init__(self, spec: PoolSpec, circuit: CircuitPolicy | None = None) -> None:
         self.spec = spec

@@ -49,6 +49,7 @@ class Router:
         self._pools = pools
         self._routes: dict[str, list[str]] = {}
         self._ranked: dict[tuple[str, str], list[PoolState]] = {}
+        self._by_model: dict[str, list[PoolState]] = {}
         self.routes = {model: list(ids) for model, ids in routes.items()}
 
     @property
@@ -63,9 +64,14 @@ class Router:
     def invalidate(self) -> None:
         """Pools or prices changed: rank again."""
         self._ranked.clear()
+        self._by_model.clear()
 
     def pools_for(self, model: str) -> list[PoolState]:
-        return [self._pools[pool_id] for pool_id in self._routes.get(model, ()) if pool_id in self._pools]
+        pools = self._by_model.get(model)
+        if pools is None:
+            pools = [self._pools[pool_id] for pool_id in self._routes.get(model, ()) if pool_id in self._pools]
+            self._by_model[model] = pools
+        return pools
 
     def _cheapest_first(self, model: str, resolution: str) -> list[PoolState]:
         key = (model, resolution)
