@@ -170,7 +170,7 @@ def main() -> None:
             time_waiting += dt
             busy_while_waiting += dt * units_in_use / total_capacity
             if os.environ.get("SIM_DEBUG") and steps % 5000 == 0:
-                print(now, {pid: f"{ps.in_use}/{ps.capacity}/{int(ps.can_start(now))}" for pid, ps in sched.pools.items()})
+                print(now, {pid: f"{ps.in_use}/{ps.capacity}" for pid, ps in sched.pools.items()})
                 print({r: {m: len(h) for m, h in bm.items()} for r, bm in sched._heaps.items()})
             if steps % 64 == 0:
                 for tenant_id in list(backlogged_throughout):
@@ -201,10 +201,12 @@ def main() -> None:
     cpu = time.process_time() - cpu_started
 
     fair_values = [service[t] for t in backlogged_throughout]
-    print(f"jobs generated           {made:,} of {args.jobs:,}" + ("  (stopped at the wall-time budget)" if out_of_time else ""))
+    stopped = "  (stopped at the wall-time budget)" if out_of_time else ""
+    print(f"jobs generated           {made:,} of {args.jobs:,}{stopped}")
     print(f"simulated time           {now:,.0f} s")
     print(f"tenants / pools          {len(contracts)} / {len(pools)} ({total_capacity} capacity units)")
-    print(f"dispatched / completed   {dispatched:,} / {completed:,}; expired or failed {ended:,}; still waiting {len(sched.waiting):,}")
+    print(f"dispatched / completed   {dispatched:,} / {completed:,}; expired or failed {ended:,}; "
+          f"still waiting {len(sched.waiting):,}")
     print(f"decisions                {decisions:,}")
     print(f"wall time                {wall:.1f} s (scheduler calls {sched_seconds:.1f} s)")
     print(f"decisions/s (wall)       {decisions / wall:,.0f}")

@@ -1,14 +1,15 @@
-"""The scheduler: strict priority across tiers (with aging), weighted fair sharing inside a tier,
-per-tenant caps, routing with spill and failover, deadlines and cancellation.
+"""The scheduler: strict priority across tiers (with aging), weighted fair sharing inside a tier, per-
+tenant caps, routing with spill and failover, deadlines and cancellation.
 
-Fair sharing is start-time fair queueing: each backlogged tenant carries a virtual start tag
-S = max(V, F) where V is the tier's virtual time and F the tenant's finish tag; the smallest S is
-served next and F becomes S + cost / weight (cost = output seconds), so backlogged tenants get
-service in proportion to their weights. A tenant's jobs queue per model (FIFO within a model) so
-a model whose pools are full does not hold back its jobs for other models; the flows share the
-tenant's one finish tag, and a flow whose queued tag went stale is re-tagged when it surfaces. A tenant at its concurrency or rate cap leaves the queue
-until it is under the cap again, so caps can never be exceeded. A job that has waited
-`aging_seconds_per_tier` competes as if its tenant were one tier higher, so nothing starves.
+Fair sharing is start-time fair queueing: each backlogged tenant carries a virtual start tag S =
+max(V, F) where V is the tier's virtual time and F the tenant's finish tag; the smallest S is served
+next and F becomes S + cost / weight (cost = output seconds), so backlogged tenants get service in
+proportion to their weights. A tenant's jobs queue per model (FIFO within a model) so a model whose
+pools are full does not hold back its jobs for other models; the flows share the tenant's one finish
+tag, and a flow whose queued tag went stale is re-tagged when it surfaces. A tenant at its
+concurrency or rate cap leaves the queue until it is under the cap again, so caps can never be
+exceeded. A job that has waited `aging_seconds_per_tier` competes as if its tenant were one tier
+higher, so nothing starves.
 """
 
 from __future__ import annotations
