@@ -21,7 +21,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from reelforge_orchestrator.scheduling.circuit import CircuitPolicy
-from reelforge_orchestrator.scheduling.contracts import QuotaUsage, TenantContract
+from reelforge_orchestrator.scheduling.contracts import QuotaUsage, TenantContract, day_and_month
 from reelforge_orchestrator.scheduling.pools import PoolSpec, PoolState
 from reelforge_orchestrator.scheduling.router import Job, Router
 
@@ -491,6 +491,33 @@ class Scheduler:
             units = pool.spec.units_per_job
             pool.in_use += units
         self.in_flight[job.job_id] = _InFlight(job, pool_id or "", units, started_at, rendering=pool is not None)
+
+    def restore_waiting(self, job: Job, now: float) -> None:
+        """A job that was waiting (admitted, or backing off before a retry) before a restart."""
+        tenant = self._tenant(job.tenant_id)
+        if tenant is None or job.job_id in self.waiting or job.job_id in self.in_flight:
+            return
+        if job.not_before > now:
+            self.waiting[job.job_id] = job
+            tenant.waiting += 1
+            heapq.heappush(self._retries, (job.not_before, next(self._seq), job))
+        else:
+            self._enqueue(tenant, job, now)
+        if job.deadline is not None:
+            heapq.heappush(self._deadlines, (job.deadline, next(self._seq), job))
+
+    def restore_quota_usage(self, tenant_id: str, seconds: float, admitted_at: float, now: float) -> None:
+        """Counts seconds admitted earlier (today or this month) against the tenant's quota."""
+        tenant = self._tenant(tenant_id)
+        if tenant is None:
+            return
+        quota = tenant.quota
+        quota.roll(now)
+        day, month = day_and_month(admitted_at)
+        if day == quota.day:
+            quota.day_seconds += seconds
+        if month == quota.month:
+            quota.month_seconds += seconds
 
     # -- what operators see ----------------------------------------------------------------------
 
