@@ -189,6 +189,18 @@ class Stack:
         env["PYTHONUNBUFFERED"] = "1"
         return ServiceProcess(spec, env, port, self.logs_dir / f"{spec.name}.log")
 
+    def add_instance(self, service: str, name: str) -> ServiceProcess:
+        """Another process of `service` (e.g. a standby orchestrator) with its own port, log and traces.
+        Registered under `name`; start it with `.restart()`."""
+        base = self.services[service]
+        prefix = f"REELFORGE_{base.spec.env_prefix}_"
+        port = free_port()
+        env = {**base.env, f"{prefix}HTTP_PORT": str(port),
+               f"{prefix}TRACE_FILE": str(self.traces_dir / f"{name}.jsonl")}
+        process = ServiceProcess(base.spec, env, port, self.logs_dir / f"{name}.log")
+        self.services[name] = process
+        return process
+
     @property
     def gateway_url(self) -> str:
         return self.services["gateway"].url

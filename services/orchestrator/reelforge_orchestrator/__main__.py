@@ -1,4 +1,4 @@
-"""`python -m reelforge_orchestrator` runs the orchestrator.
+"""`python -m reelforge_orchestrator [serve]` runs the orchestrator; other commands: see cli.py.
 
 Every instance migrates the schema and runs the outbox relay (itself elected); only the leader
 consumes events and schedules. A standby is ready (it answers /readyz) and waits for the lock.
@@ -6,11 +6,13 @@ consumes events and schedules. A standby is ready (it answers /readyz) and waits
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 from pathlib import Path
 
 from reelforge_core.kafka import EventConsumer
 from reelforge_core.service import ServiceRuntime, run_service
+from reelforge_orchestrator import cli
 from reelforge_orchestrator.billing_client import BillingClient
 from reelforge_orchestrator.engine import Engine
 from reelforge_orchestrator.leader import Leadership
@@ -52,7 +54,15 @@ async def start(runtime: ServiceRuntime) -> None:
 
 
 def main() -> None:
-    run_service(OrchestratorSettings(), start)
+    parser = argparse.ArgumentParser(prog="reelforge-orchestrator")
+    sub = parser.add_subparsers(dest="command")
+    sub.add_parser("serve", help="run the orchestrator (default)")
+    cli.add_commands(sub)
+    args = parser.parse_args()
+    if args.command in (None, "serve"):
+        run_service(OrchestratorSettings(), start)
+    else:
+        cli.run_command(args)
 
 
 if __name__ == "__main__":
