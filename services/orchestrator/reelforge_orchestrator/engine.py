@@ -117,6 +117,12 @@ class Engine:
         config = await config_store.load(self._pool)
         scheduler = self.scheduler
         scheduler.default_contract = config.default_contract
+        explicit = {c.tenant_id: c for c in config.contracts}
+        for tenant_id in list(scheduler.tenants):
+            if tenant_id not in explicit:  # on the default contract, which may have changed
+                contract = scheduler.contract_for_default(tenant_id)
+                if contract is not None and scheduler.tenants[tenant_id].contract != contract:
+                    scheduler.upsert_contract(contract)
         for contract in config.contracts:
             current = scheduler.tenants.get(contract.tenant_id)
             if current is None or current.contract != contract:

@@ -273,3 +273,19 @@ async def test_a_new_leader_rebuilds_and_never_dispatches_twice(postgres_dsn: st
     await second.leadership.release()
     await first.pool.close()
     await second.pool.close()
+
+
+async def test_a_changed_default_contract_applies_to_tenants_without_their_own(h: Harness) -> None:
+    jobs = [await h.submit("walk-in") for _ in range(3)]
+    await h.engine.step()
+    assert [(await h.state(j))["state"] for j in jobs] == ["rendering"] * 3
+    await config_store.upsert_contract(h.pool, TenantContract("*", max_concurrent=1))
+    await h.engine.reload()
+    later = await h.submit("walk-in")
+    for job_id in jobs:
+        await h.render_result(job_id)
+        await h.postprocess_result(job_id)
+        await h.engine.step()
+        if job_id != jobs[-1]:
+            assert (await h.state(later))["state"] == "admitted"  # still 2+ in flight against a cap of 1
+    assert (await h.state(later))["state"] == "rendering"

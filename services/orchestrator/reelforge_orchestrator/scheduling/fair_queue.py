@@ -14,6 +14,7 @@ higher, so nothing starves.
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
 import itertools
 from collections import deque
@@ -182,9 +183,13 @@ class Scheduler:
         tenant = self.tenants.get(tenant_id)
         if tenant is not None:
             return tenant.contract
+        return self.contract_for_default(tenant_id)
+
+    def contract_for_default(self, tenant_id: str) -> TenantContract | None:
+        """The default contract, made out to `tenant_id` (None if there is no default)."""
         if self.default_contract is None:
             return None
-        return TenantContract(**{**self.default_contract.__dict__, "tenant_id": tenant_id})
+        return dataclasses.replace(self.default_contract, tenant_id=tenant_id)
 
     def _tenant(self, tenant_id: str) -> _Tenant | None:
         tenant = self.tenants.get(tenant_id)
