@@ -50,7 +50,7 @@ def test_contract_caps_hold_under_a_burst(stack: Stack) -> None:
     try:
         for i in range(8):
             for name, client in clients.items():
-                ids[submit(client, prompt=f"burst {i}", seconds=1, size="854x480")["id"]] = name
+                ids[submit(client, prompt=f"burst {i}", seconds=1, size="640x360")["id"]] = name
         peak: Counter[str] = Counter()
         deadline = time.monotonic() + 240
         tenant_ids = [t.tenant_id for t in tenants.values()]
@@ -91,8 +91,8 @@ def test_cancel_a_waiting_job_through_kafka(stack: Stack) -> None:
     _set_contract(stack, tenant.tenant_id, "--max-concurrent", "1")
     time.sleep(6)
     with _client(stack, tenant.api_key) as api:
-        first = submit(api, prompt="long one", seconds=6, size="854x480")
-        second = submit(api, prompt="waits behind", seconds=1, size="854x480")
+        first = submit(api, prompt="long one", seconds=6, size="640x360")
+        second = submit(api, prompt="waits behind", seconds=1, size="640x360")
         wait_for(api, second["id"], {"admitted"}, timeout=60)
         asyncio.run(_produce_cancel(stack, second["id"], tenant.tenant_id))
         cancelled = wait_for(api, second["id"], TERMINAL, timeout=60)
@@ -112,7 +112,7 @@ def test_standby_takes_over_after_kill_9_and_no_job_renders_twice(stack: Stack) 
         standby.restart()
         time.sleep(6)
         with _client(stack, tenant.api_key) as api:
-            ids = [submit(api, prompt=f"failover {i}", seconds=1, size="854x480")["id"] for i in range(8)]
+            ids = [submit(api, prompt=f"failover {i}", seconds=1, size="640x360")["id"] for i in range(8)]
             wait_for(api, ids[0], {"rendering", "postprocessing", "completed"}, timeout=60)
             before = db_fetch(stack, "orchestrator", "SELECT epoch FROM leader_lease")[0]["epoch"]
             killed_at = time.time()
