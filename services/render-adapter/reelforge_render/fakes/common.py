@@ -33,6 +33,10 @@ MARKERS: dict[str, Outcome] = {"[policy]": "content_policy", "[invalid]": "inval
                                "[stuck]": "stuck"}
 
 
+# Rendered outputs by (width, height, seconds), shared by every fake in the process: real MP4s, made once.
+_VIDEOS: dict[tuple[int, int, float], bytes] = {}
+
+
 class Behaviour(BaseModel):
     latency_s: float = 1.0  # how long a job runs once started
     queue_s: float = 0.0  # how long it waits in the queue first
@@ -101,7 +105,6 @@ class FakeProvider:
         self.idempotency: dict[str, str] = {}
         self.stats = Stats()
         self._rng = random.Random(seed)
-        self._videos: dict[tuple[int, int, float], bytes] = {}
         self._render_lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -132,19 +135,20 @@ class FakeProvider:
         self.stats.throttled += 1
         return True
 
-    async def video(self, job: FakeJob) -> bytes:
+    async def video(self, job: FakeJob, counted: bool = True) -> bytes:
         """A real MP4 of the requested size and length, rendered by the animatic renderer (cached per shape)."""
         key = (job.width, job.height, job.seconds)
         async with self._render_lock:
-            if key not in self._videos:
+            if key not in _VIDEOS:
                 with tempfile.TemporaryDirectory() as scratch:
                     out = Path(scratch) / "fake.mp4"
                     spec = AnimaticSpec(prompt="Rendered by a fake provider.", seconds=job.seconds,
                                         width=job.width, height=job.height, fps=12)
                     await render_animatic(spec, out, timeout_s=120)
-                    self._videos[key] = out.read_bytes()
-        self.stats.downloads += 1
-        return self._videos[key]
+                    _VIDEOS[key] = out.read_bytes()
+        if counted:
+            self.stats.downloads += 1
+        return _VIDEOS[key]
 
     def announce(self, job: FakeJob, body: Callable[[FakeJob], dict[str, Any]],
                  headers: Callable[[bytes], dict[str, str]] | None = None) -> None:
@@ -185,6 +189,13 @@ def install_common(app: FastAPI, fake: FakeProvider, error_body: ErrorBody,
                                 headers={"retry-after": f"{fake.behaviour.retry_after_s:g}"})
         return await call_next(request)
 
+    @app.get("/files/{job_id}.mp4")
+    async def cdn_file(job_id: str) -> Response:
+        job = fake.jobs.get(job_id)
+        if job is None or not job.succeeded:
+            return JSONResponse({"detail": "Not Found"}, status_code=404)
+        return Response(await fake.video(job), media_type="video/mp4")
+
     @app.post("/_fake/behaviour")
     async def set_behaviour(changes: dict[str, Any]) -> dict[str, Any]:
         fake.behaviour = fake.behaviour.model_copy(update=changes)
@@ -193,6 +204,13 @@ def install_common(app: FastAPI, fake: FakeProvider, error_body: ErrorBody,
     @app.get("/_fake/stats")
     async def stats() -> dict[str, Any]:
         return {**asdict(fake.stats), "jobs": len(fake.jobs)}
+
+
+def cdn_url(request: Request, job: FakeJob) -> str:
+    """Where a provider's CDN would serve the output: another origin (`localhost` instead of the API's
+    127.0.0.1), so adapters treat it as a foreign URL and the SSRF guard must explicitly allow it."""
+    port = request.url.port
+    return f"http://localhost:{port}/files/{job.id}.mp4"
 
 
 def bearer(fake: FakeProvider, scheme: str = "Bearer", header: str = "authorization") -> Callable[[Request], bool]:
