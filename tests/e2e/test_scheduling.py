@@ -106,7 +106,7 @@ def test_cancel_a_waiting_job_through_kafka(stack: Stack) -> None:
 def test_standby_takes_over_after_kill_9_and_no_job_renders_twice(stack: Stack) -> None:
     tenant = stack.create_tenant("failover-tenant", credit_usd="20")
     _set_contract(stack, tenant.tenant_id, "--max-concurrent", "2")
-    standby = stack.add_instance("orchestrator", "orchestrator-standby")
+    standby = stack.add_instance("orchestrator")
     leader = stack.services["orchestrator"]
     try:
         standby.restart()
@@ -136,4 +136,4 @@ def test_standby_takes_over_after_kill_9_and_no_job_renders_twice(stack: Stack) 
     finally:
         leader.restart()  # back as the standby
         standby.stop()
-        del stack.services["orchestrator-standby"]
+        stack.instances["orchestrator"].remove(standby)

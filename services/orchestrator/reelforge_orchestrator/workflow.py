@@ -30,6 +30,13 @@ from reelforge_orchestrator.store import Job, StaleTransition
 log = logging.getLogger(__name__)
 
 TOPICS = [topics.JOBS_SUBMITTED, topics.JOBS_CANCEL_REQUESTED, topics.RENDER_RESULT, topics.POSTPROCESS_RESULT]
+QC_RENDER_ATTEMPTS = 2  # renders per job while postprocess QC keeps asking for a re-render
+
+
+def wants_rerender(job: Job, result: postprocess_pb2.PostprocessResult) -> bool:
+    """Postprocess QC found a fault a new render may fix (black, frozen, truncated video) and the
+    job has render attempts left; otherwise the job fails with the result's code (`qc_failed`)."""
+    return not result.ok and result.rerender and job.render_attempt < QC_RENDER_ATTEMPTS
 
 
 class Workflow:
@@ -118,6 +125,8 @@ class Workflow:
                     request = postprocess_pb2.PostprocessRequested(
                         job_id=job.job_id, tenant_id=job.tenant_id, input_uri=result.output_uri,
                         narration=job.spec.narration, voice=job.spec.voice,
+                        options=job.spec.postprocess_options, render_id=job.render_id,
+                        free_tier=self._free_tier(job.tenant_id),
                     )
                     await outbox.enqueue(conn, topics.POSTPROCESS_REQUESTED, job.job_id, request, job.tenant_id)
             engine.wake()
@@ -142,8 +151,12 @@ class Workflow:
     async def on_postprocess_result(self, event: Event) -> None:
         result = event.parse(postprocess_pb2.PostprocessResult)
         job = await store.load(self._pool, result.job_id)
-        if job is None or job.state is not JobState.POSTPROCESSING:
+        if job is None or job.state is not JobState.POSTPROCESSING or result.render_id not in ("", job.render_id):
             log.info("postprocess result for a job not awaiting it; ignored")
+            return
+        if wants_rerender(job, result):
+            await self._rerender(job)
+            log.warning("postprocess QC failed; re-rendering", extra={"error_message": result.error_message[:500]})
             return
         if not result.ok:
             await self._end(job, JobState.FAILED, result.error_code or "postprocess_failed", result.error_message,
@@ -161,6 +174,23 @@ class Workflow:
             self._engine.scheduler.job_done(job.job_id, self._engine.clock())
         self._engine.wake()
         log.info("job completed", extra={"charged_micros": charged, "output_seconds": result.output_seconds})
+
+    def _free_tier(self, tenant_id: str) -> bool:
+        contract = self._engine.scheduler.contract_for(tenant_id)
+        return contract is not None and contract.tier == "free"
+
+    async def _rerender(self, job: Job) -> None:
+        """Back to the queue for another render (QC asked); it waits for a pool slot like any job."""
+        engine = self._engine
+        async with engine.lock:
+            now = engine.clock()
+            async with self._pool.acquire() as conn, conn.transaction():
+                await check_epoch(conn, engine.epoch)
+                job = await store.transition(conn, job, JobState.RENDERING, pool_id=None, retry_at=None)
+            engine.scheduler.job_done(job.job_id, now)
+            deadline = job.deadline.timestamp() if job.deadline is not None else None
+            engine.scheduler.restore_waiting(sched_job(job, now, deadline), now)
+        engine.wake()
 
     def _usage(self, job: Job, result: postprocess_pb2.PostprocessResult, charged: int) -> usage_pb2.UsageRecorded:
         at = Timestamp()

@@ -289,3 +289,21 @@ async def test_a_changed_default_contract_applies_to_tenants_without_their_own(h
         if job_id != jobs[-1]:
             assert (await h.state(later))["state"] == "admitted"  # still 2+ in flight against a cap of 1
     assert (await h.state(later))["state"] == "rendering"
+
+
+async def test_qc_rerender_waits_for_a_slot_and_renders_again(h: Harness) -> None:
+    await config_store.upsert_contract(h.pool, TenantContract("acme", tier="free"))
+    await h.engine.reload()
+    job = await h.submit("acme")
+    await h.engine.step()
+    await h.render_result(job)
+    rows = await h.pool.fetch("SELECT payload FROM outbox WHERE topic = $1", topics.POSTPROCESS_REQUESTED)
+    first = postprocess_pb2.PostprocessRequested.FromString(rows[0]["payload"])
+    assert (first.render_id, first.free_tier) == (f"{job}/r1", True)
+    await h.event(topics.POSTPROCESS_RESULT, job, postprocess_pb2.PostprocessResult(
+        job_id=job, tenant_id="acme", ok=False, error_code="qc_failed", rerender=True, render_id=f"{job}/r1"))
+    row = await h.state(job)
+    assert (row["state"], row["pool_id"]) == ("rendering", None)
+    await h.engine.step()
+    requests = await h.render_requests()
+    assert [(r.render_id, r.attempt) for r in requests] == [(f"{job}/r1", 1), (f"{job}/r2", 2)]
