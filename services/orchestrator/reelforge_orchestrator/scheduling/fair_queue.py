@@ -151,10 +151,15 @@ class Scheduler:
         self._retries: list[tuple[float, int, Job]] = []
         self._deadlines: list[tuple[float, int, Job]] = []
         self.decisions = 0
+        # When every pool was full at the last look, dispatching again is pointless until capacity
+        # frees (`_dirty`) or time may have reopened a pool (rate window, breaker cool-down).
+        self._dirty = True
+        self._full_until = float("-inf")
 
     # -- configuration, applied without restart -------------------------------------------------
 
     def upsert_contract(self, contract: TenantContract) -> None:
+        self._dirty = True
         tenant = self.tenants.get(contract.tenant_id)
         if tenant is None:
             self.tenants[contract.tenant_id] = _Tenant(contract)
@@ -165,6 +170,7 @@ class Scheduler:
         self._activate(tenant, None)
 
     def upsert_pool(self, spec: PoolSpec) -> None:
+        self._dirty = True
         state = self.pools.get(spec.pool_id)
         if state is None:
             self.pools[spec.pool_id] = PoolState(spec, self.policy.circuit)
@@ -173,9 +179,11 @@ class Scheduler:
         self.router.invalidate()
 
     def set_routes(self, routes: Mapping[str, Iterable[str]]) -> None:
+        self._dirty = True
         self.router.routes = {model: list(ids) for model, ids in routes.items()}
 
     def set_pool_mode(self, pool_id: str, paused: bool, draining: bool) -> None:
+        self._dirty = True
         pool = self.pools[pool_id]
         pool.paused, pool.draining = paused, draining
 
@@ -281,11 +289,17 @@ class Scheduler:
         decisions = Decisions()
         self._wake_timers(now)
         self._expire(now, decisions)
-        self._dispatch(now, decisions)
+        if self._dirty or now >= self._full_until:
+            self._dirty = False
+            self._dispatch(now, decisions)
         self.decisions += len(decisions.dispatched) + len(decisions.ended)
         return decisions
 
+    FULL_RECHECK_SECONDS = 1.0
+
     def _wake_timers(self, now: float) -> None:
+        if (self._rate_parked and self._rate_parked[0][0] <= now) or (self._retries and self._retries[0][0] <= now):
+            self._dirty = True
         while self._rate_parked and self._rate_parked[0][0] <= now:
             _, tenant_id = heapq.heappop(self._rate_parked)
             tenant = self.tenants[tenant_id]
@@ -391,6 +405,7 @@ class Scheduler:
             self._activate(tenant, now)
         for rank, model, tenant, tag in aside:
             self._push(tenant, rank, model, tag)
+        self._full_until = now + self.FULL_RECHECK_SECONDS if not open_models else float("-inf")
 
     def _start(self, tenant: _Tenant, rank: int, tag: float, job: Job, pool: PoolState, now: float) -> Dispatch:
         tenant.queues[job.model].popleft()
@@ -418,6 +433,7 @@ class Scheduler:
                     message: str = "", output_seconds: float = 0.0, finish_job: bool = False) -> RenderOutcome | None:
         """A render ended. Frees the pool slot; on success the tenant slot stays taken until `job_done`
         (or at once with `finish_job`). None if the job was not rendering here (a duplicate)."""
+        self._dirty = True
         flight = self.in_flight.get(job_id)
         if flight is None or not flight.rendering:
             return None
@@ -450,6 +466,7 @@ class Scheduler:
 
     def job_done(self, job_id: str, now: float) -> None:
         """The job left the tenant's concurrency (completed, or failed/cancelled after rendering)."""
+        self._dirty = True
         flight = self.in_flight.get(job_id)
         if flight is None:
             return
@@ -460,6 +477,7 @@ class Scheduler:
         self._release_tenant(job_id, now)
 
     def _release_tenant(self, job_id: str, now: float) -> None:
+        self._dirty = True
         flight = self.in_flight.pop(job_id)
         tenant = self.tenants[flight.job.tenant_id]
         tenant.in_flight -= 1
@@ -468,6 +486,7 @@ class Scheduler:
     def cancel(self, job_id: str, now: float) -> str | None:
         """"waiting" (dropped from the queue), "rendering" (slot freed; tell the provider),
         "postprocessing", or None if the scheduler does not hold it."""
+        self._dirty = True
         job = self.waiting.get(job_id)
         if job is not None:
             self._remove_waiting(job, now)
@@ -484,6 +503,7 @@ class Scheduler:
 
     def restore_in_flight(self, job: Job, pool_id: str | None, started_at: float, now: float) -> None:
         """A job already dispatched (pool_id set: still rendering; None: past rendering)."""
+        self._dirty = True
         tenant = self._tenant(job.tenant_id)
         if tenant is None or job.job_id in self.in_flight:
             return
@@ -499,6 +519,7 @@ class Scheduler:
 
     def restore_waiting(self, job: Job, now: float) -> None:
         """A job that was waiting (admitted, or backing off before a retry) before a restart."""
+        self._dirty = True
         tenant = self._tenant(job.tenant_id)
         if tenant is None or job.job_id in self.waiting or job.job_id in self.in_flight:
             return
