@@ -19,7 +19,7 @@ import sys
 import time
 
 import asyncpg
-from billing_common import CACHE, percentile, postgres
+from billing_common import percentile, postgres
 
 from reelforge.billing.v1 import billing_pb2, billing_pb2_grpc
 from reelforge_billing.__main__ import SCHEMA
@@ -27,6 +27,7 @@ from reelforge_billing.store import LedgerStore
 from reelforge_core import db
 from reelforge_core import grpc as core_grpc
 from reelforge_local.infra import free_port
+from tests.conftest import CACHE
 
 
 async def wait_serving(stub: billing_pb2_grpc.BillingServiceStub, server: subprocess.Popen[bytes]) -> None:
@@ -140,7 +141,7 @@ async def run(dsn: str, server: subprocess.Popen[bytes], port: int, args: argpar
               f"revenue {revenue} = charged {charged}: {'consistent' if ok else 'INCONSISTENT'}")
         return 0 if ok else 1
     finally:
-        await channel.close()
+        await channel.close(grace=None)
 
 
 def main() -> int:

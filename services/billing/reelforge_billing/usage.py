@@ -98,6 +98,11 @@ class UsageRecorder:
         """The Kafka handler for usage.v1.recorded."""
         await self.record([from_message(event.parse(usage_pb2.UsageRecorded), event.event_id)])
 
+    async def handle_batch(self, events: list[Event]) -> None:
+        """The Kafka batch handler: one statement for a partition's records (a poison record fails the
+        batch; the consumer then handles them one by one and dead-letters it)."""
+        await self.record([from_message(e.parse(usage_pb2.UsageRecorded), e.event_id) for e in events])
+
     async def record(self, rows: list[UsageRow]) -> int:
         """Records the rows not seen before (by event id); returns how many were new."""
         unique = list({row.event_id: row for row in reversed(rows)}.values())  # the first delivery wins

@@ -77,7 +77,7 @@ async def test_usage_events_are_recorded_exactly_once_and_poison_is_dead_lettere
         recorder = UsageRecorder(pool)
         for _ in range(2):  # the second pass replays everything, as after lost offsets
             consumer = EventConsumer(kafka.bootstrap_servers, CONSUMER_GROUP, [topics.USAGE_RECORDED],
-                                     recorder.handle, producer)
+                                     recorder.handle, producer, batch_handler=recorder.handle_batch)
             await consume_until(consumer, lambda: _committed_everything(kafka, CONSUMER_GROUP))
             await _rewind(kafka, CONSUMER_GROUP)
         rows = await pool.fetch("SELECT event_id, job_id, charged_micros FROM usage_records ORDER BY event_id")
