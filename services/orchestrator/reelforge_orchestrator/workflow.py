@@ -89,7 +89,7 @@ class Workflow:
             contract = scheduler.contract_for(job.tenant_id)
             deadline: float | None = None
             if spec.HasField("deadline"):
-                deadline = spec.deadline.ToDatetime().timestamp()
+                deadline = spec.deadline.seconds + spec.deadline.nanos / 1e9
             elif contract is not None and contract.default_deadline_seconds is not None:
                 deadline = now + contract.default_deadline_seconds
             async with self._pool.acquire() as conn, conn.transaction():
