@@ -9,6 +9,7 @@ idempotent by job id, so a crash between the two is repaired by the redelivered 
 
 from __future__ import annotations
 
+import json
 import logging
 
 import asyncpg
@@ -18,7 +19,7 @@ from reelforge.jobs.v1 import jobs_pb2
 from reelforge.postprocess.v1 import postprocess_pb2
 from reelforge.render.v1 import render_pb2
 from reelforge.usage.v1 import usage_pb2
-from reelforge_core import outbox, topics
+from reelforge_core import outbox, telemetry, topics
 from reelforge_core.kafka import Event, PoisonMessage
 from reelforge_orchestrator import store
 from reelforge_orchestrator.billing_client import BillingClient, BillingRefused
@@ -97,6 +98,7 @@ class Workflow:
                 job = await store.transition(
                     conn, job, JobState.ADMITTED, reserved_micros=held, admitted_at=as_datetime(now),
                     deadline=as_datetime(deadline) if deadline is not None else None,
+                    trace_headers=json.dumps(telemetry.inject_headers()),
                 )
             rejection = scheduler.submit(sched_job(job, now, deadline), now)
         if rejection is not None:  # the quota ran out between the check and now
