@@ -112,6 +112,12 @@ def test_bad_segments_renditions_and_styles_are_invalid_input() -> None:
     twice.renditions.add(name="a", width=720, height=1280)
     twice.renditions.add(name="a", width=720, height=720)
     cases.append((twice, "unique"))
+    many = pb.PostprocessOptions()
+    many.subtitles.languages.extend(["eng", "deu", "fra", "spa", "ita", "por", "rus", "zho", "jpn"])
+    cases.append((many, "at most 8 subtitle languages"))
+    huge = pb.PostprocessOptions()
+    huge.narration.segments.add(start_seconds=0, text="Hello.", translations={"deu": "x" * 2001})
+    cases.append((huge, "translations"))
     colour = pb.PostprocessOptions()
     colour.subtitles.burn_in.style.color = "red;"
     cases.append((colour, "RRGGBB"))
