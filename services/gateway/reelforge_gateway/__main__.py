@@ -5,7 +5,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 from pathlib import Path
+
+import asyncpg
 
 from reelforge_core import db, topics
 from reelforge_core.content import ContentStore
@@ -15,6 +18,8 @@ from reelforge_gateway.api.app import create_app
 from reelforge_gateway.settings import GatewaySettings
 from reelforge_gateway.status_consumer import StatusConsumer
 
+log = logging.getLogger(__name__)
+
 SCHEMA = "gateway"
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -23,8 +28,20 @@ async def start(runtime: ServiceRuntime) -> None:
     settings = runtime.settings
     assert isinstance(settings, GatewaySettings)
     pool = await runtime.database(SCHEMA, MIGRATIONS)
-    runtime.http_app = create_app(pool, ContentStore(settings.content_dir), settings.max_body_bytes)
+    runtime.http_app = create_app(pool, ContentStore(settings.content_dir), settings)
     await runtime.consume("gateway", [topics.JOBS_STATUS], StatusConsumer(pool).handle)
+
+    async def forget_old_idempotency_keys() -> None:
+        while True:
+            try:
+                forgotten = await store.forget_idempotency_keys(pool, settings.idempotency_ttl_hours)
+                if forgotten:
+                    log.info("idempotency keys expired", extra={"count": forgotten})
+            except (OSError, asyncpg.PostgresError) as exc:
+                log.warning("idempotency key expiry failed; will retry", extra={"error": str(exc)})
+            await asyncio.sleep(600)
+
+    runtime.add_task("idempotency-expiry", forget_old_idempotency_keys)
 
 
 async def create_tenant(settings: GatewaySettings, name: str) -> dict[str, str]:

@@ -10,3 +10,10 @@ class GatewaySettings(ServiceSettings):
 
     service_name: str = "gateway"
     max_body_bytes: int = Field(default=64 * 1024, gt=0)
+    # Multipart uploads (POST /v1/videos with input_reference) may be larger than a JSON body.
+    max_upload_bytes: int = Field(default=20 * 1024 * 1024, gt=0)
+    idempotency_ttl_hours: float = Field(default=24.0, ge=24.0)
+    # How often an OpenAI SDK poller should come back (openai-poll-after-ms on GET /v1/videos/{id}).
+    poll_after_ms: int = Field(default=1000, ge=50)
+    # SSE: how often a stream looks for a new status (a database read per open stream per interval).
+    events_poll_seconds: float = Field(default=0.25, gt=0)

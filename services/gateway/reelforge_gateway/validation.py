@@ -8,6 +8,8 @@ SIZES: dict[str, tuple[int, int]] = {
     "1920x1080": (1920, 1080),
     "720x1280": (720, 1280),
     "1080x1920": (1080, 1920),
+    "1024x1792": (1024, 1792),
+    "1792x1024": (1792, 1024),
     "1024x1024": (1024, 1024),
     "3840x2160": (3840, 2160),
 }
@@ -23,3 +25,18 @@ def parse_size(size: str) -> tuple[int, int]:
         return SIZES[size]
     except KeyError:
         raise ValueError(f"size must be one of {', '.join(SIZES)}") from None
+
+MAX_METADATA_KEYS = 16
+MAX_METADATA_KEY_CHARS = 40
+MAX_METADATA_VALUE_CHARS = 500
+JOB_STATES = ("queued", "admitted", "rendering", "postprocessing", "completed", "failed", "cancelled", "expired")
+
+
+def check_metadata(metadata: dict[str, str]) -> None:
+    if len(metadata) > MAX_METADATA_KEYS:
+        raise ValueError(f"metadata may have at most {MAX_METADATA_KEYS} keys")
+    for key, value in metadata.items():
+        if not key or len(key) > MAX_METADATA_KEY_CHARS or not key.isprintable():
+            raise ValueError(f"metadata keys must be 1 to {MAX_METADATA_KEY_CHARS} printable characters")
+        if len(value) > MAX_METADATA_VALUE_CHARS:
+            raise ValueError(f"metadata values may have at most {MAX_METADATA_VALUE_CHARS} characters")

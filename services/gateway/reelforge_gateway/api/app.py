@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import asyncpg
 from fastapi import FastAPI
 
 from reelforge_core.asgi_tracing import TracingMiddleware
 from reelforge_core.content import ContentStore
-from reelforge_gateway.api import jobs, problems
+from reelforge_gateway.api import jobs, problems, videos
 from reelforge_gateway.api.limits import BodySizeLimit
+from reelforge_gateway.settings import GatewaySettings
 
 
-def create_app(pool: asyncpg.Pool, content: ContentStore, max_body_bytes: int) -> FastAPI:
+def create_app(pool: asyncpg.Pool, content: ContentStore, settings: GatewaySettings) -> FastAPI:
     app = FastAPI(
         title="Reelforge API",
         version="1.0.0",
@@ -22,8 +25,28 @@ def create_app(pool: asyncpg.Pool, content: ContentStore, max_body_bytes: int) -
     )
     app.state.pool = pool
     app.state.content = content
+    app.state.settings = settings
     problems.install(app)
     app.include_router(jobs.router)
-    app.add_middleware(BodySizeLimit, max_bytes=max_body_bytes)
+    app.include_router(videos.router)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes, max_upload_bytes=settings.max_upload_bytes,
+                       upload_paths=("/v1/videos",))
     app.add_middleware(TracingMiddleware)
+    _document_problems(app)
     return app
+
+
+def _document_problems(app: FastAPI) -> None:
+    """Adds the problem+json schema the native routes' error responses refer to."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = build()
+            components = schema.setdefault("components", {}).setdefault("schemas", {})
+            components["ProblemDetails"] = problems.ProblemDetails.model_json_schema()
+            components["InputReferenceObject"] = videos.InputReferenceObject.model_json_schema()
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
