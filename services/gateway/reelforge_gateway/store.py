@@ -115,7 +115,7 @@ async def submit_job(
                 if idempotency is not None:
                     claimed = await conn.fetchval(
                         "INSERT INTO idempotency_keys (tenant_id, key, request_hash, status_code, response, job_id)"
-                        " VALUES ($1, $2, $3, $4, $5::jsonb, $6) ON CONFLICT DO NOTHING RETURNING true",
+                        " VALUES ($1, $2, $3, $4, $5::json, $6) ON CONFLICT DO NOTHING RETURNING true",
                         job.tenant_id, idempotency.key, idempotency.request_hash, status_code, json.dumps(body),
                         row["job_id"],
                     )

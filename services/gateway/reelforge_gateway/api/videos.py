@@ -38,7 +38,8 @@ ROUTED_MODEL = "animatic"
 SECONDS = ("4", "8", "12")
 SIZES = ("720x1280", "1280x720", "1024x1792", "1792x1024")
 VideoStatus = Literal["queued", "in_progress", "completed", "failed"]
-_STATUS: dict[str, VideoStatus] = {"queued": "queued", "admitted": "queued", "rendering": "in_progress", "postprocessing": "in_progress",
+_STATUS: dict[str, VideoStatus] = {
+    "queued": "queued", "admitted": "queued", "rendering": "in_progress", "postprocessing": "in_progress",
            "completed": "completed", "failed": "failed", "cancelled": "failed", "expired": "failed"}
 # Magic numbers of the reference formats accepted (images and MP4), to refuse anything else early.
 _REFERENCE_TYPES = {b"\x89PNG\r\n\x1a\n": ".png", b"\xff\xd8\xff": ".jpg"}

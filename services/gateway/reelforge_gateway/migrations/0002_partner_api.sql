@@ -19,7 +19,7 @@ CREATE TABLE idempotency_keys (
     key          text        NOT NULL,
     request_hash text        NOT NULL,
     status_code  integer     NOT NULL,
-    response     jsonb       NOT NULL,
+    response     json        NOT NULL,  -- json, not jsonb: a replay is byte for byte the original
     job_id       text,
     created_at   timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (tenant_id, key)
