@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 
 from reelforge_core.settings import ServiceSettings, service_config
 
@@ -17,3 +17,10 @@ class GatewaySettings(ServiceSettings):
     poll_after_ms: int = Field(default=1000, ge=50)
     # SSE: how often a stream looks for a new status (a database read per open stream per interval).
     events_poll_seconds: float = Field(default=0.25, gt=0)
+    # Requests per minute per API key (token bucket per gateway instance); 0 turns the limit off.
+    rate_limit_per_minute: int = Field(default=6000, ge=0)
+    # Prompts (and narration) containing any of these words or phrases are refused with `prompt_blocked`.
+    blocked_terms: list[str] = Field(default_factory=list)
+    # Signed download URLs: the HMAC key (set the same value on every instance) and how long a URL works.
+    download_signing_secret: SecretStr | None = None
+    download_url_ttl_seconds: int = Field(default=300, ge=10, le=7 * 24 * 3600)

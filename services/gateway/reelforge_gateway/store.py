@@ -294,3 +294,11 @@ async def apply_status(pool: asyncpg.Pool, status: jobs_pb2.JobStatusChanged) ->
         int(status.cost_micros) if status.cost_micros else None, status.currency, at,
     )
     return bool(updated)
+
+
+async def get_job_unscoped(pool: asyncpg.Pool, job_id: str) -> asyncpg.Record | None:
+    """Only for requests that carry their own proof of access (a signed download URL)."""
+    row: asyncpg.Record | None = await pool.fetchrow(
+        "SELECT * FROM jobs WHERE job_id = $1 AND deleted_at IS NULL", job_id
+    )
+    return row

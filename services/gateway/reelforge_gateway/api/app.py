@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from typing import Any
 
 import asyncpg
@@ -9,9 +10,12 @@ from fastapi import FastAPI
 
 from reelforge_core.asgi_tracing import TracingMiddleware
 from reelforge_core.content import ContentStore
-from reelforge_gateway.api import jobs, problems, videos
+from reelforge_gateway.api import downloads, jobs, problems, videos
 from reelforge_gateway.api.limits import BodySizeLimit
+from reelforge_gateway.api.ratelimit import RateLimiter, RateLimitHeaders
+from reelforge_gateway.moderation import Moderator
 from reelforge_gateway.settings import GatewaySettings
+from reelforge_gateway.signing import UrlSigner
 
 
 def create_app(pool: asyncpg.Pool, content: ContentStore, settings: GatewaySettings) -> FastAPI:
@@ -26,11 +30,19 @@ def create_app(pool: asyncpg.Pool, content: ContentStore, settings: GatewaySetti
     app.state.pool = pool
     app.state.content = content
     app.state.settings = settings
+    app.state.limiter = RateLimiter(settings.rate_limit_per_minute) if settings.rate_limit_per_minute else None
+    app.state.moderator = Moderator(settings.blocked_terms)
+    secret = settings.download_signing_secret
+    # Without a configured secret, URLs are signed with a per-process key (fine for one instance).
+    app.state.signer = UrlSigner(secret.get_secret_value().encode() if secret else secrets.token_bytes(32),
+                                 settings.download_url_ttl_seconds)
     problems.install(app)
     app.include_router(jobs.router)
+    app.include_router(downloads.router)
     app.include_router(videos.router)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes, max_upload_bytes=settings.max_upload_bytes,
                        upload_paths=("/v1/videos",))
+    app.add_middleware(RateLimitHeaders)
     app.add_middleware(TracingMiddleware)
     _document_problems(app)
     return app

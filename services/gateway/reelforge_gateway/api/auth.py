@@ -9,6 +9,8 @@ from fastapi import Request
 
 from reelforge_gateway import keys, store
 from reelforge_gateway.api.problems import Problem
+from reelforge_gateway.api.ratelimit import RateLimiter
+from reelforge_gateway.moderation import Moderator
 
 _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="reelforge"'}
 
@@ -32,7 +34,24 @@ async def authenticate(request: Request) -> Caller:
     row = await store.find_active_key(pool, prefix) if prefix else None
     if row is None or not keys.matches(token, row["key_hash"]):
         raise Problem(401, "invalid_api_key", "The API key is not valid", headers=_CHALLENGE)
+    limiter: RateLimiter | None = request.app.state.limiter
+    if limiter is not None:
+        decision = limiter.take(row["key_id"])
+        request.state.rate_limit = decision
+        if not decision.allowed:
+            raise Problem(429, "rate_limited", "Too many requests",
+                          f"This key may make {decision.limit} requests per minute; retry after"
+                          f" {decision.retry_after} s", headers=decision.headers())
     return Caller(tenant_id=row["tenant_id"], key_id=row["key_id"], scopes=frozenset(row["scopes"]))
+
+
+def moderate(request: Request, prompt: str, narration: str | None = None) -> None:
+    """The moderation hook: 422 `prompt_blocked` before anything is stored."""
+    moderator: Moderator = request.app.state.moderator
+    term = moderator.blocked_term(prompt, narration)
+    if term is not None:
+        raise Problem(422, "prompt_blocked", "The prompt was blocked by moderation",
+                      f"It contains the blocked term {term!r}", param="prompt")
 
 
 def require_scope(caller: Caller, scope: str) -> None:

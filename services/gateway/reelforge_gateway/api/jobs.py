@@ -8,8 +8,9 @@ import binascii
 import json
 import secrets
 from collections.abc import AsyncIterator
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
+from urllib.parse import urlencode
 
 import asyncpg
 from fastapi import APIRouter, Depends, Query, Request
@@ -20,8 +21,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from reelforge_core.content import ContentNotFound, ContentStore
 from reelforge_gateway import store, validation
 from reelforge_gateway.api import idempotency
-from reelforge_gateway.api.auth import Caller, authenticate, require_scope
+from reelforge_gateway.api.auth import Caller, authenticate, moderate, require_scope
 from reelforge_gateway.api.problems import Problem
+from reelforge_gateway.signing import UrlSigner
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
@@ -173,6 +175,7 @@ async def create_job(body: CreateJob, request: Request, caller: AuthCaller) -> J
     """Accepts a job. With an `Idempotency-Key` header, a retry with the same body returns the original
     answer (same status, same job); the same key with a different body is a 422 `idempotency_key_reused`."""
     require_scope(caller, "jobs:write")
+    moderate(request, body.prompt, body.narration)
     key = idempotency.from_request(request, body.model_dump(mode="json"))
     width, height = validation.parse_size(body.size)
     job = store.NewJob(
@@ -319,6 +322,26 @@ async def get_content(job_id: str, request: Request, caller: AuthCaller) -> File
     except ContentNotFound:
         raise Problem(410, "content_gone", "The video is no longer stored") from None
     return FileResponse(path, media_type="video/mp4", filename=f"{job_id}.mp4")
+
+
+class DownloadUrl(BaseModel):
+    url: str = Field(description="Works without the API key until expires_at")
+    expires_at: datetime
+    variant: Literal["video"]
+
+
+@router.get("/{job_id}/download_url", response_model=DownloadUrl,
+            responses={**_AUTH_ERRORS, **_NOT_FOUND, 409: _problem("Not completed")})
+async def download_url(job_id: str, request: Request, caller: AuthCaller) -> DownloadUrl:
+    """A short-lived signed link to the finished video, for a browser or a CDN that holds no key."""
+    row = await _owned_job(request, caller, job_id)
+    if row["state"] != "completed" or not row["output_uri"]:
+        raise Problem(409, "job_not_completed", "The video is not ready", f"The job is {row['state']}")
+    signer: UrlSigner = request.app.state.signer
+    expires, signature = signer.sign(row["job_id"], "video")
+    query = urlencode({"variant": "video", "expires": expires, "signature": signature})
+    url = f"{request.url_for('signed_download', job_id=row['job_id'])}?{query}"
+    return DownloadUrl(url=url, expires_at=datetime.fromtimestamp(expires, UTC), variant="video")
 
 
 async def _owned_job(request: Request, caller: Caller, job_id: str) -> asyncpg.Record:

@@ -26,7 +26,7 @@ from starlette.datastructures import UploadFile
 from reelforge_core.content import ContentNotFound, ContentStore
 from reelforge_gateway import store, validation
 from reelforge_gateway.api import idempotency
-from reelforge_gateway.api.auth import Caller, authenticate, require_scope
+from reelforge_gateway.api.auth import Caller, authenticate, moderate, require_scope
 from reelforge_gateway.api.problems import Problem
 from reelforge_gateway.settings import GatewaySettings
 
@@ -181,6 +181,7 @@ async def create_video(request: Request, caller: AuthCaller) -> JSONResponse:
         body = VideoCreate.model_validate(fields)
     except ValidationError as exc:
         raise RequestValidationError(exc.errors()) from None
+    moderate(request, body.prompt)
     reference_bytes = upload if upload is not None else _decode_reference(body.input_reference)
     canonical = {**body.model_dump(mode="json"),
                  "input_reference": hashlib.sha256(reference_bytes).hexdigest() if reference_bytes else None}
