@@ -20,6 +20,8 @@ _OPTIONS = [
     ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
     ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
 ]
+# A target naming several addresses ("ipv4:a:1,b:2") spreads calls over all healthy ones.
+_CLIENT_OPTIONS = [*_OPTIONS, ("grpc.lb_policy_name", "round_robin")]
 
 
 class _TracingServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
@@ -90,4 +92,4 @@ def create_server(service_names: Iterable[str]) -> tuple[grpc.aio.Server, health
 
 def channel(target: str) -> grpc.aio.Channel:
     interceptors: list[Any] = [_TracingClientInterceptor()]
-    return grpc.aio.insecure_channel(target, interceptors=interceptors, options=_OPTIONS)
+    return grpc.aio.insecure_channel(target, interceptors=interceptors, options=_CLIENT_OPTIONS)

@@ -8,6 +8,7 @@ from typing import Any
 
 import asyncpg
 from google.protobuf.timestamp_pb2 import Timestamp
+from prometheus_client import Counter
 
 from reelforge.jobs.v1 import jobs_pb2
 from reelforge_core import outbox, topics
@@ -43,6 +44,13 @@ class Job:
             render_output_uri=row["render_output_uri"],
             reserved_micros=row["reserved_micros"],
         )
+
+
+JOB_TRANSITIONS = Counter(
+    "reelforge_job_transitions_total",
+    "Job state transitions by the state entered (approximate: a rolled-back transaction still counts)",
+    ["state"],
+)
 
 
 class StaleTransition(Exception):
@@ -86,6 +94,7 @@ async def transition(conn: asyncpg.Connection, job: Job, target: JobState, **fie
     if row is None:
         raise StaleTransition(job.job_id)
     moved = Job.from_row(row)
+    JOB_TRANSITIONS.labels(target.value).inc()
     await conn.execute(
         "INSERT INTO job_transitions (job_id, sequence, state, at, error_code) VALUES ($1, $2, $3, $4, $5)",
         moved.job_id, moved.status_sequence, target.value, row["changed_at"], fields.get("error_code"),

@@ -16,6 +16,8 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from reelforge_core import transient
+
 log = logging.getLogger(__name__)
 
 PROBLEM_JSON = "application/problem+json"
@@ -136,5 +138,10 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
+        if transient.is_transient(exc):
+            log.warning("dependency unavailable", extra={"error": f"{type(exc).__name__}: {exc}"})
+            unavailable = Problem(503, "service_unavailable", "Temporarily unavailable; retry shortly",
+                                  headers={"Retry-After": "1"})
+            return render(unavailable, request)
         log.exception("unhandled error")
         return render(Problem(500, "internal_error", "Something went wrong on our side"), request)

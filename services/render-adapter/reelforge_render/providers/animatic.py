@@ -6,7 +6,6 @@ from pathlib import Path
 
 from reelforge.jobs.v1 import jobs_pb2
 from reelforge_core.media import MediaError
-
 from reelforge_render.animatic import AnimaticSpec, RenderRejected, render_animatic, validate
 from reelforge_render.providers.base import INTERNAL, INVALID_INPUT, TIMEOUT, ProviderError
 
