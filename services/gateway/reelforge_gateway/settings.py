@@ -24,3 +24,5 @@ class GatewaySettings(ServiceSettings):
     # Signed download URLs: the HMAC key (set the same value on every instance) and how long a URL works.
     download_signing_secret: SecretStr | None = None
     download_url_ttl_seconds: int = Field(default=300, ge=10, le=7 * 24 * 3600)
+    # A verified key is trusted this long without a database read; revocation takes at most this long.
+    key_cache_seconds: float = Field(default=10.0, ge=0, le=300)

@@ -29,7 +29,8 @@ class UrlSigner:
         return expires, self._mac(job_id, variant, expires)
 
     def verify(self, job_id: str, variant: str, expires: int, signature: str, now: float | None = None) -> None:
-        if not hmac.compare_digest(self._mac(job_id, variant, expires), signature):
+        # Bytes, not str: compare_digest refuses non-ASCII strings, and a URL may carry anything.
+        if not hmac.compare_digest(self._mac(job_id, variant, expires).encode(), signature.encode()):
             raise SignatureInvalid
         if expires < (now if now is not None else time.time()):
             raise SignatureExpired

@@ -14,7 +14,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from reelforge.jobs.v1 import jobs_pb2
 from reelforge_core import outbox, topics
-from reelforge_gateway import keys
+from reelforge_gateway import keys, validation
 
 
 @dataclass(frozen=True)
@@ -183,6 +183,8 @@ async def _insert_job(conn: asyncpg.Connection, job: NewJob) -> asyncpg.Record:
 
 async def get_job(pool: asyncpg.Pool, tenant_id: str, job_id: str) -> asyncpg.Record | None:
     """Tenant-scoped: another tenant's job is indistinguishable from a missing one."""
+    if not validation.is_id(job_id):
+        return None
     row: asyncpg.Record | None = await pool.fetchrow(
         "SELECT * FROM jobs WHERE job_id = $1 AND tenant_id = $2 AND deleted_at IS NULL", job_id, tenant_id
     )
@@ -191,6 +193,8 @@ async def get_job(pool: asyncpg.Pool, tenant_id: str, job_id: str) -> asyncpg.Re
 
 async def delete_job(pool: asyncpg.Pool, tenant_id: str, job_id: str) -> bool:
     """Hides the job from every read (the OpenAI DELETE); its event history stays for billing and audit."""
+    if not validation.is_id(job_id):
+        return False
     deleted = await pool.fetchval(
         "UPDATE jobs SET deleted_at = now() WHERE job_id = $1 AND tenant_id = $2 AND deleted_at IS NULL"
         " RETURNING true",
@@ -242,6 +246,8 @@ async def list_jobs(
 
 async def job_position(pool: asyncpg.Pool, tenant_id: str, job_id: str) -> tuple[datetime, str] | None:
     """The keyset position of a job, for `after=<job id>` cursors."""
+    if not validation.is_id(job_id):
+        return None
     row = await pool.fetchrow(
         "SELECT created_at, job_id FROM jobs WHERE job_id = $1 AND tenant_id = $2", job_id, tenant_id
     )
@@ -250,6 +256,8 @@ async def job_position(pool: asyncpg.Pool, tenant_id: str, job_id: str) -> tuple
 
 async def request_cancel(pool: asyncpg.Pool, tenant_id: str, job_id: str, reason: str) -> asyncpg.Record | None:
     """Records the request and writes JobCancelRequested through the outbox, once per job."""
+    if not validation.is_id(job_id):
+        return None
     async with pool.acquire() as conn, conn.transaction():
         row: asyncpg.Record | None = await conn.fetchrow(
             "SELECT * FROM jobs WHERE job_id = $1 AND tenant_id = $2 AND deleted_at IS NULL FOR UPDATE",
@@ -298,6 +306,8 @@ async def apply_status(pool: asyncpg.Pool, status: jobs_pb2.JobStatusChanged) ->
 
 async def get_job_unscoped(pool: asyncpg.Pool, job_id: str) -> asyncpg.Record | None:
     """Only for requests that carry their own proof of access (a signed download URL)."""
+    if not validation.is_id(job_id):
+        return None
     row: asyncpg.Record | None = await pool.fetchrow(
         "SELECT * FROM jobs WHERE job_id = $1 AND deleted_at IS NULL", job_id
     )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 SIZES: dict[str, tuple[int, int]] = {
     "640x360": (640, 360),
     "1280x720": (1280, 720),
@@ -36,7 +38,24 @@ def check_metadata(metadata: dict[str, str]) -> None:
     if len(metadata) > MAX_METADATA_KEYS:
         raise ValueError(f"metadata may have at most {MAX_METADATA_KEYS} keys")
     for key, value in metadata.items():
+        check_text(key, "metadata keys")
+        check_text(value, "metadata values")
         if not key or len(key) > MAX_METADATA_KEY_CHARS or not key.isprintable():
             raise ValueError(f"metadata keys must be 1 to {MAX_METADATA_KEY_CHARS} printable characters")
         if len(value) > MAX_METADATA_VALUE_CHARS:
             raise ValueError(f"metadata values may have at most {MAX_METADATA_VALUE_CHARS} characters")
+
+
+_ID = re.compile(r"^[a-z]{2,8}_[0-9a-f]{24}$")
+
+
+def is_id(value: str) -> bool:
+    """Ids we issue (job_..., ten_...); anything else cannot name a row, so it is never queried."""
+    return bool(_ID.match(value))
+
+
+def check_text(value: str, field: str) -> str:
+    # PostgreSQL text cannot hold NUL; refuse it as bad input rather than fail on insert.
+    if "\x00" in value:
+        raise ValueError(f"{field} must not contain NUL characters")
+    return value

@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from reelforge_core.asgi_tracing import TracingMiddleware
 from reelforge_core.content import ContentStore
 from reelforge_gateway.api import downloads, jobs, problems, videos
+from reelforge_gateway.api.auth import KeyCache
 from reelforge_gateway.api.limits import BodySizeLimit
 from reelforge_gateway.api.ratelimit import RateLimiter, RateLimitHeaders
 from reelforge_gateway.moderation import Moderator
@@ -32,6 +33,7 @@ def create_app(pool: asyncpg.Pool, content: ContentStore, settings: GatewaySetti
     app.state.settings = settings
     app.state.limiter = RateLimiter(settings.rate_limit_per_minute) if settings.rate_limit_per_minute else None
     app.state.moderator = Moderator(settings.blocked_terms)
+    app.state.key_cache = KeyCache(settings.key_cache_seconds)
     secret = settings.download_signing_secret
     # Without a configured secret, URLs are signed with a per-process key (fine for one instance).
     app.state.signer = UrlSigner(secret.get_secret_value().encode() if secret else secrets.token_bytes(32),

@@ -29,7 +29,8 @@ router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
 
 class CreateJob(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # Strict: JSON types as documented (no "4" for 4, no false for 0).
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     prompt: str = Field(min_length=1, max_length=validation.MAX_PROMPT_CHARS,
                         description="What the video shows")
@@ -58,7 +59,12 @@ class CreateJob(BaseModel):
     def prompt_has_text(cls, value: str) -> str:
         if not value.strip():
             raise ValueError("prompt must contain text")
-        return value.strip()
+        return validation.check_text(value.strip(), "prompt")
+
+    @field_validator("narration")
+    @classmethod
+    def narration_is_text(cls, value: str | None) -> str | None:
+        return validation.check_text(value, "narration") if value is not None else None
 
     @field_validator("size")
     @classmethod
@@ -203,9 +209,11 @@ async def list_jobs(
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     cursor: Annotated[str | None, Query(max_length=200, description="`next_cursor` of the previous page")] = None,
     status: Annotated[list[str] | None, Query(description="Repeat to match any of several states")] = None,
-    created_after: Annotated[datetime | None, Query(description="Inclusive, ISO 8601")] = None,
-    created_before: Annotated[datetime | None, Query(description="Exclusive, ISO 8601")] = None,
-    batch_id: Annotated[str | None, Query(max_length=64)] = None,
+    created_after: Annotated[str | None, Query(description="Inclusive, ISO 8601",
+                                               json_schema_extra={"format": "date-time"})] = None,
+    created_before: Annotated[str | None, Query(description="Exclusive, ISO 8601",
+                                                json_schema_extra={"format": "date-time"})] = None,
+    batch_id: Annotated[str | None, Query(max_length=64, pattern=r"^[A-Za-z0-9_-]+$")] = None,
     metadata: Annotated[list[str] | None, Query(description="`key=value`; repeat to require several")] = None,
 ) -> JobList:
     """Newest first. Filters combine with AND; `metadata=customer=42` matches jobs whose metadata has it."""
@@ -216,7 +224,8 @@ async def list_jobs(
                           f"status must be one of {', '.join(validation.JOB_STATES)}",
                           errors=[{"field": "status", "message": "unknown status", "type": "enum"}])
     wanted = _metadata_filter(metadata or [])
-    where = store.JobFilter(status=status, created_after=created_after, created_before=created_before,
+    where = store.JobFilter(status=status, created_after=_timestamp(created_after, "created_after"),
+                            created_before=_timestamp(created_before, "created_before"),
                             metadata=wanted, batch_id=batch_id)
     rows = await store.list_jobs(request.app.state.pool, caller.tenant_id, limit + 1, True,
                                  _decode_cursor(cursor) if cursor else None, where)
@@ -224,6 +233,19 @@ async def list_jobs(
     more = len(rows) > limit
     return JobList(data=[JobView.from_row(row) for row in page], has_more=more,
                    next_cursor=_encode_cursor(page[-1]) if more else None)
+
+
+def _timestamp(text: str | None, field: str) -> datetime | None:
+    if text is None:
+        return None
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        parsed = None
+    if parsed is None or parsed.tzinfo is None:
+        raise Problem(422, "invalid_request", "Invalid timestamp", f"{field} must be ISO 8601 with a time zone",
+                      errors=[{"field": field, "message": "expected an ISO 8601 date-time", "type": "datetime"}])
+    return parsed
 
 
 def _metadata_filter(pairs: list[str]) -> dict[str, str] | None:
@@ -236,7 +258,11 @@ def _metadata_filter(pairs: list[str]) -> dict[str, str] | None:
             raise Problem(422, "invalid_request", "Invalid metadata filter", "Use metadata=key=value",
                           errors=[{"field": "metadata", "message": "expected key=value", "type": "value_error"}])
         wanted[name] = value
-    validation.check_metadata(wanted)
+    try:
+        validation.check_metadata(wanted)
+    except ValueError as exc:
+        raise Problem(422, "invalid_request", "Invalid metadata filter", str(exc),
+                      errors=[{"field": "metadata", "message": str(exc), "type": "value_error"}]) from None
     return wanted
 
 

@@ -66,7 +66,7 @@ class VideoCreate(BaseModel):
     def prompt_has_text(cls, value: str) -> str:
         if not value.strip():
             raise ValueError("prompt must contain text")
-        return value.strip()
+        return validation.check_text(value.strip(), "prompt")
 
     @field_validator("model")
     @classmethod
