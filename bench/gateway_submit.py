@@ -18,6 +18,7 @@ import argparse
 import asyncio
 import json
 import multiprocessing
+import os
 import shutil
 import statistics
 import sys
@@ -164,7 +165,7 @@ async def prepare(dsn: str) -> tuple[str, str]:
 
 
 async def wait_for_port(port: int) -> None:
-    for _ in range(200):
+    for _ in range(1200):  # up to a minute: a loaded machine imports slowly
         try:
             _, writer = await asyncio.open_connection("127.0.0.1", port)
             writer.close()
@@ -211,6 +212,7 @@ def main() -> int:
     parser.add_argument("--rates", type=lambda text: [int(r) for r in text.split(",")], default=[50, 100, 500])
     parser.add_argument("--connections", type=int, default=32)
     args = parser.parse_args()
+    print(f"machine: {multiprocessing.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at start")
     data = CACHE / "bench-gateway"
     shutil.rmtree(data, ignore_errors=True)
     postgres = PostgresServer.start(data / "postgres")
