@@ -210,6 +210,20 @@ class Stack:
         env["PYTHONUNBUFFERED"] = "1"
         return ServiceProcess(spec, env, port, self.logs_dir / f"{spec.name}{suffix}.log", instance)
 
+    def add_instance(self, service: str) -> ServiceProcess:
+        """One more process of `service` (e.g. a standby orchestrator) with its own port, log and
+        traces, appended to `instances[service]` (so `stop()` stops it). Start it with `.restart()`."""
+        group = self.instances[service]
+        base = group[0]
+        instance = len(group)
+        prefix = f"REELFORGE_{base.spec.env_prefix}_"
+        port = free_port()
+        env = {**base.env, f"{prefix}HTTP_PORT": str(port), f"{prefix}INSTANCE_ID": str(instance),
+               f"{prefix}TRACE_FILE": str(self.traces_dir / f"{service}-{instance}.jsonl")}
+        process = ServiceProcess(base.spec, env, port, self.logs_dir / f"{service}-{instance}.log", instance)
+        group.append(process)
+        return process
+
     @property
     def gateway_url(self) -> str:
         return self.services["gateway"].url

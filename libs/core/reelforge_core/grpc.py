@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, cast
 
@@ -42,7 +43,9 @@ class _TracingServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[typ
                 method, context=telemetry.context_from(carrier), kind=SpanKind.SERVER,
                 attributes={"rpc.system": "grpc", "rpc.method": method},
             ):
-                return await inner(request, cast(Any, context))
+                result = inner(request, cast(Any, context))
+                # synchronous handlers (the stock health servicer) return the response itself
+                return await result if inspect.isawaitable(result) else result
 
         return grpc.unary_unary_rpc_method_handler(
             traced,

@@ -1,74 +1,80 @@
-"""Consumes render requests, renders through the chosen provider, stores the output, reports the result.
+"""Kafka handlers: accept render requests durably and hand them to the tracker; relay cancels.
 
-Idempotent by render id: a request already answered is skipped; one interrupted mid-render (crash)
-is redelivered and rendered again, and the content store dedupes identical output.
+Neither handler waits for a render: accepting is one INSERT, so the consumer loop stays fast however
+many renders are in flight. Idempotent by render id: a redelivered request finds its row and is
+skipped; a request whose provider is unknown is answered at once (invalid_input, not retriable).
 """
 
 from __future__ import annotations
 
 import logging
-import tempfile
-import time
-from pathlib import Path
+from collections.abc import Mapping
 
 import asyncpg
 
 from reelforge.render.v1 import render_pb2
-from reelforge_core import media, outbox, topics
-from reelforge_core.content import ContentStore
+from reelforge_core import outbox, telemetry, topics
 from reelforge_core.kafka import Event, PoisonMessage
-from reelforge_render.providers.base import INVALID_INPUT, Provider, ProviderError
+from reelforge_render import store
+from reelforge_render.providers.base import INVALID_INPUT, Provider
+from reelforge_render.store import CONSUMER
+from reelforge_render.tracker import Tracker
 
 log = logging.getLogger(__name__)
-CONSUMER = "render-adapter"
+
+__all__ = ["CONSUMER", "RenderWorker"]
 
 
 class RenderWorker:
-    def __init__(self, pool: asyncpg.Pool, content: ContentStore, providers: dict[str, Provider]) -> None:
+    def __init__(self, pool: asyncpg.Pool, providers: Mapping[str, Provider], tracker: Tracker,
+                 timeouts: Mapping[str, float], default_timeout: float) -> None:
         self._pool = pool
-        self._content = content
         self._providers = providers
+        self._tracker = tracker
+        self._timeouts = timeouts
+        self._default_timeout = default_timeout
 
     async def handle(self, event: Event) -> None:
+        if event.topic == topics.RENDER_CANCEL_REQUESTED:
+            await self.handle_cancel(event)
+            return
         request = event.parse(render_pb2.RenderRequested)
         if not request.render_id or not request.job_id:
             raise PoisonMessage("RenderRequested without render_id or job_id")
-        async with self._pool.acquire() as conn:
+        async with self._pool.acquire() as conn, conn.transaction():
             if await outbox.already_processed(conn, CONSUMER, request.render_id):
                 log.info("render already answered; skipping", extra={"render_id": request.render_id})
                 return
+            if request.provider not in self._providers:
+                await self._reject(conn, request, f"unknown provider {request.provider!r}")
+                return
+            timeout = self._timeouts.get(request.provider, self._default_timeout)
+            job = await store.accept(conn, request, timeout, telemetry.inject_headers())
             await conn.execute(
                 "INSERT INTO render_attempts (render_id, job_id, provider) VALUES ($1, $2, $3)"
                 " ON CONFLICT (render_id) DO UPDATE SET starts = render_attempts.starts + 1, started_at = now()",
                 request.render_id, request.job_id, request.provider,
             )
-        result = await self._render(request)
-        async with self._pool.acquire() as conn, conn.transaction():
-            if not await outbox.mark_processed(conn, CONSUMER, request.render_id):
-                return
-            await outbox.enqueue(conn, topics.RENDER_RESULT, request.job_id, result, request.tenant_id)
+        if job is not None:
+            self._tracker.track(job)
+            log.info("render accepted", extra={"render_id": request.render_id, "provider": request.provider,
+                                               "in_flight": len(self._tracker)})
 
-    async def _render(self, request: render_pb2.RenderRequested) -> render_pb2.RenderResult:
-        result = render_pb2.RenderResult(render_id=request.render_id, job_id=request.job_id,
-                                         tenant_id=request.tenant_id)
-        provider = self._providers.get(request.provider)
-        started = time.perf_counter()
-        try:
-            if provider is None:
-                raise ProviderError(INVALID_INPUT, f"unknown provider {request.provider!r}")
-            with tempfile.TemporaryDirectory(dir=self._content.scratch_dir()) as scratch:
-                out = Path(scratch) / "render.mp4"
-                await provider.render(request.render_id, request.spec, out)
-                probed = await media.probe(out)
-                stored = self._content.put(out)
-        except ProviderError as exc:
-            result.ok = False
-            result.error_code, result.error_message, result.retriable = exc.code, exc.message, exc.retriable
-            log.warning("render failed", extra={"error_code": exc.code, "error_message": exc.message})
-            return result
-        result.ok = True
-        result.output_uri, result.sha256 = stored.uri, stored.sha256
-        result.output_seconds = probed.duration_s
-        result.render_seconds = time.perf_counter() - started
-        log.info("render done", extra={"render_seconds": round(result.render_seconds, 3), "uri": stored.uri})
-        return result
+    async def _reject(self, conn: asyncpg.Connection, request: render_pb2.RenderRequested, message: str) -> None:
+        result = render_pb2.RenderResult(
+            render_id=request.render_id, job_id=request.job_id, tenant_id=request.tenant_id, ok=False,
+            error_code=INVALID_INPUT, error_message=message, retriable=False, provider=request.provider,
+        )
+        if await outbox.mark_processed(conn, CONSUMER, request.render_id):
+            await outbox.enqueue(conn, topics.RENDER_RESULT, request.job_id, result, request.tenant_id)
+        log.warning("render rejected", extra={"render_id": request.render_id, "error_message": message})
+
+    async def handle_cancel(self, event: Event) -> None:
+        cancel = event.parse(render_pb2.RenderCancelRequested)
+        if not cancel.render_id:
+            raise PoisonMessage("RenderCancelRequested without render_id")
+        async with self._pool.acquire() as conn:
+            in_flight = await store.request_cancel(conn, cancel.render_id)
+        if in_flight:
+            self._tracker.request_cancel(cancel.render_id)
+        log.info("render cancel requested", extra={"render_id": cancel.render_id, "in_flight": in_flight})

@@ -1,23 +1,91 @@
-"""`animatic`: the offline provider. Renders a storyboard video locally with FFmpeg."""
+"""`animatic`: the offline provider. Renders a storyboard video locally with FFmpeg.
+
+It runs behind the same submit/status/fetch interface as remote providers: `submit` starts the
+render as a local task (at most `max_parallel` at once) and the tracker polls it. After a restart
+the task is gone; `status` then simply renders again (deterministic for the seed, nothing is paid).
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import hashlib
+import shutil
 from pathlib import Path
 
 from reelforge.jobs.v1 import jobs_pb2
-from reelforge_core.media import MediaError
+from reelforge_core.media import FFMPEG, MediaError, file_arg, run_tool
 from reelforge_render.animatic import AnimaticSpec, RenderRejected, render_animatic, validate
-from reelforge_render.providers.base import INTERNAL, INVALID_INPUT, TIMEOUT, ProviderError
+from reelforge_render.providers.base import INTERNAL, INVALID_INPUT, TIMEOUT, JobStatus, ProviderError, ProviderJob
+
+# Test hook (QC): a prompt containing this directive, or JobSpec metadata animatic.black=true,
+# renders an all-black clip of the requested size and length, which postprocess QC rejects.
+BLACK_DIRECTIVE = "[animatic:black]"
+
+
+def wants_black(spec: jobs_pb2.JobSpec) -> bool:
+    return BLACK_DIRECTIVE in spec.prompt or spec.metadata.get("animatic.black") == "true"
+
+
+async def render_black(spec: jobs_pb2.JobSpec, out_path: Path, timeout_s: float) -> None:
+    source = f"color=c=black:s={spec.width}x{spec.height}:r=24:d={spec.seconds:g}"
+    await run_tool([FFMPEG, "-nostdin", "-v", "error", "-y", "-f", "lavfi", "-i", source, "-c:v", "libx264",
+                    "-preset", "ultrafast", "-pix_fmt", "yuv420p", "-f", "mp4", file_arg(out_path)], timeout_s)
 
 
 class AnimaticProvider:
     name = "animatic"
+    poll_interval = 0.1
 
-    def __init__(self, max_pixels: int, timeout_seconds: float) -> None:
+    def __init__(self, max_pixels: int, timeout_seconds: float, scratch: Path, max_parallel: int = 2) -> None:
         self._max_pixels = max_pixels
         self._timeout = timeout_seconds
+        self._scratch = scratch
+        self._slots = asyncio.Semaphore(max_parallel)
+        self._renders: dict[str, asyncio.Task[Path]] = {}
 
-    async def render(self, render_id: str, spec: jobs_pb2.JobSpec, out_path: Path) -> None:
+    async def submit(self, job: ProviderJob) -> str:
+        self._start(job)
+        return job.render_id
+
+    def _start(self, job: ProviderJob) -> asyncio.Task[Path]:
+        task = self._renders.get(job.render_id)
+        if task is None:
+            task = asyncio.create_task(self._render(job), name=f"animatic:{job.render_id}")
+            self._renders[job.render_id] = task
+        return task
+
+    async def status(self, job: ProviderJob) -> JobStatus:
+        task = self._start(job)
+        if not task.done():
+            return JobStatus("running", 0)
+        if task.cancelled():
+            return JobStatus("cancelled")
+        error = task.exception()
+        if error is None:
+            return JobStatus("succeeded", 100)
+        self._renders.pop(job.render_id, None)
+        if isinstance(error, ProviderError):
+            return JobStatus("failed", error=error)
+        return JobStatus("failed", error=ProviderError(INTERNAL, f"animatic: {type(error).__name__}"))
+
+    async def cancel(self, job: ProviderJob) -> None:
+        task = self._renders.pop(job.render_id, None)
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(BaseException):
+                await task
+
+    async def fetch_output(self, job: ProviderJob, status: JobStatus, out_path: Path) -> None:
+        task = self._renders.pop(job.render_id)
+        shutil.move(task.result(), out_path)
+
+    async def close(self) -> None:
+        for task in self._renders.values():
+            task.cancel()
+
+    async def _render(self, job: ProviderJob) -> Path:
+        spec = job.spec
         animatic = AnimaticSpec(
             prompt=spec.prompt, seconds=spec.seconds, width=spec.width, height=spec.height, seed=spec.seed
         )
@@ -26,11 +94,17 @@ class AnimaticProvider:
                 INVALID_INPUT,
                 f"animatic renders at most {self._max_pixels} pixels per frame; {spec.width}x{spec.height} is larger",
             )
+        out = self._scratch / f"animatic-{hashlib.sha256(job.render_id.encode()).hexdigest()[:24]}.mp4"
         try:
             validate(animatic)
-            await render_animatic(animatic, out_path, timeout_s=self._timeout)
+            async with self._slots:
+                if wants_black(spec):
+                    await render_black(spec, out, self._timeout)
+                else:
+                    await render_animatic(animatic, out, timeout_s=self._timeout)
         except RenderRejected as exc:
             raise ProviderError(INVALID_INPUT, exc.message) from exc
         except MediaError as exc:
             code = TIMEOUT if exc.code == "media_tool_timeout" else INTERNAL
             raise ProviderError(code, exc.message) from exc
+        return out

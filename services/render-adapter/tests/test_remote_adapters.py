@@ -1,0 +1,173 @@
+"""Veo (Gemini API), Runway, fal queue and Replicate adapters, each against its fake over real HTTP,
+driven by the real tracker with its in-flight set in Postgres."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from fastapi import FastAPI
+
+from reelforge_render.fakes import fal, replicate, runway, veo
+from reelforge_render.fakes.common import Behaviour, serving
+from reelforge_render.fakes.harness import adapter, fake_stats, set_behaviour, spec
+from reelforge_render.providers.base import Provider, ProviderJob
+from reelforge_render.providers.config import ProviderConfig
+from reelforge_render.providers.registry import create_provider
+from reelforge_render.webhooks import webhook_router
+
+pytestmark = pytest.mark.asyncio
+KEY_ENV = "TEST_PROVIDER_KEY"
+LOOPBACK = ["127.0.0.1/32", "::1/128"]
+
+
+@dataclass(frozen=True)
+class Case:
+    kind: str
+    app: Callable[[Behaviour], FastAPI]
+    model: str
+    size: dict[str, int] = field(default_factory=lambda: {"width": 1280, "height": 720})
+    seconds: float = 4
+    cdn: bool = True  # outputs come from another origin (SSRF guard applies)
+    webhook: bool = False
+
+
+CASES = {
+    "veo": Case("veo", veo.create_app, "veo-3.0-fast-generate-001", cdn=False),
+    "runway": Case("runway", runway.create_app, "gen4_turbo", {"width": 320, "height": 180}, seconds=5),
+    "fal": Case("fal", fal.create_app, "fal-ai/veo3/fast", webhook=True),
+    "replicate": Case("replicate", replicate.create_app, "google/veo-3", webhook=True),
+}
+
+
+@pytest.fixture(params=list(CASES))
+def case(request: pytest.FixtureRequest) -> Case:
+    return CASES[request.param]
+
+
+@pytest.fixture
+def fake_url(case: Case, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    monkeypatch.setenv(KEY_ENV, "test-key")
+    with serving(case.app(Behaviour(latency_s=0.4))) as url:
+        yield url
+
+
+def make(case: Case, url: str, **overrides: object) -> Provider:
+    fields: dict[str, object] = {"poll_interval_seconds": 0.05, "price_micros_per_second": 50_000,
+                                 "allow_output_hosts": LOOPBACK, "model": case.model, **overrides}
+    return create_provider(case.kind, ProviderConfig(kind=case.kind, base_url=url, api_key_env=KEY_ENV,
+                                                     **fields))  # type: ignore[arg-type]
+
+
+def job_spec(case: Case, prompt: str = "A lighthouse at dusk.", **kw: object) -> object:
+    return spec(prompt, seconds=kw.pop("seconds", case.seconds), **{**case.size, **kw})  # type: ignore[arg-type]
+
+
+async def test_success(postgres_dsn: str, tmp_path: Path, case: Case, fake_url: str) -> None:
+    async with adapter(postgres_dsn, tmp_path, {case.kind: make(case, fake_url)}) as a:
+        await a.request("job1/r1", case.kind, job_spec(case))  # type: ignore[arg-type]
+        result = await a.result("job1/r1")
+    assert result.ok, result.error_message
+    assert a.content.path_of(result.output_uri).stat().st_size > 1000
+    assert abs(result.output_seconds - case.seconds) < 0.3
+    assert result.provider_cost_micros == round(case.seconds) * 50_000
+    stats = await fake_stats(fake_url)
+    assert stats["created"] == 1 and stats["downloads"] == 1 and stats["polls"] >= 2
+
+
+async def test_progress_and_queue_states(case: Case, fake_url: str) -> None:
+    await set_behaviour(fake_url, queue_s=0.2, latency_s=0.4)
+    provider = make(case, fake_url)
+    job = ProviderJob("j/r1", job_spec(case))  # type: ignore[arg-type]
+    job = ProviderJob(job.render_id, job.spec, await provider.submit(job))
+    states = []
+    for _ in range(100):
+        status = await provider.status(job)
+        states.append(status.state)
+        if status.terminal:
+            break
+        await asyncio.sleep(0.02)
+    await provider.close()
+    assert states[-1] == "succeeded"
+    assert "running" in states
+    if case.kind != "veo":  # Gemini operations have no queued state, only done or not
+        assert "queued" in states
+
+
+async def test_429_honours_retry_after(postgres_dsn: str, tmp_path: Path, case: Case, fake_url: str) -> None:
+    await set_behaviour(fake_url, throttle_next=2, retry_after_s=0.6)
+    async with adapter(postgres_dsn, tmp_path, {case.kind: make(case, fake_url)}) as a:
+        started = time.monotonic()
+        await a.request("job1/r1", case.kind, job_spec(case))  # type: ignore[arg-type]
+        result = await a.result("job1/r1")
+    assert result.ok, result.error_message
+    assert time.monotonic() - started >= 1.2
+    stats = await fake_stats(fake_url)
+    assert stats["throttled"] == 2 and stats["created"] == 1
+
+
+@pytest.mark.parametrize(("prompt", "seconds", "code", "retriable"), [
+    ("A scene [policy]", None, "content_policy", False),
+    ("A scene [invalid]", None, "invalid_input", False),
+    ("A scene [fail]", None, "internal", True),
+    ("A scene", 7, "invalid_input", False),  # no provider here renders 7 s
+])
+async def test_error_mapping(postgres_dsn: str, tmp_path: Path, case: Case, fake_url: str, prompt: str,
+                             seconds: float | None, code: str, retriable: bool) -> None:
+    extra = {"seconds": seconds} if seconds else {}
+    async with adapter(postgres_dsn, tmp_path, {case.kind: make(case, fake_url)}) as a:
+        await a.request("job1/r1", case.kind, job_spec(case, prompt, **extra))  # type: ignore[arg-type]
+        result = await a.result("job1/r1")
+    assert (result.ok, result.error_code, result.retriable) == (False, code, retriable), result.error_message
+
+
+async def test_cancel(postgres_dsn: str, tmp_path: Path, case: Case, fake_url: str) -> None:
+    async with adapter(postgres_dsn, tmp_path, {case.kind: make(case, fake_url)}) as a:
+        await a.request("job1/r1", case.kind, job_spec(case, "Slow [stuck]"))  # type: ignore[arg-type]
+        for _ in range(100):
+            if (await fake_stats(fake_url))["polls"]:
+                break
+            await asyncio.sleep(0.02)
+        await a.cancel("job1/r1", case.kind)
+        result = await a.result("job1/r1")
+    assert (result.error_code, result.retriable) == ("cancelled", False)
+    assert (await fake_stats(fake_url))["cancels"] == 1
+
+
+async def test_stuck_job_times_out(postgres_dsn: str, tmp_path: Path, case: Case, fake_url: str) -> None:
+    async with adapter(postgres_dsn, tmp_path, {case.kind: make(case, fake_url)}, render_timeout=1.0) as a:
+        await a.request("job1/r1", case.kind, job_spec(case, "Forever [stuck]"))  # type: ignore[arg-type]
+        result = await a.result("job1/r1")
+    assert (result.error_code, result.retriable) == ("timeout", True)
+    assert (await fake_stats(fake_url))["cancels"] == 1
+
+
+async def test_output_url_on_a_private_address_is_refused(postgres_dsn: str, tmp_path: Path, case: Case,
+                                                          fake_url: str) -> None:
+    if not case.cdn:
+        pytest.skip("outputs come from the configured API origin")
+    async with adapter(postgres_dsn, tmp_path, {case.kind: make(case, fake_url, allow_output_hosts=[])}) as a:
+        await a.request("job1/r1", case.kind, job_spec(case))  # type: ignore[arg-type]
+        result = await a.result("job1/r1")
+    assert not result.ok and result.error_code == "internal" and "refused" in result.error_message
+    assert (await fake_stats(fake_url))["downloads"] == 0
+
+
+async def test_webhook_path(postgres_dsn: str, tmp_path: Path, case: Case, fake_url: str) -> None:
+    if not case.webhook:
+        pytest.skip("the provider has no webhooks")
+    app = FastAPI()
+    with serving(app) as hook_url:
+        provider = make(case, fake_url, poll_interval_seconds=30.0,  # polling alone would take 30 s
+                        webhook_url=f"{hook_url}/v1/provider-webhooks/{case.kind}")
+        async with adapter(postgres_dsn, tmp_path, {case.kind: provider}) as a:
+            app.include_router(webhook_router(a.tracker))
+            await a.request("job1/r1", case.kind, job_spec(case))  # type: ignore[arg-type]
+            result = await a.result("job1/r1", within=10)
+    assert result.ok
+    stats = await fake_stats(fake_url)
+    assert stats["webhooks_sent"] == 1 and stats["polls"] == 1  # one poll, right after the webhook
