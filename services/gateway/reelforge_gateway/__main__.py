@@ -9,11 +9,12 @@ import logging
 from pathlib import Path
 
 import asyncpg
+import httpx
 
 from reelforge_core import db, topics
 from reelforge_core.content import ContentStore
 from reelforge_core.service import ServiceRuntime, run_service
-from reelforge_gateway import store
+from reelforge_gateway import store, webhooks
 from reelforge_gateway.api.app import create_app
 from reelforge_gateway.settings import GatewaySettings
 from reelforge_gateway.status_consumer import StatusConsumer
@@ -42,6 +43,23 @@ async def start(runtime: ServiceRuntime) -> None:
             await asyncio.sleep(600)
 
     runtime.add_task("idempotency-expiry", forget_old_idempotency_keys)
+    runtime.add_task("webhook-delivery", lambda: deliver_webhooks(pool, settings))
+
+
+async def deliver_webhooks(pool: asyncpg.Pool, settings: GatewaySettings) -> None:
+    backoff = webhooks.Backoff(settings.webhook_backoff_base_seconds, settings.webhook_backoff_max_seconds,
+                               settings.webhook_max_attempts)
+    allowed = frozenset(settings.webhook_allowed_hosts)
+    # No redirects: a receiver must not bounce a signed delivery to an address the guard would refuse.
+    async with httpx.AsyncClient(timeout=settings.webhook_timeout_seconds, follow_redirects=False) as client:
+        while True:
+            try:
+                sent = await webhooks.deliver_due(pool, client, backoff, allowed)
+            except (OSError, asyncpg.PostgresError) as exc:
+                log.warning("webhook delivery pass failed; will retry", extra={"error": str(exc)})
+                sent = 0
+            if not sent:
+                await asyncio.sleep(settings.webhook_poll_seconds)
 
 
 async def create_tenant(settings: GatewaySettings, name: str) -> dict[str, str]:

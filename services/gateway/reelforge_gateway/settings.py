@@ -26,3 +26,11 @@ class GatewaySettings(ServiceSettings):
     download_url_ttl_seconds: int = Field(default=300, ge=10, le=7 * 24 * 3600)
     # A verified key is trusted this long without a database read; revocation takes at most this long.
     key_cache_seconds: float = Field(default=10.0, ge=0, le=300)
+    # Webhooks: hosts (or host:port) exempt from the SSRF guard, e.g. a receiver on the same machine in tests;
+    # retries back off exponentially from the base up to the cap; 14 attempts at the defaults span > 24 h.
+    webhook_allowed_hosts: list[str] = Field(default_factory=list)
+    webhook_backoff_base_seconds: float = Field(default=30.0, gt=0)
+    webhook_backoff_max_seconds: float = Field(default=6 * 3600.0, gt=0)
+    webhook_max_attempts: int = Field(default=14, ge=1)
+    webhook_timeout_seconds: float = Field(default=10.0, gt=0)
+    webhook_poll_seconds: float = Field(default=1.0, gt=0)

@@ -14,7 +14,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from reelforge.jobs.v1 import jobs_pb2
 from reelforge_core import outbox, topics
-from reelforge_gateway import keys, validation
+from reelforge_gateway import keys, validation, webhooks
 
 
 @dataclass(frozen=True)
@@ -290,18 +290,21 @@ async def apply_status(pool: asyncpg.Pool, status: jobs_pb2.JobStatusChanged) ->
     entry = {"status": state, "at": at.isoformat(), "progress": status.progress_percent}
     if status.error_code:
         entry["error_code"] = status.error_code
-    updated = await pool.fetchval(
-        "UPDATE jobs SET state = $3, progress = $4, status_sequence = $2, timeline = timeline || $5::jsonb,"
-        " error_code = NULLIF($6, ''), error_message = NULLIF($7, ''), output_uri = NULLIF($8, ''),"
-        " output_seconds = NULLIF($9, 0::double precision), cost_micros = $10, currency = NULLIF($11, ''),"
-        " updated_at = $12,"
-        " completed_at = CASE WHEN $3 IN ('completed', 'failed', 'cancelled', 'expired') THEN $12::timestamptz END"
-        " WHERE job_id = $1 AND status_sequence < $2 RETURNING true",
-        status.job_id, int(status.sequence), state, int(status.progress_percent), json.dumps([entry]),
-        status.error_code, status.error_message, status.output_uri, status.output_seconds,
-        int(status.cost_micros) if status.cost_micros else None, status.currency, at,
-    )
-    return bool(updated)
+    async with pool.acquire() as conn, conn.transaction():
+        row = await conn.fetchrow(
+            "UPDATE jobs SET state = $3, progress = $4, status_sequence = $2, timeline = timeline || $5::jsonb,"
+            " error_code = NULLIF($6, ''), error_message = NULLIF($7, ''), output_uri = NULLIF($8, ''),"
+            " output_seconds = NULLIF($9, 0::double precision), cost_micros = $10, currency = NULLIF($11, ''),"
+            " updated_at = $12,"
+            " completed_at = CASE WHEN $3 IN ('completed', 'failed', 'cancelled', 'expired') THEN $12::timestamptz END"
+            " WHERE job_id = $1 AND status_sequence < $2 RETURNING *",
+            status.job_id, int(status.sequence), state, int(status.progress_percent), json.dumps([entry]),
+            status.error_code, status.error_message, status.output_uri, status.output_seconds,
+            int(status.cost_micros) if status.cost_micros else None, status.currency, at,
+        )
+        if row is not None and row["state"] in TERMINAL_STATES:
+            await webhooks.enqueue_for_job(conn, row)
+    return row is not None
 
 
 async def get_job_unscoped(pool: asyncpg.Pool, job_id: str) -> asyncpg.Record | None:
@@ -311,4 +314,59 @@ async def get_job_unscoped(pool: asyncpg.Pool, job_id: str) -> asyncpg.Record | 
     row: asyncpg.Record | None = await pool.fetchrow(
         "SELECT * FROM jobs WHERE job_id = $1 AND deleted_at IS NULL", job_id
     )
+    return row
+
+
+async def create_webhook_endpoint(pool: asyncpg.Pool, tenant_id: str, url: str, events: list[str], secret: str,
+                                  max_endpoints: int) -> asyncpg.Record | None:
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute("SELECT 1 FROM tenants WHERE tenant_id = $1 FOR UPDATE", tenant_id)  # count, then add
+        count = await conn.fetchval(
+            "SELECT count(*) FROM webhook_endpoints WHERE tenant_id = $1 AND deleted_at IS NULL", tenant_id)
+        if count >= max_endpoints:
+            return None
+        row: asyncpg.Record | None = await conn.fetchrow(
+            "INSERT INTO webhook_endpoints (endpoint_id, tenant_id, url, secret, events) VALUES ($1, $2, $3, $4, $5)"
+            " RETURNING *",
+            new_id("whe"), tenant_id, url, secret, events,
+        )
+    return row
+
+
+async def list_webhook_endpoints(pool: asyncpg.Pool, tenant_id: str) -> list[asyncpg.Record]:
+    return list(await pool.fetch(
+        "SELECT * FROM webhook_endpoints WHERE tenant_id = $1 AND deleted_at IS NULL ORDER BY created_at",
+        tenant_id))
+
+
+async def delete_webhook_endpoint(pool: asyncpg.Pool, tenant_id: str, endpoint_id: str) -> bool:
+    if not validation.is_id(endpoint_id):
+        return False
+    async with pool.acquire() as conn, conn.transaction():
+        deleted = await conn.fetchval(
+            "UPDATE webhook_endpoints SET deleted_at = now() WHERE endpoint_id = $1 AND tenant_id = $2"
+            " AND deleted_at IS NULL RETURNING true", endpoint_id, tenant_id)
+        await conn.execute("UPDATE webhook_deliveries SET state = 'dead', last_error = 'endpoint deleted'"
+                           " WHERE endpoint_id = $1 AND state = 'pending'", endpoint_id)
+    return bool(deleted)
+
+
+async def list_webhook_deliveries(pool: asyncpg.Pool, tenant_id: str, endpoint_id: str) -> list[asyncpg.Record] | None:
+    if not validation.is_id(endpoint_id) or not await pool.fetchval(
+            "SELECT true FROM webhook_endpoints WHERE endpoint_id = $1 AND tenant_id = $2 AND deleted_at IS NULL",
+            endpoint_id, tenant_id):
+        return None
+    return list(await pool.fetch(
+        "SELECT * FROM webhook_deliveries WHERE endpoint_id = $1 ORDER BY created_at DESC LIMIT 100", endpoint_id))
+
+
+async def replay_webhook_delivery(pool: asyncpg.Pool, tenant_id: str, endpoint_id: str,
+                                  delivery_id: str) -> asyncpg.Record | None:
+    if not (validation.is_id(endpoint_id) and validation.is_id(delivery_id)):
+        return None
+    row: asyncpg.Record | None = await pool.fetchrow(
+        "UPDATE webhook_deliveries d SET state = 'pending', attempts = 0, next_attempt_at = now()"
+        " FROM webhook_endpoints e WHERE d.delivery_id = $1 AND d.endpoint_id = $2 AND e.endpoint_id = d.endpoint_id"
+        " AND e.tenant_id = $3 AND e.deleted_at IS NULL RETURNING d.*",
+        delivery_id, endpoint_id, tenant_id)
     return row

@@ -10,7 +10,7 @@ from fastapi import FastAPI
 
 from reelforge_core.asgi_tracing import TracingMiddleware
 from reelforge_core.content import ContentStore
-from reelforge_gateway.api import downloads, jobs, problems, videos
+from reelforge_gateway.api import downloads, jobs, problems, videos, webhook_endpoints
 from reelforge_gateway.api.auth import KeyCache
 from reelforge_gateway.api.limits import BodySizeLimit
 from reelforge_gateway.api.ratelimit import RateLimiter, RateLimitHeaders
@@ -42,6 +42,7 @@ def create_app(pool: asyncpg.Pool, content: ContentStore, settings: GatewaySetti
     app.include_router(jobs.router)
     app.include_router(downloads.router)
     app.include_router(videos.router)
+    app.include_router(webhook_endpoints.router)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes, max_upload_bytes=settings.max_upload_bytes,
                        upload_paths=("/v1/videos",))
     app.add_middleware(RateLimitHeaders)
