@@ -136,6 +136,8 @@ class EventProducer:
 
 
 Handler = Callable[[Event], Awaitable[None]]
+# Optional: takes several records of one partition at once (all or nothing, idempotent).
+BatchHandler = Callable[[list[Event]], Awaitable[None]]
 
 @dataclass
 class RetryPolicy:
@@ -159,10 +161,12 @@ class EventConsumer:
         handler: Handler,
         dead_letters: EventProducer,
         retry: RetryPolicy | None = None,
+        batch_handler: BatchHandler | None = None,
     ) -> None:
         self.group = group
         self._topics = topic_names
         self._handler = handler
+        self._batch_handler = batch_handler
         self._dead_letters = dead_letters
         self._retry = retry or RetryPolicy()
         self._bootstrap = bootstrap
@@ -195,6 +199,9 @@ class EventConsumer:
             while True:
                 batches = await consumer.getmany(timeout_ms=500, max_records=100)
                 for partition, records in batches.items():
+                    if self._batch_handler is not None and len(records) > 1 and await self._handle_batch(records):
+                        await self._commit(partition, records[-1].offset + 1)
+                        continue
                     for record in records:
                         await self._handle(record)
                         await self._commit(partition, record.offset + 1)
@@ -222,6 +229,29 @@ class EventConsumer:
             # The partition moved to another member during a rebalance; it will see the record again
             # and the idempotent handler will make that harmless.
             log.warning("offset commit lost to a rebalance", extra={"offset": offset})
+
+    async def _handle_batch(self, records: list[object]) -> bool:
+        """Hands one partition's records to the batch handler in one call. False if that failed: then
+        they are handled one by one, with the usual retries and dead-lettering."""
+        assert self._batch_handler is not None
+        events = [_event_of(record) for record in records]
+        topic = events[0].topic
+        started = time.perf_counter()
+        try:
+            with _tracer.start_as_current_span(
+                f"consume {topic}", kind=SpanKind.CONSUMER,
+                attributes={"messaging.system": "kafka", "messaging.destination.name": topic,
+                            "messaging.consumer.group.name": self.group,
+                            "messaging.batch.message_count": len(events)},
+            ):
+                await self._batch_handler(events)
+        except Exception as exc:
+            log.warning("batch handler failed; handling the records one by one",
+                        extra={"records": len(events), "error": f"{type(exc).__name__}: {exc}"})
+            return False
+        metrics.EVENTS_CONSUMED.labels(self.group, topic, "ok").inc(len(events))
+        metrics.EVENT_HANDLER_SECONDS.labels(self.group, topic).observe(time.perf_counter() - started)
+        return True
 
     async def _handle(self, record: object) -> None:
         event = Event(
@@ -292,3 +322,14 @@ class EventConsumer:
             except KafkaError:
                 log.warning("dead-letter topic unavailable; retrying")
                 await asyncio.sleep(1)
+
+
+def _event_of(record: object) -> Event:
+    return Event(
+        topic=record.topic,  # type: ignore[attr-defined]
+        partition=record.partition,  # type: ignore[attr-defined]
+        offset=record.offset,  # type: ignore[attr-defined]
+        key=record.key.decode() if record.key else None,  # type: ignore[attr-defined]
+        value=record.value or b"",  # type: ignore[attr-defined]
+        headers=_decode_headers(record.headers),  # type: ignore[attr-defined]
+    )

@@ -20,7 +20,7 @@ import asyncpg
 from fastapi import FastAPI
 
 from reelforge_core import db, logs, telemetry
-from reelforge_core.kafka import EventConsumer, EventProducer, Handler, RetryPolicy
+from reelforge_core.kafka import BatchHandler, EventConsumer, EventProducer, Handler, RetryPolicy
 from reelforge_core.ops import ReadinessCheck, ops_router, serve_http
 from reelforge_core.outbox import OutboxRelay
 from reelforge_core.settings import ServiceSettings
@@ -61,10 +61,12 @@ class ServiceRuntime:
         return self._producer
 
     async def consume(
-        self, group: str, topic_names: list[str], handler: Handler, retry: RetryPolicy | None = None
+        self, group: str, topic_names: list[str], handler: Handler, retry: RetryPolicy | None = None,
+        batch_handler: BatchHandler | None = None,
     ) -> EventConsumer:
         consumer = EventConsumer(
-            self.settings.kafka_bootstrap, group, topic_names, handler, await self.producer(), retry
+            self.settings.kafka_bootstrap, group, topic_names, handler, await self.producer(), retry,
+            batch_handler=batch_handler,
         )
         self.readiness[f"kafka:{group}"] = _event_is_set(consumer.ready)
         self.add_task(f"consumer:{group}", consumer.run)

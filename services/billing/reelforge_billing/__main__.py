@@ -43,7 +43,10 @@ async def start(runtime: ServiceRuntime) -> None:
     )
     runtime.on_close(lambda: server.stop(grace=5))
     if settings.consume_usage:
-        await runtime.consume(CONSUMER_GROUP, [topics.USAGE_RECORDED], UsageRecorder(pool).handle)
+        recorder = UsageRecorder(pool)
+        await runtime.consume(
+            CONSUMER_GROUP, [topics.USAGE_RECORDED], recorder.handle, batch_handler=recorder.handle_batch
+        )
     if settings.reconcile_interval_seconds > 0:
         runtime.add_task("reconcile", lambda: reconcile_forever(pool, settings))
 

@@ -25,6 +25,12 @@ def reserved(tenant_id: str) -> str:
     return f"tenant:{tenant_id}:reserved"
 
 
+def is_cached(account: str) -> bool:
+    """Tenant accounts keep a cached balance (read under the tenant's lock); platform accounts do not
+    (their balance is the sum of their entries), so tenants never contend on shared rows."""
+    return account.startswith("tenant:")
+
+
 @dataclass(frozen=True)
 class Posting:
     account: str

@@ -71,9 +71,42 @@ class Profile:
 _PRICE_RULES = """
 SELECT DISTINCT ON (max_pixels) model, max_pixels, micros_per_second
 FROM price_rules
-WHERE model = $1 AND effective_from <= $4
+WHERE model = $1 AND effective_from <= coalesce($4::timestamptz, now())
   AND (tenant_id = $2 OR (tenant_id IS NULL AND plan_id = $3))
 ORDER BY max_pixels, (tenant_id IS NOT NULL) DESC, effective_from DESC, id DESC
+"""
+
+_RESERVE_STATE = """
+SELECT a.balance, coalesce(p.plan_id, 'default') AS plan_id, coalesce(p.mode, 'prepaid') AS mode,
+       coalesce(p.credit_limit_micros, 0) AS credit_limit_micros, r.tenant_id AS job_tenant, r.held_micros AS job_held
+FROM accounts a
+LEFT JOIN billing_profiles p ON p.tenant_id = $3
+LEFT JOIN reservations r ON r.job_id = $2
+WHERE a.id = $1
+FOR UPDATE OF a
+"""
+
+_SETTLE_STATE = """
+SELECT r.*, p.monthly_budget_micros
+FROM accounts a
+JOIN reservations r ON r.job_id = $2
+LEFT JOIN billing_profiles p ON p.tenant_id = $3
+WHERE a.id = $1
+FOR UPDATE OF a, r
+"""
+
+# A ledger transaction and its entries in one statement; cached balances (tenant accounts only) after.
+_POST = """
+WITH txn AS (
+    INSERT INTO ledger_transactions (kind, tenant_id, job_id, ref) VALUES ($1, $2, $3, $4) RETURNING id
+)
+INSERT INTO ledger_entries (transaction_id, account_id, amount)
+SELECT txn.id, u.account, u.amount FROM txn, unnest($5::text[], $6::bigint[]) AS u(account, amount)
+"""
+
+_UPDATE_CACHED = """
+UPDATE accounts SET balance = balance + u.amount
+FROM unnest($1::text[], $2::bigint[]) AS u(account, amount) WHERE accounts.id = u.account
 """
 
 _LIVE_GRANTS = """
@@ -164,8 +197,7 @@ class LedgerStore:
     ) -> Rate:
         if plan_id is None:
             plan_id = (await self.profile(tenant_id, conn)).plan_id  # type: ignore[arg-type]
-        moment = at or await conn.fetchval("SELECT now()")
-        rows = await conn.fetch(_PRICE_RULES, model, tenant_id, plan_id, moment)
+        rows = await conn.fetch(_PRICE_RULES, model, tenant_id, plan_id, at)
         rates = [Rate(r["model"], r["max_pixels"], r["micros_per_second"]) for r in rows]
         return pick_rate(rates, model, width, height)
 
@@ -206,21 +238,19 @@ class LedgerStore:
         """Holds the job's price (free grants first); returns the held amount (the same on a repeated call)."""
         await self._ensure_accounts(tenant_id)
         async with self._pool.acquire() as conn, conn.transaction():
-            existing = await conn.fetchrow("SELECT tenant_id, held_micros FROM reservations WHERE job_id = $1", job_id)
-            if existing:
-                self._same_tenant(existing["tenant_id"], tenant_id)
-                return int(existing["held_micros"])
-            profile = await self.profile(tenant_id, conn)
-            rate = await self.rate_for(conn, tenant_id, model, width, height, plan_id=profile.plan_id)
-            available = await conn.fetchval(
-                "SELECT balance FROM accounts WHERE id = $1 FOR UPDATE", ledger.available(tenant_id)
-            )
+            # One round trip: lock the tenant, read its profile and any earlier reservation of this job.
+            state = await conn.fetchrow(_RESERVE_STATE, ledger.available(tenant_id), job_id, tenant_id)
+            if state["job_tenant"] is not None:
+                self._same_tenant(state["job_tenant"], tenant_id)
+                return int(state["job_held"])
+            rate = await self.rate_for(conn, tenant_id, model, width, height, plan_id=state["plan_id"])
+            available = int(state["balance"])
             grants = [
                 FreeGrant(r["id"], r["unit"], r["remaining"])
                 for r in await conn.fetch(_LIVE_GRANTS + " FOR UPDATE", tenant_id)
             ]
             funding = fund(rate, seconds, grants)
-            limit = profile.credit_limit if profile.mode == "postpaid" else 0
+            limit = int(state["credit_limit_micros"]) if state["mode"] == "postpaid" else 0
             if available - funding.paid < -limit:
                 raise InsufficientCredit(
                     f"job needs {funding.paid} micros, tenant has {available + limit} available"
@@ -244,8 +274,10 @@ class LedgerStore:
         """Charges the actual seconds (never more than held); returns the charge."""
         await self._ensure_accounts(tenant_id)
         async with self._pool.acquire() as conn, conn.transaction():
-            await self._lock_tenant(conn, tenant_id)
-            row = await self._locked_reservation(conn, tenant_id, job_id)
+            row = await conn.fetchrow(_SETTLE_STATE, ledger.available(tenant_id), job_id, tenant_id)
+            if row is None:
+                raise UnknownReservation(f"no reservation for job {job_id}")
+            self._same_tenant(row["tenant_id"], tenant_id)
             if row["state"] == "settled":
                 return int(row["charged_micros"])
             if row["state"] == "released":
@@ -254,14 +286,16 @@ class LedgerStore:
             rate = Rate(row["model"], 0, row["micros_per_second"])
             charge = min(price_micros(rate, seconds), held)
             charge_free, _ = ledger.split_charge(charge, held_free)
-            await self._return_grants(conn, job_id, held_free - charge_free, everything=False)
-            await self._post(conn, "settle", tenant_id, job_id, ledger.settle(tenant_id, held, charge, held_free))
+            if held_free:
+                await self._return_grants(conn, job_id, held_free - charge_free, everything=False)
             await conn.execute(
                 "UPDATE reservations SET state = 'settled', charged_micros = $2, charged_free_micros = $3,"
                 " settled_seconds = $4, closed_at = now() WHERE job_id = $1",
                 job_id, charge, charge_free, seconds,
             )
-            await budget.check(conn, tenant_id)
+            await self._post(conn, "settle", tenant_id, job_id, ledger.settle(tenant_id, held, charge, held_free))
+            if row["monthly_budget_micros"] is not None:
+                await budget.check(conn, tenant_id)
             return charge
 
     async def release(self, tenant_id: str, job_id: str) -> int:
@@ -349,6 +383,8 @@ class LedgerStore:
 
     # -- helpers ------------------------------------------------------------------------------
     async def _use_grants(self, conn: asyncpg.Connection, job_id: str, funding: Funding) -> None:
+        if not funding.allocations:
+            return
         for allocation in funding.allocations:
             await conn.execute(
                 "UPDATE free_grants SET remaining = remaining - $2 WHERE id = $1", allocation.grant_id, allocation.used
@@ -402,16 +438,12 @@ class LedgerStore:
         self, conn: asyncpg.Connection, kind: str, tenant_id: str, job_id: str | None,
         postings: list[ledger.Posting], ref: str | None = None,
     ) -> None:
-        txn = await conn.fetchval(
-            "INSERT INTO ledger_transactions (kind, tenant_id, job_id, ref) VALUES ($1, $2, $3, $4) RETURNING id",
-            kind, tenant_id, job_id, ref,
+        """Writes the transaction and its entries, then the tenant's cached balances (its accounts are
+        locked by the operation already). Platform accounts keep no cached balance: every operation
+        of every tenant would otherwise queue on the same rows (their balance is the sum of entries)."""
+        await conn.execute(
+            _POST, kind, tenant_id, job_id, ref, [p.account for p in postings], [p.amount for p in postings]
         )
-        # Lock accounts in a fixed order so concurrent postings cannot deadlock.
-        for posting in sorted(postings, key=lambda p: p.account):
-            await conn.execute(
-                "INSERT INTO ledger_entries (transaction_id, account_id, amount) VALUES ($1, $2, $3)",
-                txn, posting.account, posting.amount,
-            )
-            await conn.execute(
-                "UPDATE accounts SET balance = balance + $2 WHERE id = $1", posting.account, posting.amount
-            )
+        cached = [p for p in postings if ledger.is_cached(p.account)]
+        if cached:
+            await conn.execute(_UPDATE_CACHED, [p.account for p in cached], [p.amount for p in cached])

@@ -12,6 +12,7 @@ back to the `event-id` header. The inbox row and the usage row are written in on
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -48,7 +49,8 @@ def from_message(message: usage_pb2.UsageRecorded, fallback_event_id: str) -> Us
         raise PoisonMessage("UsageRecorded without event_id, tenant_id, job_id or model")
     if not 0 <= message.seconds <= MAX_SECONDS or message.provider_cost_micros < 0 or message.charged_micros < 0:
         raise PoisonMessage("UsageRecorded with impossible seconds or amounts")
-    occurred = message.at.ToDatetime(tzinfo=UTC) if message.HasField("at") else datetime.now(UTC)
+    at = message.at
+    occurred = datetime.fromtimestamp(at.seconds + at.nanos / 1e9, UTC) if message.HasField("at") else datetime.now(UTC)
     return UsageRow(
         event_id=event_id[:200], tenant_id=message.tenant_id, job_id=message.job_id, model=message.model,
         width=message.width, height=message.height, seconds=seconds_of(message.seconds),
@@ -58,11 +60,18 @@ def from_message(message: usage_pb2.UsageRecorded, fallback_event_id: str) -> Us
     )
 
 
-_INSERT = """
+# One statement, so one round trip and atomic: the event ids new to the inbox, then their usage rows.
+_RECORD = """
+WITH fresh AS (
+    INSERT INTO inbox (consumer, event_id) SELECT $1, unnest($2::text[])
+    ON CONFLICT DO NOTHING RETURNING event_id
+)
 INSERT INTO usage_records (event_id, tenant_id, job_id, model, width, height, seconds, provider, pool,
                            provider_cost_micros, provider_cost_source, charged_micros, occurred_at)
-SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::int[], $6::int[], $7::numeric[],
-                     $8::text[], $9::text[], $10::bigint[], $11::text[], $12::bigint[], $13::timestamptz[])
+SELECT u.* FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::int[], $7::int[], $8::numeric[],
+                       $9::text[], $10::text[], $11::bigint[], $12::text[], $13::bigint[], $14::timestamptz[])
+         AS u(event_id, tenant_id, job_id, model, width, height, seconds, provider, pool, cost, source, charged, at)
+JOIN fresh USING (event_id)
 ON CONFLICT (event_id) DO NOTHING
 """
 
@@ -72,65 +81,62 @@ FROM provider_costs WHERE effective_from <= now()
 ORDER BY pool, model, max_pixels, effective_from DESC, id DESC
 """
 
+CostCard = dict[tuple[str, str], list[Rate]]
+
 
 class UsageRecorder:
     """Records usage rows in batches (the consumer hands it one event at a time; the bench, many)."""
 
+    CARD_TTL_SECONDS = 30.0
+
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
+        self._card: CostCard = {}
+        self._card_loaded = -1e9
 
     async def handle(self, event: Event) -> None:
         """The Kafka handler for usage.v1.recorded."""
         await self.record([from_message(event.parse(usage_pb2.UsageRecorded), event.event_id)])
 
+    async def handle_batch(self, events: list[Event]) -> None:
+        """The Kafka batch handler: one statement for a partition's records (a poison record fails the
+        batch; the consumer then handles them one by one and dead-letters it)."""
+        await self.record([from_message(e.parse(usage_pb2.UsageRecorded), e.event_id) for e in events])
+
     async def record(self, rows: list[UsageRow]) -> int:
         """Records the rows not seen before (by event id); returns how many were new."""
-        if not rows:
+        unique = list({row.event_id: row for row in reversed(rows)}.values())  # the first delivery wins
+        if not unique:
             return 0
-        async with self._pool.acquire() as conn, conn.transaction():
-            fresh_ids = {
-                r["event_id"]
-                for r in await conn.fetch(
-                    "INSERT INTO inbox (consumer, event_id) SELECT $1, unnest($2::text[])"
-                    " ON CONFLICT DO NOTHING RETURNING event_id",
-                    CONSUMER, list({row.event_id for row in rows}),
-                )
-            }
-            fresh: dict[str, UsageRow] = {}
-            for row in rows:
-                if row.event_id in fresh_ids:
-                    fresh.setdefault(row.event_id, row)
-            if not fresh:
-                return 0
-            card = await self._cost_card(conn) if any(r.provider_cost_micros == 0 for r in fresh.values()) else {}
-            costs = [self._cost(row, card) for row in fresh.values()]
-            values = list(fresh.values())
-            await conn.execute(
-                _INSERT,
-                [r.event_id for r in values], [r.tenant_id for r in values], [r.job_id for r in values],
-                [r.model for r in values], [r.width for r in values], [r.height for r in values],
-                [r.seconds for r in values], [r.provider for r in values], [r.pool for r in values],
-                [c[0] for c in costs], [c[1] for c in costs], [r.charged_micros for r in values],
-                [r.occurred_at for r in values],
-            )
-            return len(values)
+        card = await self._cost_card() if any(r.provider_cost_micros == 0 for r in unique) else {}
+        costs = [_cost(row, card) for row in unique]
+        status = await self._pool.execute(
+            _RECORD, CONSUMER,
+            [r.event_id for r in unique], [r.tenant_id for r in unique], [r.job_id for r in unique],
+            [r.model for r in unique], [r.width for r in unique], [r.height for r in unique],
+            [r.seconds for r in unique], [r.provider for r in unique], [r.pool for r in unique],
+            [c[0] for c in costs], [c[1] for c in costs], [r.charged_micros for r in unique],
+            [r.occurred_at for r in unique],
+        )
+        return int(status.rsplit(" ", 1)[1])
 
-    @staticmethod
-    async def _cost_card(conn: asyncpg.Connection) -> dict[tuple[str, str], list[Rate]]:
-        card: dict[tuple[str, str], list[Rate]] = {}
-        for r in await conn.fetch(_COST_CARD):
-            rate = Rate(r["model"], r["max_pixels"], r["micros_per_second"])
-            card.setdefault((r["pool"], r["model"]), []).append(rate)
-        return card
+    async def _cost_card(self) -> CostCard:
+        if time.monotonic() - self._card_loaded > self.CARD_TTL_SECONDS:
+            card: CostCard = {}
+            for r in await self._pool.fetch(_COST_CARD):
+                rate = Rate(r["model"], r["max_pixels"], r["micros_per_second"])
+                card.setdefault((r["pool"], r["model"]), []).append(rate)
+            self._card, self._card_loaded = card, time.monotonic()
+        return self._card
 
-    @staticmethod
-    def _cost(row: UsageRow, card: dict[tuple[str, str], list[Rate]]) -> tuple[int, str]:
-        if row.provider_cost_micros > 0:
-            return row.provider_cost_micros, "reported"
-        rate = expected_cost_rate(card.get((row.pool, row.model), []), row.width, row.height)
-        if rate is None:
-            return 0, "unknown"
-        return price_micros(rate, row.seconds), "card"
+
+def _cost(row: UsageRow, card: CostCard) -> tuple[int, str]:
+    if row.provider_cost_micros > 0:
+        return row.provider_cost_micros, "reported"
+    rate = expected_cost_rate(card.get((row.pool, row.model), []), row.width, row.height)
+    if rate is None:
+        return 0, "unknown"
+    return price_micros(rate, row.seconds), "card"
 
 
 def expected_cost_rate(rates: list[Rate], width: int, height: int) -> Rate | None:

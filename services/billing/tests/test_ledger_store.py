@@ -24,7 +24,11 @@ async def _store(dsn: str) -> tuple[asyncpg.Pool, LedgerStore]:
 
 async def _assert_balanced(pool: asyncpg.Pool) -> None:
     assert await pool.fetchval("SELECT coalesce(sum(amount), 0) FROM ledger_entries") == 0
-    assert await pool.fetchval("SELECT coalesce(sum(balance), 0) FROM accounts") == 0
+    assert await pool.fetchval(
+        "SELECT coalesce(sum(balance), 0) FROM accounts WHERE id LIKE 'tenant:%'"
+    ) == -await pool.fetchval(
+        "SELECT coalesce(sum(amount), 0) FROM ledger_entries WHERE account_id NOT LIKE 'tenant:%'"
+    )
 
 
 @pytest.mark.asyncio

@@ -11,17 +11,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 
 import asyncpg
+from opentelemetry import context as otel_context
+from opentelemetry import trace
 from prometheus_client import Counter, Gauge, Histogram
 
 from reelforge.jobs.v1 import jobs_pb2
 from reelforge.render.v1 import render_pb2
-from reelforge_core import outbox, topics
+from reelforge_core import outbox, telemetry, topics
 from reelforge_core.context import job_context
 from reelforge_orchestrator import config_store, store
 from reelforge_orchestrator.billing_client import BillingClient
@@ -44,6 +47,19 @@ POOL_CIRCUIT_OPEN = Gauge("reelforge_pool_circuit_open", "1 when the pool's brea
 WAIT_SECONDS = Histogram("reelforge_scheduler_wait_seconds", "Admission to dispatch, by tier", ["tier"],
                          buckets=(0.05, 0.1, 0.5, 1, 5, 15, 60, 300, 900, 3600))
 IS_LEADER = Gauge("reelforge_orchestrator_leader", "1 on the instance that leads")
+
+
+_tracer = trace.get_tracer(__name__)
+
+
+def _job_trace(job: Job | None) -> otel_context.Context | None:
+    """The trace of the request that admitted the job, so the dispatch joins it."""
+    if job is None or not job.trace_headers:
+        return None
+    try:
+        return telemetry.context_from(json.loads(job.trace_headers))
+    except ValueError:
+        return None
 
 
 def epoch_seconds(at: datetime | None) -> float:
@@ -175,25 +191,36 @@ class Engine:
             async with self._pool.acquire() as conn, conn.transaction():
                 await check_epoch(conn, self.epoch)
                 job = await store.load(conn, item.job_id, for_update=True)
-                waiting = job is not None and (job.state is JobState.ADMITTED or (
-                    job.state is JobState.RENDERING and job.pool_id is None))
-                if job is None or not waiting:
-                    log.warning("dispatch decided for a job no longer waiting; undone")
-                    self.scheduler.job_done(item.job_id, now)
-                    return
-                job = await store.transition(
-                    conn, job, JobState.RENDERING, render_attempt=attempt, pool_id=pool_id, provider=provider,
-                    dispatched_at=as_datetime(now), retry_at=None, avoid_pools=sorted(item.avoid),
-                )
-                request = render_pb2.RenderRequested(
-                    render_id=job.render_id, job_id=job.job_id, tenant_id=job.tenant_id, attempt=attempt,
-                    provider=provider, spec=job.spec,
-                )
-                await outbox.enqueue(conn, topics.RENDER_REQUESTED, job.job_id, request, job.tenant_id)
+                with _tracer.start_as_current_span(
+                    "dispatch render", context=_job_trace(job),
+                    attributes={"reelforge.job_id": item.job_id, "reelforge.pool": pool_id},
+                ):
+                    dispatched = await self._dispatch_in_transaction(conn, item, job, pool_id, provider, attempt, now)
+            if not dispatched:
+                return
             contract = self.scheduler.contract_for(item.tenant_id)
             WAIT_SECONDS.labels(contract.tier if contract else "").observe(max(0.0, now - item.enqueued_at))
             DISPATCHED.labels(pool_id).inc()
             log.info("render dispatched", extra={"pool": pool_id, "provider": provider, "attempt": attempt})
+
+    async def _dispatch_in_transaction(self, conn: asyncpg.Connection, item: SchedJob, job: Job | None, pool_id: str,
+                                       provider: str, attempt: int, now: float) -> bool:
+        waiting = job is not None and (job.state is JobState.ADMITTED or (
+            job.state is JobState.RENDERING and job.pool_id is None))
+        if job is None or not waiting:
+            log.warning("dispatch decided for a job no longer waiting; undone")
+            self.scheduler.job_done(item.job_id, now)
+            return False
+        job = await store.transition(
+            conn, job, JobState.RENDERING, render_attempt=attempt, pool_id=pool_id, provider=provider,
+            dispatched_at=as_datetime(now), retry_at=None, avoid_pools=sorted(item.avoid),
+        )
+        request = render_pb2.RenderRequested(
+            render_id=job.render_id, job_id=job.job_id, tenant_id=job.tenant_id, attempt=attempt,
+            provider=provider, spec=job.spec,
+        )
+        await outbox.enqueue(conn, topics.RENDER_REQUESTED, job.job_id, request, job.tenant_id)
+        return True
 
     async def _write_end(self, job_id: str, state: JobState, code: str, message: str) -> None:
         job = await store.load(self._pool, job_id)

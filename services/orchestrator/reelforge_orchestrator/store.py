@@ -34,6 +34,7 @@ class Job:
     dispatched_at: datetime | None = None
     retry_at: datetime | None = None
     avoid_pools: tuple[str, ...] = field(default=())
+    trace_headers: str | None = None
 
     @property
     def render_id(self) -> str:
@@ -60,6 +61,7 @@ class Job:
             dispatched_at=row["dispatched_at"],
             retry_at=row["retry_at"],
             avoid_pools=tuple(row["avoid_pools"] or ()),
+            trace_headers=row["trace_headers"],
         )
 
 
@@ -89,7 +91,7 @@ async def load(conn: asyncpg.Connection | asyncpg.Pool, job_id: str, for_update:
 
 _UPDATABLE = {"render_attempt", "render_output_uri", "output_uri", "output_seconds", "reserved_micros",
               "charged_micros", "error_code", "error_message", "pool_id", "provider", "admitted_at", "deadline",
-              "dispatched_at", "retry_at", "avoid_pools"}
+              "dispatched_at", "retry_at", "avoid_pools", "trace_headers"}
 
 
 async def transition(conn: asyncpg.Connection, job: Job, target: JobState, **fields: Any) -> Job:

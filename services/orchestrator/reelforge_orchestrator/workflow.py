@@ -9,6 +9,7 @@ idempotent by job id, so a crash between the two is repaired by the redelivered 
 
 from __future__ import annotations
 
+import json
 import logging
 
 import asyncpg
@@ -18,7 +19,7 @@ from reelforge.jobs.v1 import jobs_pb2
 from reelforge.postprocess.v1 import postprocess_pb2
 from reelforge.render.v1 import render_pb2
 from reelforge.usage.v1 import usage_pb2
-from reelforge_core import outbox, topics
+from reelforge_core import outbox, telemetry, topics
 from reelforge_core.kafka import Event, PoisonMessage
 from reelforge_orchestrator import store
 from reelforge_orchestrator.billing_client import BillingClient, BillingRefused
@@ -89,7 +90,7 @@ class Workflow:
             contract = scheduler.contract_for(job.tenant_id)
             deadline: float | None = None
             if spec.HasField("deadline"):
-                deadline = spec.deadline.ToDatetime().timestamp()
+                deadline = spec.deadline.seconds + spec.deadline.nanos / 1e9
             elif contract is not None and contract.default_deadline_seconds is not None:
                 deadline = now + contract.default_deadline_seconds
             async with self._pool.acquire() as conn, conn.transaction():
@@ -97,6 +98,7 @@ class Workflow:
                 job = await store.transition(
                     conn, job, JobState.ADMITTED, reserved_micros=held, admitted_at=as_datetime(now),
                     deadline=as_datetime(deadline) if deadline is not None else None,
+                    trace_headers=json.dumps(telemetry.inject_headers()),
                 )
             rejection = scheduler.submit(sched_job(job, now, deadline), now)
         if rejection is not None:  # the quota ran out between the check and now

@@ -307,3 +307,18 @@ async def test_qc_rerender_waits_for_a_slot_and_renders_again(h: Harness) -> Non
     await h.engine.step()
     requests = await h.render_requests()
     assert [(r.render_id, r.attempt) for r in requests] == [(f"{job}/r1", 1), (f"{job}/r2", 2)]
+
+
+async def test_a_deadline_in_the_spec_is_kept_and_enforced(h: Harness) -> None:
+    await config_store.upsert_contract(h.pool, TenantContract("acme", max_concurrent=1))
+    await h.engine.reload()
+    await h.submit("acme")
+    job_id = "job_with_deadline"
+    spec = jobs_pb2.JobSpec(prompt="p", seconds=2, width=1280, height=720, model="animatic")
+    spec.deadline.FromSeconds(int(h.clock.now) + 20)
+    await h.event(topics.JOBS_SUBMITTED, job_id, jobs_pb2.JobSubmitted(job_id=job_id, tenant_id="acme", spec=spec))
+    await h.engine.step()
+    assert (await h.state(job_id))["deadline"].timestamp() == int(h.clock.now) + 20
+    h.clock.now += 21
+    await h.engine.step()
+    assert (await h.state(job_id))["state"] == "expired"

@@ -2,11 +2,12 @@
 a music bed ducked under the voice (sidechain compression), fitted to the video's exact length,
 then optionally normalised to a loudness target in two passes (measure, then linear loudnorm).
 
-Filtergraph builders are pure; `measure_loudness` and the muxing in pipeline.py run ffmpeg.
+Filtergraph builders are pure; `render_mix` and `fitted_chain` run ffmpeg (the mux is in pipeline.py).
 """
 
 from __future__ import annotations
 
+import itertools
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -90,7 +91,8 @@ def mix_graph(sources: AudioSources, seconds: float, music: MusicPlan | None, ou
 # 0.8 CPU-s per pass for 12 s of audio, ebur128 0.14 CPU-s and the gain stage next to nothing.
 
 LIMITER_MARGIN_DB = 0.7
-RETRY_OFF_BY_LU = 0.3  # a limited result this far off the target is redone once, with the difference
+TRIAL_CORRECTIONS_DB = (0.0, 1.5, 3.0)  # extra gain tried when the limiter bites
+MAX_CORRECTION_DB = 6.0
 MEASURE_CHAIN = "ebur128=peak=true:framelog=verbose"
 
 
@@ -113,6 +115,50 @@ def parse_ebur128(stderr: str) -> LoudnessMeasure:
     if loudness[-1] == "-inf" or peak[-1] == "-inf":
         raise MediaError("media_silent", "the sound track is silent; it cannot be normalised")
     return LoudnessMeasure(float(loudness[-1]), float(peak[-1]))
+
+
+def limited(chain: str) -> bool:
+    return "alimiter=" in chain
+
+
+_SUMMARY = re.compile(r"\[Parsed_ebur128_(\d+) @ [^\]]+\] Summary:\s+Integrated loudness:\s+I:\s+(-?[\d.]+|-inf) LUFS")
+
+
+def parse_trials(stderr: str, count: int) -> list[float]:
+    """Integrated loudness per ebur128 instance, in graph order. (ffmpeg may configure a graph
+    twice and print a summary for the throwaway copy too: the last summary of an instance wins.)"""
+    found = sorted({int(n): value for n, value in _SUMMARY.findall(stderr)}.items())
+    if len(found) != count or any(value == "-inf" for _, value in found):
+        raise MediaError("media_tool_failed", f"expected {count} loudness summaries from the trial run")
+    return [float(value) for _, value in found]
+
+
+def interpolate(points: list[tuple[float, float]], target: float) -> float:
+    """The x where the (increasing) piecewise-linear curve through `points` reaches `target`."""
+    points = sorted(points)
+    for (x0, y0), (x1, y1) in itertools.pairwise(points):
+        if target <= y1 or (x1, y1) == points[-1]:
+            return x0 + (target - y0) * (x1 - x0) / (y1 - y0) if y1 != y0 else x1
+    return points[-1][0]
+
+
+async def fitted_chain(plan: LoudnessPlan, measured: LoudnessMeasure, mix_wav: Path, timeout_s: float) -> str:
+    """The pass-two chain. A limiter that bites costs loudness, so then one trial run measures the
+    result at a few extra gains and the gain is interpolated to land on the target."""
+    chain = normalise_chain(plan, measured)
+    if not limited(chain):
+        return chain
+    branches = len(TRIAL_CORRECTIONS_DB)
+    graph = f"[0:a]asplit={branches}" + "".join(f"[t{i}]" for i in range(branches))
+    outputs: list[str] = []
+    for i, correction in enumerate(TRIAL_CORRECTIONS_DB):
+        graph += f";[t{i}]{normalise_chain(plan, measured, correction)},ebur128=framelog=verbose[m{i}]"
+        outputs += ["-map", f"[m{i}]", "-f", "null", "-"]
+    args = [FFMPEG, "-nostdin", "-hide_banner", "-nostats", "-v", "info", "-i", file_arg(mix_wav),
+            "-filter_complex", graph, *outputs]  # fmt: skip
+    results = parse_trials(await run_tool(args, timeout_s, output="stderr"), branches)
+    correction = interpolate(list(zip(TRIAL_CORRECTIONS_DB, results, strict=True)), plan.integrated_lufs)
+    return normalise_chain(plan, measured, max(0.0, min(correction, MAX_CORRECTION_DB)))
 
 
 def gain_db(plan: LoudnessPlan, measured: LoudnessMeasure) -> float:

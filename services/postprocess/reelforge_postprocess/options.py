@@ -21,6 +21,7 @@ MIN_WPM, MAX_WPM = 80, 450
 MAX_SEGMENTS = 50
 MAX_SEGMENT_CHARS = 2000
 MAX_RENDITIONS = 6
+MAX_LANGUAGES = 8
 MIN_SIDE, MAX_SIDE = 64, 3840
 DEFAULT_WATERMARK = "Made with Reelforge"
 
@@ -199,6 +200,10 @@ def _narration(options: postprocess_pb2.PostprocessOptions, job_narration: str, 
     for n, raw in enumerate(sorted(given.segments, key=lambda s: s.start_seconds), 1):
         if raw.start_seconds < 0 or not raw.text.strip() or len(raw.text) > MAX_SEGMENT_CHARS:
             raise _invalid(f"narration segment {n} needs a start >= 0 and 1-{MAX_SEGMENT_CHARS} characters of text")
+        if len(raw.translations) > MAX_LANGUAGES or any(len(t) > MAX_SEGMENT_CHARS for t in raw.translations.values()):
+            raise _invalid(
+                f"narration segment {n}: at most {MAX_LANGUAGES} translations of {MAX_SEGMENT_CHARS} characters"
+            )
         translations = {_language(k, "translation language"): v for k, v in raw.translations.items()}
         spoken = language_of_voice(raw.voice) if raw.voice else language
         segments.append(
@@ -244,6 +249,8 @@ def _subtitles(options: postprocess_pb2.PostprocessOptions, narration: Narration
     given = options.subtitles
     if narration is None or given.disabled:
         return None
+    if len(given.languages) > MAX_LANGUAGES:
+        raise _invalid(f"at most {MAX_LANGUAGES} subtitle languages, got {len(given.languages)}")
     languages = tuple(dict.fromkeys(_language(x, "subtitle language") for x in given.languages)) or (
         narration.language,
     )

@@ -11,6 +11,7 @@ Every step is skipped when the plan does not ask for it; timings are kept per st
 from __future__ import annotations
 
 import asyncio
+import resource
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -55,7 +56,8 @@ class PipelineResult:
     cues: dict[str, list[Cue]]
     spoken: list[SpokenSegment]
     thumbnails: ThumbnailFiles
-    timings: dict[str, float] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)  # wall seconds per stage
+    cpu: dict[str, float] = field(default_factory=dict)  # tool CPU seconds per stage
 
     @property
     def reports(self) -> list[qc.QcReport]:
@@ -76,17 +78,26 @@ def video_seconds(info: ProbeResult) -> float:
     return info.video.duration_s or info.duration_s
 
 
+def _child_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 class _Stopwatch:
+    """Wall seconds per stage, and CPU seconds of the tools each stage ran (ffmpeg, espeak-ng)."""
+
     def __init__(self) -> None:
         self.timings: dict[str, float] = {}
+        self.cpu: dict[str, float] = {}
 
     @asynccontextmanager
     async def stage(self, name: str) -> AsyncIterator[None]:
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), _child_cpu_s()
         try:
             yield
         finally:
             self.timings[name] = round(self.timings.get(name, 0.0) + time.perf_counter() - started, 4)
+            self.cpu[name] = round(self.cpu.get(name, 0.0) + _child_cpu_s() - cpu, 4)
 
 
 def language_cues(plan: FinishPlan, spoken: list[SpokenSegment]) -> dict[str, list[Cue]]:
@@ -133,12 +144,8 @@ def mux_args(
     first_subtitle_input: int,
     audio_language: str,
     out: Path,
-    measure_loudness: bool = False,
 ) -> list[str]:
     args = [*QUIET, *inputs]
-    if measure_loudness:  # ebur128's summary is printed at info level
-        args = [*args[: args.index("-v")], "-nostats", "-v", "info", *args[args.index("-v") + 2 :]]
-        graph = graph.replace("[aout]", "[final]") + f";[final]asplit=2[aout][check];[check]{audio.MEASURE_CHAIN}[loud]"
     for track in subtitles:
         assert track.srt is not None
         args += ["-i", file_arg(track.srt)]
@@ -149,8 +156,7 @@ def mux_args(
              "-metadata:s:a:0", f"language={audio_language}"]  # fmt: skip
     for k, track in enumerate(subtitles):
         args += [f"-metadata:s:s:{k}", f"language={track.language}"]
-    args += ["-movflags", "+faststart", "-f", "mp4", file_arg(out)]
-    return [*args, "-map", "[loud]", "-f", "null", "-"] if measure_loudness else args
+    return [*args, "-movflags", "+faststart", "-f", "mp4", file_arg(out)]
 
 
 async def _master(
@@ -184,17 +190,11 @@ async def _master(
     async with watch.stage("loudness_measure"):
         measured = await audio.render_mix(inputs, graph, mix, True, timeout_s)
     assert measured is not None
-    inputs = ["-i", file_arg(video_in), "-i", file_arg(mix)]
-    correction = 0.0
-    for attempt in range(2):
-        graph = f"[1:a]{audio.normalise_chain(plan.loudness, measured, correction)}[aout]"
-        async with watch.stage("mux"):
-            stderr = await run_tool(mux_args(inputs, graph, subtitles, 2, language, master, measure_loudness=True),
-                                    timeout_s, output="stderr")  # fmt: skip
-        off_by = plan.loudness.integrated_lufs - audio.parse_ebur128(stderr).integrated_lufs
-        if abs(off_by) <= audio.RETRY_OFF_BY_LU or attempt:
-            break
-        correction += off_by
+    async with watch.stage("loudness_fit"):
+        chain = await audio.fitted_chain(plan.loudness, measured, mix, timeout_s)
+    async with watch.stage("mux"):
+        inputs = ["-i", file_arg(video_in), "-i", file_arg(mix)]
+        await run_tool(mux_args(inputs, f"[1:a]{chain}[aout]", subtitles, 2, language, master), timeout_s)
     return master
 
 
@@ -279,4 +279,4 @@ async def run_pipeline(
         picture, w, h = shapes[name]
         report = qc.judge(by_path[paths[name]], expect, plan.qc, name)
         outputs.append(Output(name, paths[name], w, h, picture is None, report))
-    return PipelineResult(outputs[0], outputs[1:], subtitles, cues, spoken, thumbs, watch.timings)
+    return PipelineResult(outputs[0], outputs[1:], subtitles, cues, spoken, thumbs, watch.timings, watch.cpu)

@@ -112,6 +112,12 @@ def test_bad_segments_renditions_and_styles_are_invalid_input() -> None:
     twice.renditions.add(name="a", width=720, height=1280)
     twice.renditions.add(name="a", width=720, height=720)
     cases.append((twice, "unique"))
+    many = pb.PostprocessOptions()
+    many.subtitles.languages.extend(["eng", "deu", "fra", "spa", "ita", "por", "rus", "zho", "jpn"])
+    cases.append((many, "at most 8 subtitle languages"))
+    huge = pb.PostprocessOptions()
+    huge.narration.segments.add(start_seconds=0, text="Hello.", translations={"deu": "x" * 2001})
+    cases.append((huge, "translations"))
     colour = pb.PostprocessOptions()
     colour.subtitles.burn_in.style.color = "red;"
     cases.append((colour, "RRGGBB"))
@@ -275,3 +281,17 @@ def test_sound_faults_fail_without_a_rerender() -> None:
         report = qc.judge(measures, EXPECT, plan, "main")
         assert [c.name for c in report.failures] == [name], name
         assert report.rerender is (name == "frozen"), name
+
+
+def test_trial_summaries_keep_the_last_per_instance_and_interpolate_the_gain() -> None:
+    stderr = "".join(
+        f"[Parsed_ebur128_{n} @ 0x1] Summary:\n\n  Integrated loudness:\n    I:         {value} LUFS\n"
+        for n, value in ((4, "-70.0"), (2, "-70.0"), (2, "-15.5"), (4, "-14.6"), (6, "-13.9"))
+    )
+    assert audio.parse_trials(stderr, 3) == [-15.5, -14.6, -13.9]
+    with pytest.raises(MediaError):
+        audio.parse_trials(stderr, 4)
+    points = [(0.0, -15.5), (1.5, -14.6), (3.0, -13.9)]
+    assert audio.interpolate(points, -14.0) == pytest.approx(1.5 + 1.5 * 0.6 / 0.7)
+    assert audio.interpolate(points, -15.0) == pytest.approx(1.5 * 0.5 / 0.9)
+    assert audio.interpolate(points, -13.2) == pytest.approx(4.5)  # beyond the trials: extrapolated

@@ -11,6 +11,10 @@ CREATE UNIQUE INDEX ledger_transactions_once ON ledger_transactions (kind, job_i
 CREATE UNIQUE INDEX ledger_transactions_refund_once ON ledger_transactions (ref) WHERE kind = 'refund';
 CREATE INDEX ledger_transactions_tenant_time ON ledger_transactions (tenant_id, created_at);
 
+-- Platform accounts no longer keep a cached balance (it is the sum of their entries), so that tenants
+-- never queue on the same rows; clear the old cache rather than leave it stale.
+UPDATE accounts SET balance = 0 WHERE id NOT LIKE 'tenant:%';
+
 CREATE TABLE plans (
     id   text PRIMARY KEY,
     name text NOT NULL
@@ -117,7 +121,6 @@ CREATE TABLE usage_records (
     recorded_at          timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX usage_records_tenant_time ON usage_records (tenant_id, occurred_at);
-CREATE INDEX usage_records_job ON usage_records (job_id);
 
 -- Budget alerts, once per tenant, month and threshold; the gateway's webhooks deliver them.
 CREATE TABLE budget_alerts (

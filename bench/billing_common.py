@@ -1,0 +1,56 @@
+"""Shared by the billing benchmarks: a throwaway PostgreSQL with the billing schema migrated."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import shutil
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import asyncpg
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from reelforge_billing.__main__ import MIGRATIONS, SCHEMA  # noqa: E402
+from reelforge_core import db  # noqa: E402
+from reelforge_local.infra import PostgresServer  # noqa: E402
+from tests.conftest import CACHE  # noqa: E402
+
+
+@contextmanager
+def postgres(name: str) -> Iterator[str]:
+    """A fresh PostgreSQL server and database; yields its DSN and removes everything afterwards."""
+    data = CACHE / f"bench-{name}"
+    shutil.rmtree(data, ignore_errors=True)
+    server = PostgresServer.start(data)
+    try:
+        database = f"bench_{secrets.token_hex(4)}"
+
+        async def create() -> None:
+            conn = await asyncpg.connect(server.dsn)
+            try:
+                await conn.execute(f"CREATE DATABASE {database}")
+            finally:
+                await conn.close()
+            pool = await db.create_pool(server.dsn.rsplit("/", 1)[0] + f"/{database}", SCHEMA, 2)
+            try:
+                await db.migrate(pool, SCHEMA, MIGRATIONS)
+            finally:
+                await pool.close()
+
+        asyncio.run(create())
+        yield server.dsn.rsplit("/", 1)[0] + f"/{database}"
+    finally:
+        server.stop()
+        shutil.rmtree(data, ignore_errors=True)
+
+
+def percentile(sorted_values: list[float], pct: float) -> float:
+    if not sorted_values:
+        return float("nan")
+    index = min(len(sorted_values) - 1, max(0, round(pct / 100 * len(sorted_values)) - 1))
+    return sorted_values[index]

@@ -1,0 +1,168 @@
+"""Reserve+Settle pairs over gRPC against a real billing server process and PostgreSQL.
+
+    ./run bench bench/billing_grpc.py [--seconds 20] [--concurrency 32] [--tenants 64]
+
+Starts PostgreSQL and `python -m reelforge_billing serve` (usage consumer off: no Kafka needed),
+grants every tenant credit, then runs `concurrency` workers, each doing Reserve then Settle for a
+new job of a random tenant, for `seconds`. Prints pairs/s and latency percentiles, then checks that
+the ledger balances and every pair was charged exactly once. Target: 2,000 pairs/s, p99 < 10 ms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import subprocess
+import sys
+import time
+
+import asyncpg
+from billing_common import percentile, postgres
+
+from reelforge.billing.v1 import billing_pb2, billing_pb2_grpc
+from reelforge_billing.__main__ import SCHEMA
+from reelforge_billing.store import LedgerStore
+from reelforge_core import db
+from reelforge_core import grpc as core_grpc
+from reelforge_local.infra import free_port
+from tests.conftest import CACHE
+
+
+async def wait_serving(stub: billing_pb2_grpc.BillingServiceStub, server: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            await stub.GetBalance(billing_pb2.GetBalanceRequest(tenant_id="probe"), timeout=1)
+            return
+        except Exception:
+            if server.poll() is not None or time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.2)
+
+
+def start_server(dsn: str, args: argparse.Namespace) -> tuple[subprocess.Popen[bytes], int]:
+    port = free_port()
+    env = {
+        **os.environ,
+        "REELFORGE_BILLING_DATABASE_URL": dsn,
+        "REELFORGE_BILLING_GRPC_PORT": str(port),
+        "REELFORGE_BILLING_HTTP_PORT": "0",
+        "REELFORGE_BILLING_CONSUME_USAGE": "false",
+        "REELFORGE_BILLING_RECONCILE_INTERVAL_SECONDS": "0",
+        "REELFORGE_BILLING_DATABASE_POOL_SIZE": str(args.pool),
+        "REELFORGE_BILLING_LOG_LEVEL": "WARNING",
+    }
+    log = (CACHE / "bench-billing-grpc.log").open("wb")
+    server = subprocess.Popen([sys.executable, "-m", "reelforge_billing", "serve"], env=env,
+                              stdout=log, stderr=subprocess.STDOUT)
+    return server, port
+
+
+async def run(dsn: str, server: subprocess.Popen[bytes], port: int, args: argparse.Namespace) -> int:
+    channel = core_grpc.channel(f"127.0.0.1:{port}")
+    stub = billing_pb2_grpc.BillingServiceStub(channel)
+    try:
+        await wait_serving(stub, server)
+        tenants = [f"bench-tenant-{i}" for i in range(args.tenants)]
+        pool = await db.create_pool(dsn, SCHEMA, 2)
+        try:
+            store = LedgerStore(pool)
+            for tenant in tenants:
+                await store.grant(tenant, 1_000_000 * 1_000_000)
+        finally:
+            await pool.close()
+        pair_latencies: list[float] = []
+        reserve_latencies: list[float] = []
+        settle_latencies: list[float] = []
+        errors = 0
+        counter = 0
+        stop_at = 0.0
+
+        async def worker(warmup: bool) -> None:
+            nonlocal counter, errors
+            while time.monotonic() < stop_at:
+                counter += 1
+                tenant = random.choice(tenants)
+                job = f"{'w' if warmup else 'j'}{counter}"
+                started = time.perf_counter()
+                try:
+                    await stub.Reserve(billing_pb2.ReserveRequest(
+                        tenant_id=tenant, job_id=job, model="animatic", width=1280, height=720, seconds=8,
+                    ), timeout=10)
+                    reserved = time.perf_counter()
+                    await stub.Settle(billing_pb2.SettleRequest(tenant_id=tenant, job_id=job, seconds=8), timeout=10)
+                except Exception:
+                    errors += 1
+                    continue
+                done = time.perf_counter()
+                if not warmup:
+                    pair_latencies.append(done - started)
+                    reserve_latencies.append(reserved - started)
+                    settle_latencies.append(done - reserved)
+
+        stop_at = time.monotonic() + 2
+        await asyncio.gather(*(worker(True) for _ in range(args.concurrency)))
+        errors = 0
+        stop_at = time.monotonic() + args.seconds
+        started = time.monotonic()
+        await asyncio.gather(*(worker(False) for _ in range(args.concurrency)))
+        elapsed = time.monotonic() - started
+
+        pairs = len(pair_latencies)
+        print(f"billing gRPC Reserve+Settle: {pairs} pairs in {elapsed:.1f} s over {args.concurrency} workers, "
+              f"{args.tenants} tenants, DB pool {args.pool}")
+        print(f"  throughput: {pairs / elapsed:,.0f} pairs/s ({2 * pairs / elapsed:,.0f} RPC/s)  errors: {errors}")
+        for name, values in (("pair", pair_latencies), ("reserve", reserve_latencies), ("settle", settle_latencies)):
+            values.sort()
+            print(f"  {name:8s} latency ms: p50 {percentile(values, 50) * 1000:.2f}  "
+                  f"p90 {percentile(values, 90) * 1000:.2f}  p99 {percentile(values, 99) * 1000:.2f}  "
+                  f"max {values[-1] * 1000:.2f}")
+        target = pairs / elapsed >= 2000 and percentile(pair_latencies, 99) < 0.010
+        print(f"  target 2,000 pairs/s with p99 < 10 ms: {'met' if target else 'NOT met'}")
+
+        conn = await asyncpg.connect(dsn, server_settings={"search_path": "billing"})
+        try:
+            unbalanced = await conn.fetchval(
+                "SELECT count(*) FROM (SELECT 1 FROM ledger_entries GROUP BY transaction_id HAVING sum(amount) <> 0) x"
+            )
+            total = await conn.fetchval("SELECT coalesce(sum(amount), 0) FROM ledger_entries")
+            settles = await conn.fetchval("SELECT count(*) FROM ledger_transactions WHERE kind = 'settle'")
+            settled = await conn.fetchval("SELECT count(*) FROM reservations WHERE state = 'settled'")
+            revenue = await conn.fetchval(
+                "SELECT coalesce(sum(amount), 0) FROM ledger_entries WHERE account_id = 'platform:revenue'"
+            )
+            charged = await conn.fetchval("SELECT sum(charged_micros) FROM reservations WHERE state = 'settled'")
+        finally:
+            await conn.close()
+        ok = unbalanced == 0 and total == 0 and settles == settled and revenue == charged
+        print(f"  ledger: {settles} settlements, unbalanced transactions {unbalanced}, sum of entries {total}, "
+              f"revenue {revenue} = charged {charged}: {'consistent' if ok else 'INCONSISTENT'}")
+        return 0 if ok else 1
+    finally:
+        await channel.close(grace=None)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seconds", type=float, default=20)
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--tenants", type=int, default=64)
+    parser.add_argument("--pool", type=int, default=20)
+    args = parser.parse_args()
+    with postgres("billing-grpc") as dsn:
+        server, port = start_server(dsn, args)
+        try:
+            return asyncio.run(run(dsn, server, port, args))
+        finally:
+            server.terminate()
+            try:
+                server.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                server.kill()
+                server.wait()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
