@@ -5,15 +5,21 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 from pathlib import Path
+
+import asyncpg
+import httpx
 
 from reelforge_core import db, topics
 from reelforge_core.content import ContentStore
 from reelforge_core.service import ServiceRuntime, run_service
-from reelforge_gateway import store
+from reelforge_gateway import store, webhooks
 from reelforge_gateway.api.app import create_app
 from reelforge_gateway.settings import GatewaySettings
 from reelforge_gateway.status_consumer import StatusConsumer
+
+log = logging.getLogger(__name__)
 
 SCHEMA = "gateway"
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -23,8 +29,37 @@ async def start(runtime: ServiceRuntime) -> None:
     settings = runtime.settings
     assert isinstance(settings, GatewaySettings)
     pool = await runtime.database(SCHEMA, MIGRATIONS)
-    runtime.http_app = create_app(pool, ContentStore(settings.content_dir), settings.max_body_bytes)
+    runtime.http_app = create_app(pool, ContentStore(settings.content_dir), settings)
     await runtime.consume("gateway", [topics.JOBS_STATUS], StatusConsumer(pool).handle)
+
+    async def forget_old_idempotency_keys() -> None:
+        while True:
+            try:
+                forgotten = await store.forget_idempotency_keys(pool, settings.idempotency_ttl_hours)
+                if forgotten:
+                    log.info("idempotency keys expired", extra={"count": forgotten})
+            except (OSError, asyncpg.PostgresError) as exc:
+                log.warning("idempotency key expiry failed; will retry", extra={"error": str(exc)})
+            await asyncio.sleep(600)
+
+    runtime.add_task("idempotency-expiry", forget_old_idempotency_keys)
+    runtime.add_task("webhook-delivery", lambda: deliver_webhooks(pool, settings))
+
+
+async def deliver_webhooks(pool: asyncpg.Pool, settings: GatewaySettings) -> None:
+    backoff = webhooks.Backoff(settings.webhook_backoff_base_seconds, settings.webhook_backoff_max_seconds,
+                               settings.webhook_max_attempts)
+    allowed = frozenset(settings.webhook_allowed_hosts)
+    # No redirects: a receiver must not bounce a signed delivery to an address the guard would refuse.
+    async with httpx.AsyncClient(timeout=settings.webhook_timeout_seconds, follow_redirects=False) as client:
+        while True:
+            try:
+                sent = await webhooks.deliver_due(pool, client, backoff, allowed)
+            except (OSError, asyncpg.PostgresError) as exc:
+                log.warning("webhook delivery pass failed; will retry", extra={"error": str(exc)})
+                sent = 0
+            if not sent:
+                await asyncio.sleep(settings.webhook_poll_seconds)
 
 
 async def create_tenant(settings: GatewaySettings, name: str) -> dict[str, str]:

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 
 from reelforge_core.settings import ServiceSettings, service_config
 
@@ -10,3 +10,27 @@ class GatewaySettings(ServiceSettings):
 
     service_name: str = "gateway"
     max_body_bytes: int = Field(default=64 * 1024, gt=0)
+    # Multipart uploads (POST /v1/videos with input_reference) may be larger than a JSON body.
+    max_upload_bytes: int = Field(default=20 * 1024 * 1024, gt=0)
+    idempotency_ttl_hours: float = Field(default=24.0, ge=24.0)
+    # How often an OpenAI SDK poller should come back (openai-poll-after-ms on GET /v1/videos/{id}).
+    poll_after_ms: int = Field(default=1000, ge=50)
+    # SSE: how often a stream looks for a new status (a database read per open stream per interval).
+    events_poll_seconds: float = Field(default=0.25, gt=0)
+    # Requests per minute per API key (token bucket per gateway instance); 0 turns the limit off.
+    rate_limit_per_minute: int = Field(default=6000, ge=0)
+    # Prompts (and narration) containing any of these words or phrases are refused with `prompt_blocked`.
+    blocked_terms: list[str] = Field(default_factory=list)
+    # Signed download URLs: the HMAC key (set the same value on every instance) and how long a URL works.
+    download_signing_secret: SecretStr | None = None
+    download_url_ttl_seconds: int = Field(default=300, ge=10, le=7 * 24 * 3600)
+    # A verified key is trusted this long without a database read; revocation takes at most this long.
+    key_cache_seconds: float = Field(default=10.0, ge=0, le=300)
+    # Webhooks: hosts (or host:port) exempt from the SSRF guard, e.g. a receiver on the same machine in tests;
+    # retries back off exponentially from the base up to the cap; 14 attempts at the defaults span > 24 h.
+    webhook_allowed_hosts: list[str] = Field(default_factory=list)
+    webhook_backoff_base_seconds: float = Field(default=30.0, gt=0)
+    webhook_backoff_max_seconds: float = Field(default=6 * 3600.0, gt=0)
+    webhook_max_attempts: int = Field(default=14, ge=1)
+    webhook_timeout_seconds: float = Field(default=10.0, gt=0)
+    webhook_poll_seconds: float = Field(default=1.0, gt=0)

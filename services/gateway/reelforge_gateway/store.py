@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import json
 import secrets
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 import asyncpg
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from reelforge.jobs.v1 import jobs_pb2
 from reelforge_core import outbox, topics
-from reelforge_gateway import keys
+from reelforge_gateway import keys, validation, webhooks
 
 
 @dataclass(frozen=True)
@@ -26,6 +28,33 @@ class NewJob:
     narration: str | None
     voice: str
     seed: int
+    requested_model: str | None = None
+    metadata: dict[str, str] = field(default_factory=dict)
+    input_reference_uri: str | None = None
+    batch_id: str | None = None
+
+
+@dataclass(frozen=True)
+class Idempotency:
+    """An Idempotency-Key and the fingerprint of the request that first used it."""
+
+    key: str
+    request_hash: str
+
+
+@dataclass(frozen=True)
+class Submitted:
+    status_code: int
+    body: dict[str, Any]
+    replayed: bool
+
+
+class IdempotencyKeyReused(Exception):
+    """The key was first used with a different request."""
+
+
+class _Duplicate(Exception):
+    """Rolls back a transaction that lost the race for an idempotency key."""
 
 
 def new_id(kind: str) -> str:
@@ -57,39 +86,198 @@ async def find_active_key(pool: asyncpg.Pool, prefix: str) -> asyncpg.Record | N
 
 async def insert_job(pool: asyncpg.Pool, job: NewJob) -> asyncpg.Record:
     """Stores the job and its JobSubmitted event in one transaction."""
+    async with pool.acquire() as conn, conn.transaction():
+        return await _insert_job(conn, job)
+
+
+async def submit_job(
+    pool: asyncpg.Pool,
+    job: NewJob,
+    render: Callable[[asyncpg.Record], dict[str, Any]],
+    status_code: int,
+    idempotency: Idempotency | None,
+) -> Submitted:
+    """Stores the job, its event and (with a key) the answer, all in one transaction.
+
+    With an Idempotency-Key, concurrent duplicates race on the key's primary key: the first insert
+    wins; the others block on the index until it commits, roll their own job back and return the
+    stored answer. A key first used with a different request raises IdempotencyKeyReused.
+    """
+    async with pool.acquire() as conn:
+        if idempotency is not None:
+            stored = await _stored_answer(conn, job.tenant_id, idempotency)
+            if stored is not None:
+                return stored
+        try:
+            async with conn.transaction():
+                row = await _insert_job(conn, job)
+                body = render(row)
+                if idempotency is not None:
+                    claimed = await conn.fetchval(
+                        "INSERT INTO idempotency_keys (tenant_id, key, request_hash, status_code, response, job_id)"
+                        " VALUES ($1, $2, $3, $4, $5::json, $6) ON CONFLICT DO NOTHING RETURNING true",
+                        job.tenant_id, idempotency.key, idempotency.request_hash, status_code, json.dumps(body),
+                        row["job_id"],
+                    )
+                    if not claimed:
+                        raise _Duplicate
+                return Submitted(status_code, body, replayed=False)
+        except _Duplicate:
+            assert idempotency is not None
+            stored = await _stored_answer(conn, job.tenant_id, idempotency)
+            if stored is None:  # the winner's key expired in between: vanishingly rare, still answer
+                raise IdempotencyKeyReused from None
+            return stored
+
+
+async def _stored_answer(conn: asyncpg.Connection, tenant_id: str, idempotency: Idempotency) -> Submitted | None:
+    row = await conn.fetchrow(
+        "SELECT request_hash, status_code, response FROM idempotency_keys WHERE tenant_id = $1 AND key = $2",
+        tenant_id, idempotency.key,
+    )
+    if row is None:
+        return None
+    if row["request_hash"] != idempotency.request_hash:
+        raise IdempotencyKeyReused
+    return Submitted(row["status_code"], json.loads(row["response"]), replayed=True)
+
+
+async def forget_idempotency_keys(pool: asyncpg.Pool, older_than_hours: float) -> int:
+    deleted = await pool.fetchval(
+        "WITH gone AS (DELETE FROM idempotency_keys WHERE created_at < now() - make_interval(secs => $1)"
+        " RETURNING 1) SELECT count(*) FROM gone",
+        older_than_hours * 3600,
+    )
+    return int(deleted or 0)
+
+
+async def _insert_job(conn: asyncpg.Connection, job: NewJob) -> asyncpg.Record:
     job_id = new_id("job")
     now = datetime.now(UTC)
     timeline = [{"status": "queued", "at": now.isoformat()}]
-    async with pool.acquire() as conn, conn.transaction():
-        row = await conn.fetchrow(
-            "INSERT INTO jobs (job_id, tenant_id, model, prompt, seconds, width, height, narration, voice, seed,"
-            " timeline, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11::jsonb, $12, $12)"
-            " RETURNING *",
-            job_id, job.tenant_id, job.model, job.prompt, job.seconds, job.width, job.height, job.narration,
-            job.voice, job.seed, json.dumps(timeline), now,
-        )
-        submitted_at = Timestamp()
-        submitted_at.FromDatetime(now)
-        event = jobs_pb2.JobSubmitted(
-            job_id=job_id,
-            tenant_id=job.tenant_id,
-            submitted_at=submitted_at,
-            spec=jobs_pb2.JobSpec(
-                prompt=job.prompt, seconds=job.seconds, width=job.width, height=job.height,
-                narration=job.narration or "", model=job.model, seed=job.seed, voice=job.voice,
-            ),
-        )
-        await outbox.enqueue(conn, topics.JOBS_SUBMITTED, job_id, event, job.tenant_id)
+    row = await conn.fetchrow(
+        "INSERT INTO jobs (job_id, tenant_id, model, prompt, seconds, width, height, narration, voice, seed,"
+        " timeline, created_at, updated_at, requested_model, metadata, input_reference_uri, batch_id)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11::jsonb, $12, $12, $13, $14::jsonb, $15, $16)"
+        " RETURNING *",
+        job_id, job.tenant_id, job.model, job.prompt, job.seconds, job.width, job.height, job.narration,
+        job.voice, job.seed, json.dumps(timeline), now, job.requested_model, json.dumps(job.metadata),
+        job.input_reference_uri, job.batch_id,
+    )
+    submitted_at = Timestamp()
+    submitted_at.FromDatetime(now)
+    event = jobs_pb2.JobSubmitted(
+        job_id=job_id,
+        tenant_id=job.tenant_id,
+        submitted_at=submitted_at,
+        spec=jobs_pb2.JobSpec(
+            prompt=job.prompt, seconds=job.seconds, width=job.width, height=job.height,
+            narration=job.narration or "", model=job.model, seed=job.seed, voice=job.voice,
+            metadata=job.metadata, input_reference_uri=job.input_reference_uri or "", batch_id=job.batch_id or "",
+        ),
+    )
+    await outbox.enqueue(conn, topics.JOBS_SUBMITTED, job_id, event, job.tenant_id)
     assert row is not None
     return row
 
 
 async def get_job(pool: asyncpg.Pool, tenant_id: str, job_id: str) -> asyncpg.Record | None:
     """Tenant-scoped: another tenant's job is indistinguishable from a missing one."""
+    if not validation.is_id(job_id):
+        return None
     row: asyncpg.Record | None = await pool.fetchrow(
-        "SELECT * FROM jobs WHERE job_id = $1 AND tenant_id = $2", job_id, tenant_id
+        "SELECT * FROM jobs WHERE job_id = $1 AND tenant_id = $2 AND deleted_at IS NULL", job_id, tenant_id
     )
     return row
+
+
+async def delete_job(pool: asyncpg.Pool, tenant_id: str, job_id: str) -> bool:
+    """Hides the job from every read (the OpenAI DELETE); its event history stays for billing and audit."""
+    if not validation.is_id(job_id):
+        return False
+    deleted = await pool.fetchval(
+        "UPDATE jobs SET deleted_at = now() WHERE job_id = $1 AND tenant_id = $2 AND deleted_at IS NULL"
+        " RETURNING true",
+        job_id, tenant_id,
+    )
+    return bool(deleted)
+
+
+@dataclass(frozen=True)
+class JobFilter:
+    status: list[str] | None = None
+    created_after: datetime | None = None
+    created_before: datetime | None = None
+    metadata: dict[str, str] | None = None
+    batch_id: str | None = None
+
+
+async def list_jobs(
+    pool: asyncpg.Pool, tenant_id: str, limit: int, descending: bool = True,
+    after: tuple[datetime, str] | None = None, where: JobFilter | None = None,
+) -> list[asyncpg.Record]:
+    """Keyset pagination on (created_at, job_id): stable under inserts, one index range scan."""
+    where = where or JobFilter()
+    clauses = ["tenant_id = $1", "deleted_at IS NULL"]
+    args: list[Any] = [tenant_id]
+
+    def arg(value: Any) -> str:
+        args.append(value)
+        return f"${len(args)}"
+
+    if after is not None:
+        op = "<" if descending else ">"
+        clauses.append(f"(created_at, job_id) {op} ({arg(after[0])}, {arg(after[1])})")
+    if where.status:
+        clauses.append(f"state = ANY({arg(where.status)}::text[])")
+    if where.created_after is not None:
+        clauses.append(f"created_at >= {arg(where.created_after)}")
+    if where.created_before is not None:
+        clauses.append(f"created_at < {arg(where.created_before)}")
+    if where.metadata:
+        clauses.append(f"metadata @> {arg(json.dumps(where.metadata))}::jsonb")
+    if where.batch_id is not None:
+        clauses.append(f"batch_id = {arg(where.batch_id)}")
+    order = "DESC" if descending else "ASC"
+    sql = (f"SELECT * FROM jobs WHERE {' AND '.join(clauses)}"  # noqa: S608 (clauses are fixed text)
+           f" ORDER BY created_at {order}, job_id {order} LIMIT {arg(limit)}")
+    return list(await pool.fetch(sql, *args))
+
+
+async def job_position(pool: asyncpg.Pool, tenant_id: str, job_id: str) -> tuple[datetime, str] | None:
+    """The keyset position of a job, for `after=<job id>` cursors."""
+    if not validation.is_id(job_id):
+        return None
+    row = await pool.fetchrow(
+        "SELECT created_at, job_id FROM jobs WHERE job_id = $1 AND tenant_id = $2", job_id, tenant_id
+    )
+    return (row["created_at"], row["job_id"]) if row else None
+
+
+async def request_cancel(pool: asyncpg.Pool, tenant_id: str, job_id: str, reason: str) -> asyncpg.Record | None:
+    """Records the request and writes JobCancelRequested through the outbox, once per job."""
+    if not validation.is_id(job_id):
+        return None
+    async with pool.acquire() as conn, conn.transaction():
+        row: asyncpg.Record | None = await conn.fetchrow(
+            "SELECT * FROM jobs WHERE job_id = $1 AND tenant_id = $2 AND deleted_at IS NULL FOR UPDATE",
+            job_id, tenant_id,
+        )
+        if row is None or row["cancel_requested_at"] is not None or row["state"] in TERMINAL_STATES:
+            return row
+        now = datetime.now(UTC)
+        row = await conn.fetchrow(
+            "UPDATE jobs SET cancel_requested_at = $2 WHERE job_id = $1 RETURNING *", job_id, now
+        )
+        requested_at = Timestamp()
+        requested_at.FromDatetime(now)
+        event = jobs_pb2.JobCancelRequested(job_id=job_id, tenant_id=tenant_id, reason=reason,
+                                            requested_at=requested_at)
+        await outbox.enqueue(conn, topics.JOBS_CANCEL_REQUESTED, job_id, event, tenant_id)
+    return row
+
+
+TERMINAL_STATES = frozenset({"completed", "failed", "cancelled", "expired"})
 
 
 _STATE_NAMES = {value: name.removeprefix("JOB_STATE_").lower() for name, value in jobs_pb2.JobState.items()}
@@ -102,14 +290,83 @@ async def apply_status(pool: asyncpg.Pool, status: jobs_pb2.JobStatusChanged) ->
     entry = {"status": state, "at": at.isoformat(), "progress": status.progress_percent}
     if status.error_code:
         entry["error_code"] = status.error_code
-    updated = await pool.fetchval(
-        "UPDATE jobs SET state = $3, progress = $4, status_sequence = $2, timeline = timeline || $5::jsonb,"
-        " error_code = NULLIF($6, ''), error_message = NULLIF($7, ''), output_uri = NULLIF($8, ''),"
-        " output_seconds = NULLIF($9, 0::double precision), cost_micros = $10, currency = NULLIF($11, ''),"
-        " updated_at = $12"
-        " WHERE job_id = $1 AND status_sequence < $2 RETURNING true",
-        status.job_id, int(status.sequence), state, int(status.progress_percent), json.dumps([entry]),
-        status.error_code, status.error_message, status.output_uri, status.output_seconds,
-        int(status.cost_micros) if status.cost_micros else None, status.currency, at,
+    async with pool.acquire() as conn, conn.transaction():
+        row = await conn.fetchrow(
+            "UPDATE jobs SET state = $3, progress = $4, status_sequence = $2, timeline = timeline || $5::jsonb,"
+            " error_code = NULLIF($6, ''), error_message = NULLIF($7, ''), output_uri = NULLIF($8, ''),"
+            " output_seconds = NULLIF($9, 0::double precision), cost_micros = $10, currency = NULLIF($11, ''),"
+            " updated_at = $12,"
+            " completed_at = CASE WHEN $3 IN ('completed', 'failed', 'cancelled', 'expired') THEN $12::timestamptz END"
+            " WHERE job_id = $1 AND status_sequence < $2 RETURNING *",
+            status.job_id, int(status.sequence), state, int(status.progress_percent), json.dumps([entry]),
+            status.error_code, status.error_message, status.output_uri, status.output_seconds,
+            int(status.cost_micros) if status.cost_micros else None, status.currency, at,
+        )
+        if row is not None and row["state"] in TERMINAL_STATES:
+            await webhooks.enqueue_for_job(conn, row)
+    return row is not None
+
+
+async def get_job_unscoped(pool: asyncpg.Pool, job_id: str) -> asyncpg.Record | None:
+    """Only for requests that carry their own proof of access (a signed download URL)."""
+    if not validation.is_id(job_id):
+        return None
+    row: asyncpg.Record | None = await pool.fetchrow(
+        "SELECT * FROM jobs WHERE job_id = $1 AND deleted_at IS NULL", job_id
     )
-    return bool(updated)
+    return row
+
+
+async def create_webhook_endpoint(pool: asyncpg.Pool, tenant_id: str, url: str, events: list[str], secret: str,
+                                  max_endpoints: int) -> asyncpg.Record | None:
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute("SELECT 1 FROM tenants WHERE tenant_id = $1 FOR UPDATE", tenant_id)  # count, then add
+        count = await conn.fetchval(
+            "SELECT count(*) FROM webhook_endpoints WHERE tenant_id = $1 AND deleted_at IS NULL", tenant_id)
+        if count >= max_endpoints:
+            return None
+        row: asyncpg.Record | None = await conn.fetchrow(
+            "INSERT INTO webhook_endpoints (endpoint_id, tenant_id, url, secret, events) VALUES ($1, $2, $3, $4, $5)"
+            " RETURNING *",
+            new_id("whe"), tenant_id, url, secret, events,
+        )
+    return row
+
+
+async def list_webhook_endpoints(pool: asyncpg.Pool, tenant_id: str) -> list[asyncpg.Record]:
+    return list(await pool.fetch(
+        "SELECT * FROM webhook_endpoints WHERE tenant_id = $1 AND deleted_at IS NULL ORDER BY created_at",
+        tenant_id))
+
+
+async def delete_webhook_endpoint(pool: asyncpg.Pool, tenant_id: str, endpoint_id: str) -> bool:
+    if not validation.is_id(endpoint_id):
+        return False
+    async with pool.acquire() as conn, conn.transaction():
+        deleted = await conn.fetchval(
+            "UPDATE webhook_endpoints SET deleted_at = now() WHERE endpoint_id = $1 AND tenant_id = $2"
+            " AND deleted_at IS NULL RETURNING true", endpoint_id, tenant_id)
+        await conn.execute("UPDATE webhook_deliveries SET state = 'dead', last_error = 'endpoint deleted'"
+                           " WHERE endpoint_id = $1 AND state = 'pending'", endpoint_id)
+    return bool(deleted)
+
+
+async def list_webhook_deliveries(pool: asyncpg.Pool, tenant_id: str, endpoint_id: str) -> list[asyncpg.Record] | None:
+    if not validation.is_id(endpoint_id) or not await pool.fetchval(
+            "SELECT true FROM webhook_endpoints WHERE endpoint_id = $1 AND tenant_id = $2 AND deleted_at IS NULL",
+            endpoint_id, tenant_id):
+        return None
+    return list(await pool.fetch(
+        "SELECT * FROM webhook_deliveries WHERE endpoint_id = $1 ORDER BY created_at DESC LIMIT 100", endpoint_id))
+
+
+async def replay_webhook_delivery(pool: asyncpg.Pool, tenant_id: str, endpoint_id: str,
+                                  delivery_id: str) -> asyncpg.Record | None:
+    if not (validation.is_id(endpoint_id) and validation.is_id(delivery_id)):
+        return None
+    row: asyncpg.Record | None = await pool.fetchrow(
+        "UPDATE webhook_deliveries d SET state = 'pending', attempts = 0, next_attempt_at = now()"
+        " FROM webhook_endpoints e WHERE d.delivery_id = $1 AND d.endpoint_id = $2 AND e.endpoint_id = d.endpoint_id"
+        " AND e.tenant_id = $3 AND e.deleted_at IS NULL RETURNING d.*",
+        delivery_id, endpoint_id, tenant_id)
+    return row

@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
+import secrets
+from typing import Any
+
 import asyncpg
 from fastapi import FastAPI
 
 from reelforge_core.asgi_tracing import TracingMiddleware
 from reelforge_core.content import ContentStore
-from reelforge_gateway.api import jobs, problems
+from reelforge_gateway.api import downloads, jobs, problems, videos, webhook_endpoints
+from reelforge_gateway.api.auth import KeyCache
 from reelforge_gateway.api.limits import BodySizeLimit
+from reelforge_gateway.api.ratelimit import RateLimiter, RateLimitHeaders
+from reelforge_gateway.moderation import Moderator
+from reelforge_gateway.settings import GatewaySettings
+from reelforge_gateway.signing import UrlSigner
 
 
-def create_app(pool: asyncpg.Pool, content: ContentStore, max_body_bytes: int) -> FastAPI:
+def create_app(pool: asyncpg.Pool, content: ContentStore, settings: GatewaySettings) -> FastAPI:
     app = FastAPI(
         title="Reelforge API",
         version="1.0.0",
@@ -22,8 +30,38 @@ def create_app(pool: asyncpg.Pool, content: ContentStore, max_body_bytes: int) -
     )
     app.state.pool = pool
     app.state.content = content
+    app.state.settings = settings
+    app.state.limiter = RateLimiter(settings.rate_limit_per_minute) if settings.rate_limit_per_minute else None
+    app.state.moderator = Moderator(settings.blocked_terms)
+    app.state.key_cache = KeyCache(settings.key_cache_seconds)
+    secret = settings.download_signing_secret
+    # Without a configured secret, URLs are signed with a per-process key (fine for one instance).
+    app.state.signer = UrlSigner(secret.get_secret_value().encode() if secret else secrets.token_bytes(32),
+                                 settings.download_url_ttl_seconds)
     problems.install(app)
     app.include_router(jobs.router)
-    app.add_middleware(BodySizeLimit, max_bytes=max_body_bytes)
+    app.include_router(downloads.router)
+    app.include_router(videos.router)
+    app.include_router(webhook_endpoints.router)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes, max_upload_bytes=settings.max_upload_bytes,
+                       upload_paths=("/v1/videos",))
+    app.add_middleware(RateLimitHeaders)
     app.add_middleware(TracingMiddleware)
+    _document_problems(app)
     return app
+
+
+def _document_problems(app: FastAPI) -> None:
+    """Adds the problem+json schema the native routes' error responses refer to."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = build()
+            components = schema.setdefault("components", {}).setdefault("schemas", {})
+            components["ProblemDetails"] = problems.ProblemDetails.model_json_schema()
+            components["InputReferenceObject"] = videos.InputReferenceObject.model_json_schema()
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

@@ -1,27 +1,36 @@
-"""/v1/jobs: create a job, read its status and timeline, download the finished video."""
+"""/v1/jobs: create (idempotent), list, read, cancel, follow (SSE) a job, download the finished video."""
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import binascii
+import json
 import secrets
-from datetime import datetime
-from typing import Annotated, Any
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+from urllib.parse import urlencode
 
 import asyncpg
-from fastapi import APIRouter, Depends, Request, Response
-from fastapi.responses import FileResponse
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 from opentelemetry import trace
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from reelforge_core.content import ContentNotFound, ContentStore
 from reelforge_gateway import store, validation
-from reelforge_gateway.api.auth import Caller, authenticate, require_scope
+from reelforge_gateway.api import idempotency
+from reelforge_gateway.api.auth import Caller, authenticate, moderate, require_scope
 from reelforge_gateway.api.problems import Problem
+from reelforge_gateway.signing import UrlSigner
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
 
 class CreateJob(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # Strict: JSON types as documented (no "4" for 4, no false for 0).
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     prompt: str = Field(min_length=1, max_length=validation.MAX_PROMPT_CHARS,
                         description="What the video shows")
@@ -32,13 +41,30 @@ class CreateJob(BaseModel):
                                   description="Voice-over text; also becomes the subtitle track")
     voice: str = Field(default="en-us", description=f"Narration voice, one of {', '.join(validation.VOICES)}")
     seed: int | None = Field(default=None, ge=0, le=2**53, description="Same seed, same render")
+    metadata: dict[str, str] = Field(
+        default_factory=dict,
+        description=f"Partner metadata (e.g. your end customer's id): up to {validation.MAX_METADATA_KEYS} keys of"
+        f" at most {validation.MAX_METADATA_KEY_CHARS} characters, values of at most"
+        f" {validation.MAX_METADATA_VALUE_CHARS}; echoed on the job and filterable on list",
+    )
+
+    @field_validator("metadata")
+    @classmethod
+    def metadata_within_limits(cls, value: dict[str, str]) -> dict[str, str]:
+        validation.check_metadata(value)
+        return value
 
     @field_validator("prompt")
     @classmethod
     def prompt_has_text(cls, value: str) -> str:
         if not value.strip():
             raise ValueError("prompt must contain text")
-        return value.strip()
+        return validation.check_text(value.strip(), "prompt")
+
+    @field_validator("narration")
+    @classmethod
+    def narration_is_text(cls, value: str | None) -> str | None:
+        return validation.check_text(value, "narration") if value is not None else None
 
     @field_validator("size")
     @classmethod
@@ -97,11 +123,14 @@ class JobView(BaseModel):
     output_seconds: float | None
     cost: Cost | None
     content_url: str | None
+    metadata: dict[str, str]
+    requested_model: str | None
+    batch_id: str | None
+    cancel_requested_at: datetime | None
+    completed_at: datetime | None
 
     @classmethod
     def from_row(cls, row: asyncpg.Record) -> JobView:
-        import json
-
         return cls(
             id=row["job_id"], status=row["state"], progress=row["progress"], model=row["model"],
             prompt=row["prompt"], seconds=row["seconds"], size=f"{row['width']}x{row['height']}",
@@ -113,36 +142,202 @@ class JobView(BaseModel):
             cost=Cost(amount_micros=row["cost_micros"], currency=row["currency"] or "USD")
             if row["cost_micros"] is not None else None,
             content_url=f"/v1/jobs/{row['job_id']}/content" if row["state"] == "completed" else None,
+            metadata=json.loads(row["metadata"]), requested_model=row["requested_model"], batch_id=row["batch_id"],
+            cancel_requested_at=row["cancel_requested_at"], completed_at=row["completed_at"],
         )
 
 
+class JobList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[JobView]
+    has_more: bool
+    next_cursor: str | None = Field(description="Pass as `cursor` to get the next page; null on the last page")
+
+
 AuthCaller = Annotated[Caller, Depends(authenticate)]
-_NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "No such job for this tenant"}}
+_NOT_FOUND: dict[int | str, dict[str, Any]] = {
+    404: {"description": "No such job for this tenant",
+          "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/ProblemDetails"}}}},
+}
 
 
-@router.post("", status_code=202, response_model=JobView, responses={401: {}, 413: {}, 422: {}})
-async def create_job(body: CreateJob, request: Request, response: Response, caller: AuthCaller) -> JobView:
+_PROBLEM = {"content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/ProblemDetails"}}}}
+
+
+def _problem(description: str) -> dict[str, Any]:
+    return {**_PROBLEM, "description": description}
+
+
+_AUTH_ERRORS: dict[int | str, dict[str, Any]] = {
+    401: _problem("Missing or invalid API key"), 403: _problem("The key lacks a scope"),
+    422: _problem("Invalid request"), 429: _problem("Rate limited"),
+}
+
+
+@router.post("", status_code=202, response_model=JobView,
+             responses={**_AUTH_ERRORS, 400: _problem("Malformed JSON or Idempotency-Key"),
+                        413: _problem("Body too large"), 415: _problem("Unsupported media type")})
+async def create_job(body: CreateJob, request: Request, caller: AuthCaller) -> JSONResponse:
+    """Accepts a job. With an `Idempotency-Key` header, a retry with the same body returns the original
+    answer (same status, same job); the same key with a different body is a 422 `idempotency_key_reused`."""
     require_scope(caller, "jobs:write")
+    moderate(request, body.prompt, body.narration)
+    key = idempotency.from_request(request, body.model_dump(mode="json"))
     width, height = validation.parse_size(body.size)
-    row = await store.insert_job(
-        request.app.state.pool,
-        store.NewJob(
-            tenant_id=caller.tenant_id, model=body.model, prompt=body.prompt, seconds=body.seconds,
-            width=width, height=height, narration=(body.narration or "").strip() or None, voice=body.voice,
-            seed=body.seed if body.seed is not None else secrets.randbelow(2**31),
-        ),
+    job = store.NewJob(
+        tenant_id=caller.tenant_id, model=body.model, prompt=body.prompt, seconds=body.seconds,
+        width=width, height=height, narration=(body.narration or "").strip() or None, voice=body.voice,
+        seed=body.seed if body.seed is not None else secrets.randbelow(2**31), metadata=body.metadata,
     )
-    trace.get_current_span().set_attribute("reelforge.job_id", row["job_id"])
-    response.headers["Location"] = f"/v1/jobs/{row['job_id']}"
-    return JobView.from_row(row)
+    try:
+        submitted = await store.submit_job(
+            request.app.state.pool, job, lambda row: JobView.from_row(row).model_dump(mode="json"), 202, key)
+    except store.IdempotencyKeyReused:
+        assert key is not None
+        raise idempotency.reused(key) from None
+    job_id = submitted.body["id"]
+    trace.get_current_span().set_attribute("reelforge.job_id", job_id)
+    headers = {"Location": f"/v1/jobs/{job_id}"}
+    if submitted.replayed:
+        headers["Idempotent-Replayed"] = "true"
+    return JSONResponse(submitted.body, status_code=submitted.status_code, headers=headers)
 
 
-@router.get("/{job_id}", response_model=JobView, responses=_NOT_FOUND)
+@router.get("", response_model=JobList, responses=_AUTH_ERRORS)
+async def list_jobs(
+    request: Request, caller: AuthCaller,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    cursor: Annotated[str | None, Query(max_length=200, description="`next_cursor` of the previous page")] = None,
+    status: Annotated[list[str] | None, Query(description="Repeat to match any of several states")] = None,
+    created_after: Annotated[str | None, Query(description="Inclusive, ISO 8601",
+                                               json_schema_extra={"format": "date-time"})] = None,
+    created_before: Annotated[str | None, Query(description="Exclusive, ISO 8601",
+                                                json_schema_extra={"format": "date-time"})] = None,
+    batch_id: Annotated[str | None, Query(max_length=64, pattern=r"^[A-Za-z0-9_-]+$")] = None,
+    metadata: Annotated[list[str] | None, Query(description="`key=value`; repeat to require several")] = None,
+) -> JobList:
+    """Newest first. Filters combine with AND; `metadata=customer=42` matches jobs whose metadata has it."""
+    require_scope(caller, "jobs:read")
+    for state in status or []:
+        if state not in validation.JOB_STATES:
+            raise Problem(422, "invalid_request", "Unknown status",
+                          f"status must be one of {', '.join(validation.JOB_STATES)}",
+                          errors=[{"field": "status", "message": "unknown status", "type": "enum"}])
+    wanted = _metadata_filter(metadata or [])
+    where = store.JobFilter(status=status, created_after=_timestamp(created_after, "created_after"),
+                            created_before=_timestamp(created_before, "created_before"),
+                            metadata=wanted, batch_id=batch_id)
+    rows = await store.list_jobs(request.app.state.pool, caller.tenant_id, limit + 1, True,
+                                 _decode_cursor(cursor) if cursor else None, where)
+    page = rows[:limit]
+    more = len(rows) > limit
+    return JobList(data=[JobView.from_row(row) for row in page], has_more=more,
+                   next_cursor=_encode_cursor(page[-1]) if more else None)
+
+
+def _timestamp(text: str | None, field: str) -> datetime | None:
+    if text is None:
+        return None
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        parsed = None
+    if parsed is None or parsed.tzinfo is None:
+        raise Problem(422, "invalid_request", "Invalid timestamp", f"{field} must be ISO 8601 with a time zone",
+                      errors=[{"field": field, "message": "expected an ISO 8601 date-time", "type": "datetime"}])
+    return parsed
+
+
+def _metadata_filter(pairs: list[str]) -> dict[str, str] | None:
+    if not pairs:
+        return None
+    wanted: dict[str, str] = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name:
+            raise Problem(422, "invalid_request", "Invalid metadata filter", "Use metadata=key=value",
+                          errors=[{"field": "metadata", "message": "expected key=value", "type": "value_error"}])
+        wanted[name] = value
+    try:
+        validation.check_metadata(wanted)
+    except ValueError as exc:
+        raise Problem(422, "invalid_request", "Invalid metadata filter", str(exc),
+                      errors=[{"field": "metadata", "message": str(exc), "type": "value_error"}]) from None
+    return wanted
+
+
+def _encode_cursor(row: asyncpg.Record) -> str:
+    raw = json.dumps([row["created_at"].isoformat(), row["job_id"]]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> tuple[datetime, str]:
+    try:
+        created_at, job_id = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        return datetime.fromisoformat(created_at), str(job_id)
+    except (ValueError, TypeError, binascii.Error):
+        raise Problem(422, "invalid_cursor", "Invalid cursor", "Pass the next_cursor of a previous page") from None
+
+
+@router.get("/{job_id}", response_model=JobView, responses={**_AUTH_ERRORS, **_NOT_FOUND})
 async def get_job(job_id: str, request: Request, caller: AuthCaller) -> JobView:
     return JobView.from_row(await _owned_job(request, caller, job_id))
 
 
-@router.get("/{job_id}/content", response_class=FileResponse, responses={**_NOT_FOUND, 409: {}})
+@router.post("/{job_id}/cancel", status_code=202, response_model=JobView,
+             responses={**_AUTH_ERRORS, **_NOT_FOUND, 409: _problem("The job already ended")})
+async def cancel_job(job_id: str, request: Request, caller: AuthCaller) -> JobView:
+    """Asks the orchestrator to cancel (jobs.v1.cancel-requested); the job shows `cancelled` once it has.
+    Asking again is harmless; a job that already ended is a 409 `job_not_cancellable`."""
+    require_scope(caller, "jobs:write")
+    row = await store.request_cancel(request.app.state.pool, caller.tenant_id, job_id[:64], "requested by partner")
+    if row is None or len(job_id) > 64:
+        raise _job_not_found(job_id)
+    if row["state"] in store.TERMINAL_STATES:
+        raise Problem(409, "job_not_cancellable", "The job already ended", f"The job is {row['state']}")
+    return JobView.from_row(row)
+
+
+@router.get("/{job_id}/events", response_class=StreamingResponse,
+            responses={**_AUTH_ERRORS, **_NOT_FOUND, 200: {"content": {"text/event-stream": {}},
+                                                          "description": "Server-Sent Events"}})
+async def job_events(job_id: str, request: Request, caller: AuthCaller) -> StreamingResponse:
+    """Server-Sent Events: one `status` event per change of state or progress (the current one first);
+    the stream ends after a terminal state (completed, failed, cancelled, expired)."""
+    first = await _owned_job(request, caller, job_id)
+    pool: asyncpg.Pool = request.app.state.pool
+    interval = request.app.state.settings.events_poll_seconds
+
+    async def stream() -> AsyncIterator[bytes]:
+        row: asyncpg.Record | None = first
+        seen: tuple[str, int, int] | None = None
+        idle = 0.0
+        while row is not None:
+            current = (row["state"], row["progress"], row["status_sequence"])
+            if current != seen:
+                seen, idle = current, 0.0
+                data = {"id": row["job_id"], "status": row["state"], "progress": row["progress"],
+                        "sequence": row["status_sequence"], "updated_at": row["updated_at"].isoformat(),
+                        "error": {"code": row["error_code"], "message": row["error_message"]}
+                        if row["error_code"] else None}
+                yield f"id: {row['status_sequence']}\nevent: status\ndata: {json.dumps(data)}\n\n".encode()
+                if row["state"] in store.TERMINAL_STATES:
+                    return
+            elif idle >= 15:
+                idle = 0.0
+                yield b": keep-alive\n\n"
+            if await request.is_disconnected():
+                return
+            await asyncio.sleep(interval)
+            idle += interval
+            row = await store.get_job(pool, caller.tenant_id, job_id)
+
+    return StreamingResponse(stream(), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+
+@router.get("/{job_id}/content", response_class=FileResponse,
+            responses={**_AUTH_ERRORS, **_NOT_FOUND, 409: _problem("Not completed"), 410: _problem("Gone")})
 async def get_content(job_id: str, request: Request, caller: AuthCaller) -> FileResponse:
     row = await _owned_job(request, caller, job_id)
     if row["state"] != "completed" or not row["output_uri"]:
@@ -155,9 +350,33 @@ async def get_content(job_id: str, request: Request, caller: AuthCaller) -> File
     return FileResponse(path, media_type="video/mp4", filename=f"{job_id}.mp4")
 
 
+class DownloadUrl(BaseModel):
+    url: str = Field(description="Works without the API key until expires_at")
+    expires_at: datetime
+    variant: Literal["video"]
+
+
+@router.get("/{job_id}/download_url", response_model=DownloadUrl,
+            responses={**_AUTH_ERRORS, **_NOT_FOUND, 409: _problem("Not completed")})
+async def download_url(job_id: str, request: Request, caller: AuthCaller) -> DownloadUrl:
+    """A short-lived signed link to the finished video, for a browser or a CDN that holds no key."""
+    row = await _owned_job(request, caller, job_id)
+    if row["state"] != "completed" or not row["output_uri"]:
+        raise Problem(409, "job_not_completed", "The video is not ready", f"The job is {row['state']}")
+    signer: UrlSigner = request.app.state.signer
+    expires, signature = signer.sign(row["job_id"], "video")
+    query = urlencode({"variant": "video", "expires": expires, "signature": signature})
+    url = f"{request.url_for('signed_download', job_id=row['job_id'])}?{query}"
+    return DownloadUrl(url=url, expires_at=datetime.fromtimestamp(expires, UTC), variant="video")
+
+
 async def _owned_job(request: Request, caller: Caller, job_id: str) -> asyncpg.Record:
     require_scope(caller, "jobs:read")
     row = await store.get_job(request.app.state.pool, caller.tenant_id, job_id) if len(job_id) <= 64 else None
     if row is None:
-        raise Problem(404, "job_not_found", "No such job", f"No job {job_id!r} for this API key's tenant")
+        raise _job_not_found(job_id)
     return row
+
+
+def _job_not_found(job_id: str) -> Problem:
+    return Problem(404, "job_not_found", "No such job", f"No job {job_id[:64]!r} for this API key's tenant")

@@ -1,0 +1,227 @@
+"""Gateway throughput with the durable write (job row + outbox event in one transaction), on a real
+PostgreSQL, without Kafka (the relay is not what is measured). Prints:
+
+  - accepted jobs/s, closed loop (many connections submitting as fast as they are answered)
+  - p50/p99 submit latency at fixed request rates (open loop: latency counts from the scheduled send,
+    so a stalled server cannot hide queueing)
+  - status reads/s (GET /v1/jobs/{id}, tenant-scoped), closed loop
+
+The gateway runs in its own process (uvicorn, one worker, rate limit off); the load generator is a
+minimal keep-alive HTTP/1.1 client on asyncio streams in this process. Both share this machine's cores.
+
+    ./run bench bench/gateway_submit.py [--seconds 6] [--rates 200,500] [--connections 32]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing
+import os
+import shutil
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import asyncpg
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from reelforge_core import db  # noqa: E402
+from reelforge_gateway import store  # noqa: E402
+from reelforge_gateway.__main__ import MIGRATIONS, SCHEMA  # noqa: E402
+from reelforge_local.infra import PostgresServer, free_port  # noqa: E402
+from tests.conftest import CACHE  # noqa: E402
+
+JOB = json.dumps({"prompt": "A water purifier on a kitchen counter", "seconds": 4, "size": "1280x720",
+                  "metadata": {"customer": "bench"}}).encode()
+
+
+def serve(dsn: str, port: int, content_dir: str) -> None:
+    import uvicorn
+
+    from reelforge_core.content import ContentStore
+    from reelforge_gateway.api.app import create_app
+    from reelforge_gateway.settings import GatewaySettings
+
+    async def main() -> None:
+        pool = await db.create_pool(dsn, SCHEMA, 20)
+        settings = GatewaySettings(rate_limit_per_minute=0)
+        app = create_app(pool, ContentStore(Path(content_dir)), settings)
+        config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error", access_log=False,
+                                lifespan="off")
+        await uvicorn.Server(config).serve()
+
+    asyncio.run(main())
+
+
+class Connection:
+    """One keep-alive HTTP/1.1 connection; enough of the protocol for this server's answers."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, auth: str) -> None:
+        self.reader, self.writer, self.auth = reader, writer, auth
+
+    @classmethod
+    async def open(cls, port: int, auth: str) -> Connection:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        return cls(reader, writer, auth)
+
+    async def request(self, method: str, path: str, body: bytes = b"") -> tuple[int, bytes]:
+        head = (f"{method} {path} HTTP/1.1\r\nHost: bench\r\nAuthorization: Bearer {self.auth}\r\n"
+                f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n")
+        self.writer.write(head.encode() + body)
+        status_line = await self.reader.readuntil(b"\r\n")
+        length = 0
+        while (line := await self.reader.readuntil(b"\r\n")) != b"\r\n":
+            name, _, value = line.decode().partition(":")
+            if name.lower() == "content-length":
+                length = int(value)
+        payload = await self.reader.readexactly(length)
+        return int(status_line.split()[1]), payload
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+async def closed_loop(port: int, auth: str, connections: int, seconds: float,
+                      method: str, paths: list[str], body: bytes, expect: int) -> float:
+    conns = [await Connection.open(port, auth) for _ in range(connections)]
+    done = 0
+    failures = 0
+    stop = time.monotonic() + seconds
+
+    async def worker(index: int, conn: Connection) -> None:
+        nonlocal done, failures
+        i = index
+        while time.monotonic() < stop:
+            status, _ = await conn.request(method, paths[i % len(paths)], body)
+            i += connections
+            if status == expect:
+                done += 1
+            else:
+                failures += 1
+
+    began = time.monotonic()
+    await asyncio.gather(*[worker(i, c) for i, c in enumerate(conns)])
+    elapsed = time.monotonic() - began
+    for conn in conns:
+        conn.close()
+    if failures:
+        print(f"    ({failures} unexpected answers)")
+    return done / elapsed
+
+
+async def fixed_rate(port: int, auth: str, rate: int, seconds: float,
+                     connections: int) -> tuple[float, float, int, int]:
+    idle: asyncio.Queue[Connection] = asyncio.Queue()
+    for _ in range(connections):
+        idle.put_nowait(await Connection.open(port, auth))
+    latencies: list[float] = []
+    failures = 0
+
+    async def one(scheduled: float) -> None:
+        nonlocal failures
+        conn = await idle.get()
+        try:
+            status, _ = await conn.request("POST", "/v1/jobs", JOB)
+        finally:
+            idle.put_nowait(conn)
+        latencies.append(time.monotonic() - scheduled)
+        if status != 202:
+            failures += 1
+
+    start = time.monotonic() + 0.05
+    tasks = []
+    for n in range(int(rate * seconds)):
+        scheduled = start + n / rate
+        delay = scheduled - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(one(scheduled)))
+    # Bounded: whatever has not been answered 3 s after the last send counts as slower than any answer.
+    _, pending = await asyncio.wait(tasks, timeout=3.0)
+    for task in pending:
+        task.cancel()
+    await asyncio.gather(*pending, return_exceptions=True)
+    while not idle.empty():
+        idle.get_nowait().close()
+    ordered = sorted(latencies) + [float("inf")] * len(pending)
+    p50 = statistics.median(ordered) * 1000
+    p99 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))] * 1000
+    return p50, p99, failures, len(pending)
+
+
+async def prepare(dsn: str) -> tuple[str, str]:
+    pool = await db.create_pool(dsn, SCHEMA, 2)
+    try:
+        await db.migrate(pool, SCHEMA, MIGRATIONS)
+        tenant_id, key = await store.create_tenant(pool, "bench")
+        return tenant_id, key.plaintext
+    finally:
+        await pool.close()
+
+
+async def wait_for_port(port: int) -> None:
+    for _ in range(1200):  # up to a minute: a loaded machine imports slowly
+        try:
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.close()
+            return
+        except OSError:
+            await asyncio.sleep(0.05)
+    raise RuntimeError("gateway did not start")
+
+
+async def run(args: argparse.Namespace, dsn: str, port: int) -> None:
+    _, key = await prepare(dsn)
+    process = multiprocessing.get_context("spawn").Process(
+        target=serve, args=(dsn, port, str(CACHE / "bench-gateway" / "content")), daemon=True)
+    process.start()
+    try:
+        await wait_for_port(port)
+        await closed_loop(port, key, 8, 1.0, "POST", ["/v1/jobs"], JOB, 202)  # warm up
+        accepted = await closed_loop(port, key, args.connections, args.seconds, "POST", ["/v1/jobs"], JOB, 202)
+        print(f"accepted jobs/s (closed loop, {args.connections} connections, durable write): {accepted:.0f}")
+        conn = await asyncpg.connect(dsn, server_settings={"search_path": SCHEMA})
+        try:
+            ids = [r["job_id"] for r in await conn.fetch("SELECT job_id FROM jobs LIMIT 1000")]
+            count = await conn.fetchval("SELECT count(*) FROM jobs")
+            events = await conn.fetchval("SELECT count(*) FROM outbox WHERE topic = 'jobs.v1.submitted'")
+        finally:
+            await conn.close()
+        print(f"stored: {count} jobs, {events} JobSubmitted outbox events")
+        reads = await closed_loop(port, key, args.connections, args.seconds, "GET",
+                                  [f"/v1/jobs/{job_id}" for job_id in ids], b"", 200)
+        print(f"status reads/s (closed loop, {args.connections} connections): {reads:.0f}")
+        for rate in args.rates:
+            p50, p99, failures, unanswered = await fixed_rate(port, key, rate, args.seconds, args.connections * 2)
+            print(f"submit at {rate} jobs/s for {args.seconds:.0f} s: p50 {p50:.1f} ms, p99 {p99:.1f} ms"
+                  + (f" ({failures} failed)" if failures else "")
+                  + (f" ({unanswered} unanswered 3 s after the last send: saturated)" if unanswered else ""))
+    finally:
+        process.terminate()
+        process.join(10)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--rates", type=lambda text: [int(r) for r in text.split(",")], default=[50, 100, 500])
+    parser.add_argument("--connections", type=int, default=32)
+    args = parser.parse_args()
+    print(f"machine: {multiprocessing.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at start")
+    data = CACHE / "bench-gateway"
+    shutil.rmtree(data, ignore_errors=True)
+    postgres = PostgresServer.start(data / "postgres")
+    try:
+        asyncio.run(run(args, postgres.dsn, free_port()))
+    finally:
+        postgres.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

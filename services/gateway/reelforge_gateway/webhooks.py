@@ -1,0 +1,176 @@
+"""Webhooks: Standard Webhooks signatures, the SSRF guard, and durable delivery with backoff.
+
+Deliveries are rows written in the same transaction as the status change they announce, so none
+is lost or duplicated; a worker sends due rows (FOR UPDATE SKIP LOCKED, so several gateway
+instances share the work) and reschedules failures with exponential backoff until `max_attempts`,
+after which a delivery is `dead` (listed, and replayable).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import hmac
+import ipaddress
+import json
+import logging
+import secrets
+import socket
+import time
+from dataclasses import dataclass
+from typing import Any, Literal, get_args
+from urllib.parse import urlsplit
+
+import asyncpg
+import httpx
+
+log = logging.getLogger(__name__)
+
+EventType = Literal["job.completed", "job.failed", "job.cancelled", "job.expired", "video.completed", "video.failed"]
+EVENT_TYPES: tuple[EventType, ...] = get_args(EventType)
+DEFAULT_EVENTS: tuple[EventType, ...] = ("job.completed", "job.failed", "job.cancelled")
+
+
+def new_secret() -> str:
+    return "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
+
+
+def sign(secret: str, message_id: str, timestamp: int, body: bytes) -> str:
+    """The `webhook-signature` value per the Standard Webhooks spec (v1, HMAC-SHA256)."""
+    key = base64.b64decode(secret.removeprefix("whsec_"))
+    signed = f"{message_id}.{timestamp}.".encode() + body
+    return "v1," + base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
+
+
+class UrlForbidden(ValueError):
+    pass
+
+
+def check_url(url: str, allowed_hosts: frozenset[str]) -> None:
+    """The SSRF guard: http(s) only; no loopback, private, link-local, multicast, reserved or
+    metadata addresses, unless an operator allowlisted the host (or host:port)."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise UrlForbidden("the URL must be http(s) with a host")
+    if parts.username or parts.password:
+        raise UrlForbidden("the URL must not carry credentials")
+    host = parts.hostname.lower()
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    if host in allowed_hosts or f"{host}:{port}" in allowed_hosts:
+        return
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError):
+        raise UrlForbidden(f"the host {host!r} does not resolve") from None
+    for info in infos:
+        address = ipaddress.ip_address(info[4][0])
+        if not address.is_global or address.is_multicast:
+            raise UrlForbidden(f"the host {host!r} resolves to a non-public address")
+
+
+@dataclass(frozen=True)
+class Backoff:
+    base_seconds: float
+    max_seconds: float
+    max_attempts: int
+
+    def delay(self, attempts: int) -> float:
+        return float(min(self.max_seconds, self.base_seconds * 2 ** max(0, attempts - 1)))
+
+
+def event_payload(event_type: str, job: asyncpg.Record, at: int) -> dict[str, Any]:
+    if event_type.startswith("video."):  # OpenAI's webhook event shape
+        return {"id": f"evt_{secrets.token_hex(12)}", "object": "event", "created_at": at, "type": event_type,
+                "data": {"id": job["job_id"]}}
+    data = {"id": job["job_id"], "status": job["state"], "metadata": json.loads(job["metadata"]),
+            "error": {"code": job["error_code"], "message": job["error_message"]} if job["error_code"] else None}
+    return {"id": f"evt_{secrets.token_hex(12)}", "type": event_type, "created_at": at, "data": data}
+
+
+def event_types_for(state: str) -> tuple[str, ...]:
+    types = [f"job.{state}"]
+    if state in ("completed", "failed", "cancelled", "expired"):
+        types.append("video.completed" if state == "completed" else "video.failed")
+    return tuple(types)
+
+
+async def enqueue_for_job(conn: asyncpg.Connection, job: asyncpg.Record) -> int:
+    """Inside the status update's transaction: one delivery per subscribed endpoint."""
+    types = event_types_for(job["state"])
+    endpoints = await conn.fetch(
+        "SELECT endpoint_id, events FROM webhook_endpoints WHERE tenant_id = $1 AND deleted_at IS NULL"
+        " AND events && $2::text[]",
+        job["tenant_id"], list(types),
+    )
+    now = int(time.time())
+    count = 0
+    for endpoint in endpoints:
+        for event_type in types:
+            if event_type in endpoint["events"]:
+                await conn.execute(
+                    "INSERT INTO webhook_deliveries (delivery_id, endpoint_id, tenant_id, event_type, payload)"
+                    " VALUES ($1, $2, $3, $4, $5::json)",
+                    f"msg_{secrets.token_hex(12)}", endpoint["endpoint_id"], job["tenant_id"], event_type,
+                    json.dumps(event_payload(event_type, job, now)),
+                )
+                count += 1
+    return count
+
+
+async def deliver_due(pool: asyncpg.Pool, client: httpx.AsyncClient, backoff: Backoff,
+                      allowed_hosts: frozenset[str], batch: int = 20, lease_seconds: float = 60) -> int:
+    """Sends one batch of due deliveries; returns how many were attempted."""
+    async with pool.acquire() as conn, conn.transaction():
+        due = await conn.fetch(
+            "SELECT d.delivery_id, d.payload, d.attempts, e.url, e.secret FROM webhook_deliveries d"
+            " JOIN webhook_endpoints e USING (endpoint_id)"
+            " WHERE d.state = 'pending' AND d.next_attempt_at <= now()"
+            " ORDER BY d.next_attempt_at LIMIT $1 FOR UPDATE OF d SKIP LOCKED",
+            batch,
+        )
+        if due:  # lease them, so a crash mid-send only delays a retry
+            await conn.execute(
+                "UPDATE webhook_deliveries SET next_attempt_at = now() + make_interval(secs => $2)"
+                " WHERE delivery_id = ANY($1::text[])",
+                [row["delivery_id"] for row in due], lease_seconds,
+            )
+    await asyncio.gather(*[_attempt(pool, client, backoff, allowed_hosts, row) for row in due])
+    return len(due)
+
+
+async def _attempt(pool: asyncpg.Pool, client: httpx.AsyncClient, backoff: Backoff,
+                   allowed_hosts: frozenset[str], row: asyncpg.Record) -> None:
+    body = row["payload"].encode()
+    timestamp = int(time.time())
+    headers = {"content-type": "application/json", "webhook-id": row["delivery_id"],
+               "webhook-timestamp": str(timestamp),
+               "webhook-signature": sign(row["secret"], row["delivery_id"], timestamp, body)}
+    status: int | None = None
+    error: str | None = None
+    try:
+        await asyncio.to_thread(check_url, row["url"], allowed_hosts)  # again: DNS may have changed
+        response = await client.post(row["url"], content=body, headers=headers)
+        status = response.status_code
+        if not 200 <= status < 300:
+            error = f"HTTP {status}"
+    except UrlForbidden as exc:
+        error = f"forbidden: {exc}"
+    except httpx.HTTPError as exc:
+        error = f"{type(exc).__name__}: {exc}"[:500]
+    attempts = row["attempts"] + 1
+    if error is None:
+        await pool.execute(
+            "UPDATE webhook_deliveries SET state = 'delivered', attempts = $2, last_status = $3, last_error = NULL,"
+            " delivered_at = now() WHERE delivery_id = $1",
+            row["delivery_id"], attempts, status,
+        )
+        return
+    dead = attempts >= backoff.max_attempts
+    await pool.execute(
+        "UPDATE webhook_deliveries SET state = $2, attempts = $3, last_status = $4, last_error = $5,"
+        " next_attempt_at = now() + make_interval(secs => $6) WHERE delivery_id = $1",
+        row["delivery_id"], "dead" if dead else "pending", attempts, status, error, backoff.delay(attempts),
+    )
+    log.info("webhook delivery failed", extra={"delivery_id": row["delivery_id"], "attempts": attempts,
+                                                "error": error, "dead": dead})
