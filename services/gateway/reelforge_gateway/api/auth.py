@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import asyncpg
@@ -91,3 +92,14 @@ def moderate(request: Request, prompt: str, narration: str | None = None) -> Non
 def require_scope(caller: Caller, scope: str) -> None:
     if scope not in caller.scopes:
         raise Problem(403, "insufficient_scope", f"This key lacks the {scope!r} scope")
+
+
+async def owned_job(
+    request: Request, caller: Caller, job_id: str, not_found: Callable[[str], Exception]
+) -> asyncpg.Record:
+    """The caller's tenant's job, or `not_found(job_id)`: another tenant's job is never revealed."""
+    require_scope(caller, "jobs:read")
+    row = await store.get_job(request.app.state.pool, caller.tenant_id, job_id) if len(job_id) <= 64 else None
+    if row is None:
+        raise not_found(job_id)
+    return row

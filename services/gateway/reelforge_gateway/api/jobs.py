@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from reelforge_core.content import ContentNotFound, ContentStore
 from reelforge_gateway import store, validation
 from reelforge_gateway.api import idempotency
-from reelforge_gateway.api.auth import Caller, authenticate, moderate, require_scope
+from reelforge_gateway.api.auth import Caller, authenticate, moderate, owned_job, require_scope
 from reelforge_gateway.api.problems import Problem
 from reelforge_gateway.signing import UrlSigner
 
@@ -281,7 +281,7 @@ def _decode_cursor(cursor: str) -> tuple[datetime, str]:
 
 @router.get("/{job_id}", response_model=JobView, responses={**_AUTH_ERRORS, **_NOT_FOUND})
 async def get_job(job_id: str, request: Request, caller: AuthCaller) -> JobView:
-    return JobView.from_row(await _owned_job(request, caller, job_id))
+    return JobView.from_row(await owned_job(request, caller, job_id, _job_not_found))
 
 
 @router.post("/{job_id}/cancel", status_code=202, response_model=JobView,
@@ -304,7 +304,7 @@ async def cancel_job(job_id: str, request: Request, caller: AuthCaller) -> JobVi
 async def job_events(job_id: str, request: Request, caller: AuthCaller) -> StreamingResponse:
     """Server-Sent Events: one `status` event per change of state or progress (the current one first);
     the stream ends after a terminal state (completed, failed, cancelled, expired)."""
-    first = await _owned_job(request, caller, job_id)
+    first = await owned_job(request, caller, job_id, _job_not_found)
     pool: asyncpg.Pool = request.app.state.pool
     interval = request.app.state.settings.events_poll_seconds
 
@@ -339,7 +339,7 @@ async def job_events(job_id: str, request: Request, caller: AuthCaller) -> Strea
 @router.get("/{job_id}/content", response_class=FileResponse,
             responses={**_AUTH_ERRORS, **_NOT_FOUND, 409: _problem("Not completed"), 410: _problem("Gone")})
 async def get_content(job_id: str, request: Request, caller: AuthCaller) -> FileResponse:
-    row = await _owned_job(request, caller, job_id)
+    row = await owned_job(request, caller, job_id, _job_not_found)
     if row["state"] != "completed" or not row["output_uri"]:
         raise Problem(409, "job_not_completed", "The video is not ready", f"The job is {row['state']}")
     content: ContentStore = request.app.state.content
@@ -360,7 +360,7 @@ class DownloadUrl(BaseModel):
             responses={**_AUTH_ERRORS, **_NOT_FOUND, 409: _problem("Not completed")})
 async def download_url(job_id: str, request: Request, caller: AuthCaller) -> DownloadUrl:
     """A short-lived signed link to the finished video, for a browser or a CDN that holds no key."""
-    row = await _owned_job(request, caller, job_id)
+    row = await owned_job(request, caller, job_id, _job_not_found)
     if row["state"] != "completed" or not row["output_uri"]:
         raise Problem(409, "job_not_completed", "The video is not ready", f"The job is {row['state']}")
     signer: UrlSigner = request.app.state.signer
@@ -368,14 +368,6 @@ async def download_url(job_id: str, request: Request, caller: AuthCaller) -> Dow
     query = urlencode({"variant": "video", "expires": expires, "signature": signature})
     url = f"{request.url_for('signed_download', job_id=row['job_id'])}?{query}"
     return DownloadUrl(url=url, expires_at=datetime.fromtimestamp(expires, UTC), variant="video")
-
-
-async def _owned_job(request: Request, caller: Caller, job_id: str) -> asyncpg.Record:
-    require_scope(caller, "jobs:read")
-    row = await store.get_job(request.app.state.pool, caller.tenant_id, job_id) if len(job_id) <= 64 else None
-    if row is None:
-        raise _job_not_found(job_id)
-    return row
 
 
 def _job_not_found(job_id: str) -> Problem:

@@ -26,7 +26,7 @@ from starlette.datastructures import UploadFile
 from reelforge_core.content import ContentNotFound, ContentStore
 from reelforge_gateway import store, validation
 from reelforge_gateway.api import idempotency
-from reelforge_gateway.api.auth import Caller, authenticate, moderate, require_scope
+from reelforge_gateway.api.auth import Caller, authenticate, moderate, owned_job, require_scope
 from reelforge_gateway.api.problems import Problem
 from reelforge_gateway.settings import GatewaySettings
 
@@ -226,7 +226,7 @@ async def list_videos(
 
 @router.get("/{video_id}", response_model=Video, responses=_ERRORS)
 async def retrieve_video(video_id: str, request: Request, caller: AuthCaller) -> JSONResponse:
-    video = Video.from_row(await _owned(request, caller, video_id))
+    video = Video.from_row(await owned_job(request, caller, video_id, _not_found))
     settings: GatewaySettings = request.app.state.settings
     headers = {"openai-poll-after-ms": str(settings.poll_after_ms)} if video.status in ("queued", "in_progress") else {}
     return JSONResponse(video.model_dump(mode="json"), headers=headers)
@@ -246,7 +246,7 @@ async def download_video(
     video_id: str, request: Request, caller: AuthCaller,
     variant: Annotated[Literal["video", "thumbnail", "spritesheet"], Query()] = "video",
 ) -> FileResponse:
-    row = await _owned(request, caller, video_id)
+    row = await owned_job(request, caller, video_id, _not_found)
     if row["state"] != "completed" or not row["output_uri"]:
         raise Problem(409, "video_not_ready", "The video is not ready",
                       f"Video {video_id} is {_STATUS.get(row['state'], row['state'])}")
@@ -259,14 +259,6 @@ async def download_video(
     except ContentNotFound:
         raise Problem(404, "content_gone", "The video is no longer stored") from None
     return FileResponse(path, media_type="video/mp4", filename=f"{video_id}.mp4")
-
-
-async def _owned(request: Request, caller: Caller, video_id: str) -> asyncpg.Record:
-    require_scope(caller, "jobs:read")
-    row = await store.get_job(request.app.state.pool, caller.tenant_id, video_id) if len(video_id) <= 64 else None
-    if row is None:
-        raise _not_found(video_id)
-    return row
 
 
 def _not_found(video_id: str) -> Problem:
