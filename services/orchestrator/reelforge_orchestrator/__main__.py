@@ -13,12 +13,13 @@ from pathlib import Path
 
 from reelforge.orchestrator.v1 import admin_pb2_grpc
 from reelforge_core import grpc as core_grpc
+from reelforge_core import transient
 from reelforge_core.kafka import EventConsumer
 from reelforge_core.service import ServiceRuntime, run_service
 from reelforge_orchestrator import admin_api, cli
 from reelforge_orchestrator.billing_client import BillingClient
 from reelforge_orchestrator.engine import Engine
-from reelforge_orchestrator.leader import Leadership
+from reelforge_orchestrator.leader import Leadership, LostLeadership
 from reelforge_orchestrator.settings import OrchestratorSettings
 from reelforge_orchestrator.workflow import TOPICS, Workflow
 
@@ -45,7 +46,7 @@ async def start(runtime: ServiceRuntime) -> None:
 
     runtime.readiness["scheduler"] = ready
 
-    async def lead() -> None:
+    async def lead_once() -> None:
         epoch = await leadership.acquire()
         engine = Engine(pool, billing, epoch, tick_seconds=settings.tick_seconds,
                         reload_seconds=settings.config_reload_seconds)
@@ -55,7 +56,26 @@ async def start(runtime: ServiceRuntime) -> None:
         consumer = EventConsumer(settings.kafka_bootstrap, "orchestrator", TOPICS, workflow.handle,
                                  await runtime.producer())
         state["consumer"] = consumer
-        await asyncio.gather(consumer.run(), engine.run(), leadership.watch())
+        async with asyncio.TaskGroup() as group:  # one failing cancels the others
+            group.create_task(consumer.run())
+            group.create_task(engine.run())
+            group.create_task(leadership.watch())
+
+    async def lead() -> None:
+        """Leads while it can. Losing the database (or the lock) steps down and contends again,
+        rather than exiting: with no standby, exiting would stop all scheduling."""
+        while True:
+            try:
+                await lead_once()
+            except* Exception as failures:
+                if not all(_recoverable(e) for e in _leaves(failures)):
+                    raise
+                log.warning("stepped down; contending for leadership again",
+                            extra={"error": "; ".join(f"{type(e).__name__}: {e}" for e in _leaves(failures))})
+            finally:
+                state.pop("consumer", None)
+                await leadership.release()
+            await asyncio.sleep(settings.leader_poll_seconds)
 
     runtime.add_task("leader", lead)
 
@@ -66,6 +86,17 @@ async def start(runtime: ServiceRuntime) -> None:
     await server.start()
     runtime.on_close(lambda: server.stop(grace=5))
     log.info("admin gRPC listening", extra={"grpc_port": port})
+
+
+def _leaves(group: BaseExceptionGroup[Exception]) -> list[BaseException]:
+    found: list[BaseException] = []
+    for exc in group.exceptions:
+        found += _leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc]
+    return found
+
+
+def _recoverable(exc: BaseException) -> bool:
+    return isinstance(exc, LostLeadership) or transient.is_transient(exc)
 
 
 def main() -> None:

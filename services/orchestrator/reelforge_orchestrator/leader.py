@@ -71,8 +71,11 @@ class Leadership:
     async def release(self) -> None:
         if self._conn is not None:
             self.leading = False
-            await self._conn.close()
-            self._conn = None
+            conn, self._conn = self._conn, None
+            try:
+                await asyncio.wait_for(conn.close(), timeout=2)
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError):
+                conn.terminate()  # the session is already gone with the database
 
 
 async def check_epoch(conn: asyncpg.Connection, epoch: int) -> None:
