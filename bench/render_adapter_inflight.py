@@ -23,6 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import asyncpg
@@ -60,8 +61,8 @@ def rss_kb() -> int:
     return 0
 
 
-async def wait_until(predicate, what: str, timeout: float = 30.0) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
+async def wait_until(predicate: Callable[[], Awaitable[bool]], what: str, limit: float = 30.0) -> None:
+    deadline = time.monotonic() + limit
     while not await predicate():
         if time.monotonic() > deadline:
             raise SystemExit(f"bench: timed out waiting for {what}")
@@ -140,7 +141,8 @@ async def run(dsn: str, fake_url: str, content_dir: Path) -> None:
           f"({1000 * accept_cpu / JOBS:.2f} CPU-s per 1,000)")
     print(f"accept + submit {JOBS}:        {submit_s:6.2f} s wall, {submit_cpu:6.2f} CPU-s "
           f"({1000 * submit_cpu / JOBS:.2f} CPU-s per 1,000 jobs)")
-    print(f"status polls sustained:        {polls / window:8.1f} polls/s over {window:.1f} s with {in_flight} in flight "
+    print(f"status polls sustained:        {polls / window:8.1f} polls/s over {window:.1f} s "
+          f"with {in_flight} in flight "
           f"(poll interval {POLL_INTERVAL:g} s ±20%; {1000 * poll_cpu / max(polls, 1):.3f} CPU-s per 1,000 polls)")
     print(f"memory per in-flight job:      {per_job_kb:8.2f} KB RSS "
           f"({rss_before / 1024:.1f} MB before, {rss_in_flight / 1024:.1f} MB with {in_flight} in flight)")

@@ -20,7 +20,7 @@ async def start(runtime: ServiceRuntime) -> None:
     pool = await runtime.database(SCHEMA, MIGRATIONS)
     billing = BillingClient(settings.billing_target, settings.billing_timeout_seconds)
     runtime.on_close(billing.close)
-    workflow = Workflow(pool, billing, settings.default_provider)
+    workflow = Workflow(pool, billing, settings.default_provider, settings.model_providers)
     await runtime.consume(
         "orchestrator", [topics.JOBS_SUBMITTED, topics.RENDER_RESULT, topics.POSTPROCESS_RESULT], workflow.handle
     )

@@ -27,10 +27,12 @@ log = logging.getLogger(__name__)
 
 
 class Workflow:
-    def __init__(self, pool: asyncpg.Pool, billing: BillingClient, provider: str) -> None:
+    def __init__(self, pool: asyncpg.Pool, billing: BillingClient, provider: str,
+                 model_providers: dict[str, str] | None = None) -> None:
         self._pool = pool
         self._billing = billing
         self._provider = provider
+        self._model_providers = model_providers or {}
 
     async def handle(self, event: Event) -> None:
         handler = {
@@ -73,7 +75,8 @@ class Workflow:
         job = await store.transition(conn, job, JobState.RENDERING, render_attempt=job.render_attempt + 1)
         request = render_pb2.RenderRequested(
             render_id=job.render_id, job_id=job.job_id, tenant_id=job.tenant_id,
-            attempt=job.render_attempt, provider=self._provider, spec=job.spec,
+            attempt=job.render_attempt, provider=self._model_providers.get(job.spec.model, self._provider),
+            spec=job.spec,
         )
         await outbox.enqueue(conn, topics.RENDER_REQUESTED, job.job_id, request, job.tenant_id)
 
