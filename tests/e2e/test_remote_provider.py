@@ -1,5 +1,5 @@
 """A job routed to a remote provider (the fake OpenAI Videos API, over real HTTP) through the whole platform:
-gateway -> orchestrator (model -> provider mapping) -> render adapter (submit, poll, download, store) ->
+gateway -> orchestrator (routed by a capacity pool whose provider is the fake) -> render adapter (submit, poll, download, store) ->
 postprocess -> completed, plus a provider-side content-policy failure reaching the partner."""
 
 from __future__ import annotations
@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -35,7 +36,6 @@ def remote_stack(fake_url: str) -> Iterator[Stack]:
         "REELFORGE_RENDER_PROVIDERS": json.dumps({"sora-fake": {
             "kind": "openai", "base_url": f"{fake_url}/v1", "api_key_env": "REELFORGE_E2E_FAKE_KEY",
             "poll_interval_seconds": 0.2, "price_micros_per_second": 100_000}}),
-        "REELFORGE_ORCHESTRATOR_MODEL_PROVIDERS": json.dumps({"animatic": "sora-fake"}),
     }
     saved = {name: os.environ.get(name) for name in env}
     run_dir = CACHE / "test-stack-remote"
@@ -44,6 +44,11 @@ def remote_stack(fake_url: str) -> Iterator[Stack]:
     try:
         with Stack(run_dir, CACHE, progress=lambda line: print(f"[stack] {line}", flush=True)) as platform:
             platform.start()
+            # Route the gateway's model to the remote provider: a capacity pool for it, the local one paused.
+            platform.cli("orchestrator", "set-pool", "sora-fake", "--provider", "sora-fake", "--model", "animatic",
+                         "--slots", "4", "--route-position", "0")
+            platform.cli("orchestrator", "pool-mode", "animatic", "pause")
+            time.sleep(6)  # the leader reloads its configuration every 5 s
             for name, value in saved.items():
                 os.environ.pop(name) if value is None else os.environ.__setitem__(name, value)
             yield platform

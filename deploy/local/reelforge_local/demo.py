@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
 import subprocess
+import threading
 import time
 from datetime import datetime
 from pathlib import Path
@@ -125,18 +128,34 @@ def main_demo(run_dir: Path, cache_dir: Path, out_dir: Path) -> int:
     return code
 
 
-def main_up(run_dir: Path, cache_dir: Path) -> int:
-    with Stack(run_dir, cache_dir, progress=lambda line: say(f"  {line}")) as stack:
+def main_up(run_dir: Path, cache_dir: Path, replicas: int = 1) -> int:
+    """Runs the platform until Ctrl-C or SIGTERM (`reelforge down`); leaves run/stack.json meanwhile
+    so the CLI finds the gateway and the demo key."""
+    stopping = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
+    state = run_dir / "stack.json"
+    with Stack(run_dir, cache_dir, progress=lambda line: say(f"  {line}"), replicas=replicas) as stack:
         stack.start()
         tenant = stack.create_tenant("demo")
+        state.touch(mode=0o600)
+        state.write_text(json.dumps({
+            "pid": os.getpid(), "gateway_url": stack.gateway_url, "api_key": tenant.api_key,
+            "services": {p.label: p.url for p in stack.processes()},
+        }))
         say(f"gateway: {stack.gateway_url}  (docs at {stack.gateway_url}/docs)")
         say(f"demo API key: {tenant.api_key}")
-        say(f"logs: {stack.logs_dir}   Ctrl-C stops everything")
+        say(f"logs: {stack.logs_dir}   Ctrl-C (or `reelforge down`) stops everything")
         try:
-            while all(s.proc is not None and s.proc.poll() is None for s in stack.services.values()):
-                time.sleep(1)
+            while not stopping.is_set():
+                dead = [p.label for p in stack.processes() if p.proc is None or p.proc.poll() is not None]
+                if dead:
+                    say(f"exited: {', '.join(dead)}; stopping the rest")
+                    break
+                stopping.wait(1)
         except KeyboardInterrupt:
             pass
+        finally:
+            state.unlink(missing_ok=True)
         say("stopping…")
     return 0
 

@@ -53,11 +53,16 @@ class ServiceProcess:
     env: dict[str, str]
     http_port: int
     log_path: Path
+    instance: int = 0
     proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     @property
     def name(self) -> str:
         return self.spec.name
+
+    @property
+    def label(self) -> str:
+        return f"{self.name}#{self.instance}" if self.instance else self.name
 
     @property
     def url(self) -> str:
@@ -122,7 +127,11 @@ class Tenant:
 
 
 class Stack:
-    def __init__(self, run_dir: Path, cache_dir: Path, progress: Progress = lambda _: None) -> None:
+    def __init__(
+        self, run_dir: Path, cache_dir: Path, progress: Progress = lambda _: None, replicas: int = 1
+    ) -> None:
+        self.replicas = replicas
+        self.instances: dict[str, list[ServiceProcess]] = {}
         self.run_dir = run_dir.resolve()
         self.cache_dir = cache_dir.resolve()
         self.progress = progress
@@ -142,13 +151,16 @@ class Stack:
         with ThreadPoolExecutor(max_workers=1) as pool:
             kafka_up = pool.submit(self._start_kafka)
             self._create_services()
-            for service in self.services.values():
-                self.progress(f"{service.name}: starting on port {service.http_port}…")
+            for service in self.processes():
+                self.progress(f"{service.label}: starting on port {service.http_port}…")
                 service.start()
             kafka_up.result()
-        for service in self.services.values():
+        for service in self.processes():
             service.wait_ready(timeout)
-        self.progress("services: all five ready")
+        self.progress(f"services: all five ready ({len(self.processes())} processes)")
+
+    def processes(self) -> list[ServiceProcess]:
+        return [process for group in self.instances.values() for process in group]
 
     def _start_kafka(self) -> None:
         self.kafka = KafkaBroker.start(
@@ -167,27 +179,50 @@ class Stack:
         return f"127.0.0.1:{self._kafka_port}"
 
     def _create_services(self) -> None:
-        billing_grpc = free_port()
+        billing_ports = [free_port() for _ in range(self.replicas)]
+        # Several billing instances: the orchestrator's gRPC channel balances over all of them.
+        billing_target = (f"ipv4:{','.join(f'127.0.0.1:{p}' for p in billing_ports)}"
+                          if self.replicas > 1 else f"127.0.0.1:{billing_ports[0]}")
         for spec in SERVICES:
-            extra = {"GRPC_PORT": str(billing_grpc)} if spec.name == "billing" else {}
-            if spec.name == "orchestrator":
-                extra["BILLING_TARGET"] = f"127.0.0.1:{billing_grpc}"
-            self.services[spec.name] = self._service(spec, extra)
+            group = []
+            for instance in range(self.replicas):
+                extra = {"GRPC_PORT": str(billing_ports[instance])} if spec.name == "billing" else {}
+                if spec.name == "orchestrator":
+                    extra["BILLING_TARGET"] = billing_target
+                group.append(self._service(spec, instance, extra))
+            self.instances[spec.name] = group
+            self.services[spec.name] = group[0]
 
-    def _service(self, spec: ServiceSpec, extra: dict[str, str]) -> ServiceProcess:
+    def _service(self, spec: ServiceSpec, instance: int, extra: dict[str, str]) -> ServiceProcess:
         port = free_port()
+        suffix = f"-{instance}" if instance else ""
         settings = {
             "DATABASE_URL": self.dsn,
             "KAFKA_BOOTSTRAP": self.bootstrap,
             "HTTP_PORT": str(port),
+            "INSTANCE_ID": str(instance),
             "CONTENT_DIR": str(self.content_dir),
-            "TRACE_FILE": str(self.traces_dir / f"{spec.name}.jsonl"),
+            "TRACE_FILE": str(self.traces_dir / f"{spec.name}{suffix}.jsonl"),
             "SHUTDOWN_GRACE_SECONDS": "5",
             **extra,
         }
         env = {**os.environ, **{f"REELFORGE_{spec.env_prefix}_{k}": v for k, v in settings.items()}}
         env["PYTHONUNBUFFERED"] = "1"
-        return ServiceProcess(spec, env, port, self.logs_dir / f"{spec.name}.log")
+        return ServiceProcess(spec, env, port, self.logs_dir / f"{spec.name}{suffix}.log", instance)
+
+    def add_instance(self, service: str) -> ServiceProcess:
+        """One more process of `service` (e.g. a standby orchestrator) with its own port, log and
+        traces, appended to `instances[service]` (so `stop()` stops it). Start it with `.restart()`."""
+        group = self.instances[service]
+        base = group[0]
+        instance = len(group)
+        prefix = f"REELFORGE_{base.spec.env_prefix}_"
+        port = free_port()
+        env = {**base.env, f"{prefix}HTTP_PORT": str(port), f"{prefix}INSTANCE_ID": str(instance),
+               f"{prefix}TRACE_FILE": str(self.traces_dir / f"{service}-{instance}.jsonl")}
+        process = ServiceProcess(base.spec, env, port, self.logs_dir / f"{service}-{instance}.log", instance)
+        group.append(process)
+        return process
 
     @property
     def gateway_url(self) -> str:
@@ -212,7 +247,7 @@ class Stack:
 
     # -- teardown ---------------------------------------------------------------------------
     def stop(self) -> None:
-        for service in reversed(list(self.services.values())):
+        for service in reversed(self.processes()):
             service.stop()
         if self.kafka is not None:
             self.kafka.stop()

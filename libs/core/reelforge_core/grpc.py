@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, cast
 
@@ -20,6 +21,8 @@ _OPTIONS = [
     ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
     ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
 ]
+# A target naming several addresses ("ipv4:a:1,b:2") spreads calls over all healthy ones.
+_CLIENT_OPTIONS = [*_OPTIONS, ("grpc.lb_policy_name", "round_robin")]
 
 
 class _TracingServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
@@ -40,7 +43,9 @@ class _TracingServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[typ
                 method, context=telemetry.context_from(carrier), kind=SpanKind.SERVER,
                 attributes={"rpc.system": "grpc", "rpc.method": method},
             ):
-                return await inner(request, cast(Any, context))
+                result = inner(request, cast(Any, context))
+                # synchronous handlers (the stock health servicer) return the response itself
+                return await result if inspect.isawaitable(result) else result
 
         return grpc.unary_unary_rpc_method_handler(
             traced,
@@ -90,4 +95,4 @@ def create_server(service_names: Iterable[str]) -> tuple[grpc.aio.Server, health
 
 def channel(target: str) -> grpc.aio.Channel:
     interceptors: list[Any] = [_TracingClientInterceptor()]
-    return grpc.aio.insecure_channel(target, interceptors=interceptors, options=_OPTIONS)
+    return grpc.aio.insecure_channel(target, interceptors=interceptors, options=_CLIENT_OPTIONS)

@@ -191,15 +191,28 @@ class EventConsumer:
             await self._wait_for_topics(consumer)
             consumer.subscribe(self._topics)
             self.ready.set()
+            lag_sampled = 0.0
             while True:
                 batches = await consumer.getmany(timeout_ms=500, max_records=100)
                 for partition, records in batches.items():
                     for record in records:
                         await self._handle(record)
                         await self._commit(partition, record.offset + 1)
+                if time.monotonic() - lag_sampled >= 1.0:
+                    lag_sampled = time.monotonic()
+                    await self._sample_lag(consumer)
         finally:
             self.ready.clear()
             await consumer.stop()
+
+    async def _sample_lag(self, consumer: AIOKafkaConsumer) -> None:
+        lag: dict[str, int] = dict.fromkeys(self._topics, 0)
+        for partition in consumer.assignment():
+            highwater = consumer.highwater(partition)
+            if highwater is not None:
+                lag[partition.topic] += max(0, highwater - await consumer.position(partition))
+        for topic, records in lag.items():
+            metrics.CONSUMER_LAG.labels(self.group, topic).set(records)
 
     async def _commit(self, partition: object, offset: int) -> None:
         assert self._consumer is not None

@@ -94,6 +94,7 @@ class StreamInfo:
     channels: int | None = None
     attached_pic: bool = False
     tags: Mapping[str, str] = field(default_factory=dict)
+    start_s: float | None = None
 
     @property
     def language(self) -> str | None:
@@ -161,6 +162,7 @@ def _stream(raw: Mapping[str, Any]) -> StreamInfo:
         channels=_int(raw.get("channels")),
         attached_pic=bool(disposition.get("attached_pic")),
         tags={str(k): str(v) for k, v in (raw.get("tags") or {}).items()},
+        start_s=_float(raw.get("start_time")),
     )
 
 

@@ -18,3 +18,8 @@ EVENT_HANDLER_SECONDS = Histogram(
 OUTBOX_PUBLISHED = Counter("reelforge_outbox_published_total", "Outbox rows published to Kafka", ["topic"])
 OUTBOX_BACKLOG = Gauge("reelforge_outbox_backlog", "Outbox rows not yet published (sampled by the relay)")
 OUTBOX_PUBLISH_FAILURES = Counter("reelforge_outbox_publish_failures_total", "Outbox batches that failed")
+CONSUMER_LAG = Gauge(
+    "reelforge_consumer_lag",
+    "Records not yet handled, per consumer group and topic (high watermark minus position)",
+    ["group", "topic"],
+)

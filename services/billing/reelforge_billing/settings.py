@@ -12,3 +12,9 @@ class BillingSettings(ServiceSettings):
     grpc_host: str = "127.0.0.1"
     grpc_port: int = Field(default=50051, ge=0, le=65535)
     currency: str = "USD"
+    # Consume usage.v1.recorded into usage rows (metering for reports; never charges).
+    consume_usage: bool = True
+    # How often the reconciliation job compares usage with the ledger (0 = never; the RPC still works).
+    reconcile_interval_seconds: float = Field(default=3600.0, ge=0)
+    # A settlement this young may still be waiting for its usage event.
+    reconcile_grace_seconds: float = Field(default=300.0, ge=0)

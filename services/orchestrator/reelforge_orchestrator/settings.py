@@ -12,5 +12,8 @@ class OrchestratorSettings(ServiceSettings):
     billing_target: str = "127.0.0.1:50051"
     billing_timeout_seconds: float = Field(default=5.0, gt=0)
     default_provider: str = "animatic"
-    # Which render provider serves a model, as JSON ({"sora-2": "sora"}); unlisted models go to default_provider.
-    model_providers: dict[str, str] = Field(default_factory=dict)
+    leader_poll_seconds: float = Field(default=0.5, gt=0)
+    tick_seconds: float = Field(default=0.25, gt=0)
+    config_reload_seconds: float = Field(default=5.0, gt=0)
+    grpc_host: str = "127.0.0.1"
+    grpc_port: int = Field(default=0, ge=0, le=65535)  # admin API; 0 picks a free port (logged)

@@ -3,11 +3,13 @@ enqueues the status event, all in the caller's transaction."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import asyncpg
 from google.protobuf.timestamp_pb2 import Timestamp
+from prometheus_client import Counter
 
 from reelforge.jobs.v1 import jobs_pb2
 from reelforge_core import outbox, topics
@@ -24,6 +26,14 @@ class Job:
     render_attempt: int
     render_output_uri: str | None
     reserved_micros: int | None
+    pool_id: str | None = None
+    provider: str | None = None
+    created_at: datetime | None = None
+    admitted_at: datetime | None = None
+    deadline: datetime | None = None
+    dispatched_at: datetime | None = None
+    retry_at: datetime | None = None
+    avoid_pools: tuple[str, ...] = field(default=())
 
     @property
     def render_id(self) -> str:
@@ -42,7 +52,22 @@ class Job:
             render_attempt=row["render_attempt"],
             render_output_uri=row["render_output_uri"],
             reserved_micros=row["reserved_micros"],
+            pool_id=row["pool_id"],
+            provider=row["provider"],
+            created_at=row["created_at"],
+            admitted_at=row["admitted_at"],
+            deadline=row["deadline"],
+            dispatched_at=row["dispatched_at"],
+            retry_at=row["retry_at"],
+            avoid_pools=tuple(row["avoid_pools"] or ()),
         )
+
+
+JOB_TRANSITIONS = Counter(
+    "reelforge_job_transitions_total",
+    "Job state transitions by the state entered (approximate: a rolled-back transaction still counts)",
+    ["state"],
+)
 
 
 class StaleTransition(Exception):
@@ -63,7 +88,8 @@ async def load(conn: asyncpg.Connection | asyncpg.Pool, job_id: str, for_update:
 
 
 _UPDATABLE = {"render_attempt", "render_output_uri", "output_uri", "output_seconds", "reserved_micros",
-              "charged_micros", "error_code", "error_message"}
+              "charged_micros", "error_code", "error_message", "pool_id", "provider", "admitted_at", "deadline",
+              "dispatched_at", "retry_at", "avoid_pools"}
 
 
 async def transition(conn: asyncpg.Connection, job: Job, target: JobState, **fields: Any) -> Job:
@@ -86,6 +112,7 @@ async def transition(conn: asyncpg.Connection, job: Job, target: JobState, **fie
     if row is None:
         raise StaleTransition(job.job_id)
     moved = Job.from_row(row)
+    JOB_TRANSITIONS.labels(target.value).inc()
     await conn.execute(
         "INSERT INTO job_transitions (job_id, sequence, state, at, error_code) VALUES ($1, $2, $3, $4, $5)",
         moved.job_id, moved.status_sequence, target.value, row["changed_at"], fields.get("error_code"),
@@ -108,3 +135,24 @@ async def transition(conn: asyncpg.Connection, job: Job, target: JobState, **fie
     )
     await outbox.enqueue(conn, topics.JOBS_STATUS, moved.job_id, status, moved.tenant_id)
     return moved
+
+
+async def update_fields(conn: asyncpg.Connection, job: Job, **fields: Any) -> Job:
+    """Changes scheduling fields without a state transition (no status event); stale-checked."""
+    unknown = set(fields) - _UPDATABLE
+    if unknown or not fields:
+        raise ValueError(f"not updatable: {sorted(unknown)}")
+    sets = ", ".join(f"{name} = ${i}" for i, name in enumerate(fields, start=3))
+    query = f"UPDATE jobs SET {sets}, updated_at = now() WHERE job_id = $1 AND status_sequence = $2 RETURNING *"  # noqa: S608
+    row = await conn.fetchrow(query, job.job_id, job.status_sequence, *fields.values())
+    if row is None:
+        raise StaleTransition(job.job_id)
+    return Job.from_row(row)
+
+
+async def active_jobs(conn: asyncpg.Connection | asyncpg.Pool) -> list[Job]:
+    """Every job not in a terminal state, oldest first: what a new leader rebuilds from."""
+    rows = await conn.fetch(
+        "SELECT * FROM jobs WHERE state NOT IN ('completed', 'failed', 'cancelled', 'expired') ORDER BY created_at"
+    )
+    return [Job.from_row(row) for row in rows]

@@ -18,7 +18,13 @@ async def start(runtime: ServiceRuntime) -> None:
     settings = runtime.settings
     assert isinstance(settings, PostprocessSettings)
     pool = await runtime.database(SCHEMA, MIGRATIONS)
-    worker = PostprocessWorker(pool, ContentStore(settings.content_dir), settings.finish_timeout_seconds)
+    worker = PostprocessWorker(
+        pool,
+        ContentStore(settings.content_dir),
+        settings.finish_timeout_seconds,
+        settings.x264_preset,
+        settings.x264_crf,
+    )
     await runtime.consume(CONSUMER, [topics.POSTPROCESS_REQUESTED], worker.handle)
 
 

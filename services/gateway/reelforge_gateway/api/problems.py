@@ -13,6 +13,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from reelforge_core import transient
+
 log = logging.getLogger(__name__)
 
 PROBLEM_JSON = "application/problem+json"
@@ -76,5 +78,10 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
+        if transient.is_transient(exc):
+            log.warning("dependency unavailable", extra={"error": f"{type(exc).__name__}: {exc}"})
+            unavailable = Problem(503, "service_unavailable", "Temporarily unavailable; retry shortly",
+                                  headers={"Retry-After": "1"})
+            return problem_response(unavailable, request.url.path)
         log.exception("unhandled error")
         return problem_response(Problem(500, "internal_error", "Something went wrong on our side"), request.url.path)

@@ -13,9 +13,24 @@ import hashlib
 import shutil
 from pathlib import Path
 
-from reelforge_core.media import MediaError
+from reelforge.jobs.v1 import jobs_pb2
+from reelforge_core.media import FFMPEG, MediaError, file_arg, run_tool
 from reelforge_render.animatic import AnimaticSpec, RenderRejected, render_animatic, validate
 from reelforge_render.providers.base import INTERNAL, INVALID_INPUT, TIMEOUT, JobStatus, ProviderError, ProviderJob
+
+# Test hook (QC): a prompt containing this directive, or JobSpec metadata animatic.black=true,
+# renders an all-black clip of the requested size and length, which postprocess QC rejects.
+BLACK_DIRECTIVE = "[animatic:black]"
+
+
+def wants_black(spec: jobs_pb2.JobSpec) -> bool:
+    return BLACK_DIRECTIVE in spec.prompt or spec.metadata.get("animatic.black") == "true"
+
+
+async def render_black(spec: jobs_pb2.JobSpec, out_path: Path, timeout_s: float) -> None:
+    source = f"color=c=black:s={spec.width}x{spec.height}:r=24:d={spec.seconds:g}"
+    await run_tool([FFMPEG, "-nostdin", "-v", "error", "-y", "-f", "lavfi", "-i", source, "-c:v", "libx264",
+                    "-preset", "ultrafast", "-pix_fmt", "yuv420p", "-f", "mp4", file_arg(out_path)], timeout_s)
 
 
 class AnimaticProvider:
@@ -83,7 +98,10 @@ class AnimaticProvider:
         try:
             validate(animatic)
             async with self._slots:
-                await render_animatic(animatic, out, timeout_s=self._timeout)
+                if wants_black(spec):
+                    await render_black(spec, out, self._timeout)
+                else:
+                    await render_animatic(animatic, out, timeout_s=self._timeout)
         except RenderRejected as exc:
             raise ProviderError(INVALID_INPUT, exc.message) from exc
         except MediaError as exc:

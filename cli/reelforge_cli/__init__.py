@@ -1,0 +1,1 @@
+"""The `reelforge` command line."""

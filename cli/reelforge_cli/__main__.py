@@ -1,0 +1,3 @@
+from reelforge_cli.main import app
+
+app(prog_name="reelforge")

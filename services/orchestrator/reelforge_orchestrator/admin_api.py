@@ -1,0 +1,146 @@
+"""The admin gRPC API: queues per tenant and tier, pool utilisation, pause/drain, contracts."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import asyncpg
+import grpc
+
+from reelforge.orchestrator.v1 import admin_pb2, admin_pb2_grpc
+from reelforge_orchestrator import config_store
+from reelforge_orchestrator.engine import Engine
+from reelforge_orchestrator.scheduling.contracts import TenantContract
+
+Context = grpc.aio.ServicerContext[Any, Any]
+
+SERVICE_NAME = admin_pb2.DESCRIPTOR.services_by_name["OrchestratorAdmin"].full_name
+
+_MODES = {
+    admin_pb2.POOL_MODE_RESUME: (False, False),
+    admin_pb2.POOL_MODE_PAUSE: (True, False),
+    admin_pb2.POOL_MODE_DRAIN: (False, True),
+}
+
+
+def contract_to_proto(c: TenantContract) -> admin_pb2.Contract:
+    message = admin_pb2.Contract(
+        tenant_id=c.tenant_id, tier=c.tier, weight=c.weight, max_concurrent=c.max_concurrent,
+        requests_per_minute=c.requests_per_minute, allowed_models=sorted(c.allowed_models),
+        max_seconds=c.max_seconds, max_pixels=c.max_pixels,
+    )
+    if c.daily_seconds_quota is not None:
+        message.daily_seconds_quota = c.daily_seconds_quota
+    if c.monthly_seconds_quota is not None:
+        message.monthly_seconds_quota = c.monthly_seconds_quota
+    if c.default_deadline_seconds is not None:
+        message.default_deadline_seconds = c.default_deadline_seconds
+    return message
+
+
+def contract_from_proto(m: admin_pb2.Contract) -> TenantContract:
+    return TenantContract(
+        tenant_id=m.tenant_id, tier=m.tier or "standard", weight=m.weight or 1.0,
+        max_concurrent=m.max_concurrent or 8, requests_per_minute=m.requests_per_minute or 600,
+        daily_seconds_quota=m.daily_seconds_quota if m.HasField("daily_seconds_quota") else None,
+        monthly_seconds_quota=m.monthly_seconds_quota if m.HasField("monthly_seconds_quota") else None,
+        allowed_models=frozenset(m.allowed_models), max_seconds=m.max_seconds or 60.0,
+        max_pixels=m.max_pixels or 3840 * 2160,
+        default_deadline_seconds=m.default_deadline_seconds if m.HasField("default_deadline_seconds") else None,
+    )
+
+
+class AdminServicer(admin_pb2_grpc.OrchestratorAdminServicer):
+    def __init__(self, pool: asyncpg.Pool, engine: Callable[[], Engine | None]) -> None:
+        self._pool = pool
+        self._engine = engine  # the engine while this instance leads, else None
+
+    async def GetQueues(
+        self, request: admin_pb2.GetQueuesRequest, context: Context
+    ) -> admin_pb2.GetQueuesResponse:
+        rows = await self._pool.fetch(
+            "SELECT j.tenant_id, coalesce(c.tier, d.tier) AS tier,"
+            " count(*) FILTER (WHERE j.state = 'admitted' OR (j.state = 'rendering' AND j.pool_id IS NULL)) AS waiting,"
+            " count(*) FILTER (WHERE (j.state = 'rendering' AND j.pool_id IS NOT NULL) OR j.state = 'postprocessing')"
+            "   AS in_flight,"
+            " coalesce(extract(epoch FROM now() - min(j.admitted_at) FILTER (WHERE j.state = 'admitted'"
+            "   OR (j.state = 'rendering' AND j.pool_id IS NULL))), 0)::float8 AS oldest"
+            " FROM jobs j LEFT JOIN tenant_contracts c ON c.tenant_id = j.tenant_id"
+            " JOIN tenant_contracts d ON d.tenant_id = '*'"
+            " WHERE j.state IN ('admitted', 'rendering', 'postprocessing')"
+            " GROUP BY j.tenant_id, coalesce(c.tier, d.tier) ORDER BY j.tenant_id"
+        )
+        response = admin_pb2.GetQueuesResponse()
+        tiers: dict[str, admin_pb2.TierQueue] = {}
+        for row in rows:
+            response.tenants.add(tenant_id=row["tenant_id"], tier=row["tier"], waiting=row["waiting"],
+                                 in_flight=row["in_flight"], oldest_wait_seconds=row["oldest"])
+            tier = tiers.setdefault(row["tier"], admin_pb2.TierQueue(tier=row["tier"]))
+            tier.waiting += row["waiting"]
+            tier.in_flight += row["in_flight"]
+            tier.oldest_wait_seconds = max(tier.oldest_wait_seconds, row["oldest"])
+        response.tiers.extend(tiers[name] for name in sorted(tiers))
+        return response
+
+    async def _pool_statuses(self, only: str | None = None) -> list[admin_pb2.PoolStatus]:
+        config = await config_store.load(self._pool)
+        busy = {r["pool_id"]: r["n"] for r in await self._pool.fetch(
+            "SELECT pool_id, count(*) AS n FROM jobs WHERE state = 'rendering' AND pool_id IS NOT NULL"
+            " GROUP BY pool_id")}
+        engine = self._engine()
+        statuses = []
+        for spec in config.pools:
+            if only is not None and spec.pool_id != only:
+                continue
+            in_use = busy.get(spec.pool_id, 0) * spec.units_per_job
+            live = engine.scheduler.pools.get(spec.pool_id) if engine is not None else None
+            paused, draining = config.pool_modes[spec.pool_id]
+            statuses.append(admin_pb2.PoolStatus(
+                pool_id=spec.pool_id, provider=spec.provider, model=spec.model, capacity=spec.capacity,
+                in_use=in_use, utilisation=in_use / spec.capacity if spec.capacity else 0.0, paused=paused,
+                draining=draining, circuit=live.circuit.state.value if live is not None else "",
+            ))
+        return statuses
+
+    async def GetPools(
+        self, request: admin_pb2.GetPoolsRequest, context: Context
+    ) -> admin_pb2.GetPoolsResponse:
+        return admin_pb2.GetPoolsResponse(pools=await self._pool_statuses())
+
+    async def SetPoolMode(
+        self, request: admin_pb2.SetPoolModeRequest, context: Context
+    ) -> admin_pb2.PoolStatus:
+        if request.mode not in _MODES:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "mode must be resume, pause or drain")
+        paused, draining = _MODES[request.mode]
+        if not await config_store.set_pool_mode(self._pool, request.pool_id, paused, draining):
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"no pool {request.pool_id!r}")
+        await self._apply()
+        return (await self._pool_statuses(request.pool_id))[0]
+
+    async def GetContract(
+        self, request: admin_pb2.GetContractRequest, context: Context
+    ) -> admin_pb2.Contract:
+        row = await self._pool.fetchrow("SELECT * FROM tenant_contracts WHERE tenant_id = $1", request.tenant_id)
+        if row is None:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"no contract for {request.tenant_id!r}")
+        return contract_to_proto(config_store.contract_from_row(row))
+
+    async def SetContract(
+        self, request: admin_pb2.Contract, context: Context
+    ) -> admin_pb2.Contract:
+        if not request.tenant_id:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "tenant_id is required")
+        try:
+            contract = contract_from_proto(request)
+        except ValueError as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        await config_store.upsert_contract(self._pool, contract)
+        await self._apply()
+        return contract_to_proto(contract)
+
+    async def _apply(self) -> None:
+        engine = self._engine()
+        if engine is not None:
+            await engine.reload()

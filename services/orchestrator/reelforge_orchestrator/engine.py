@@ -1,0 +1,229 @@
+"""The live scheduler: the pure core fed from Postgres, its decisions written back to Postgres.
+
+Only the leader runs an engine. It rebuilds the scheduler from the jobs table when it takes over,
+reloads contracts and pools every few seconds (changes apply without a restart), and on every
+wake-up (a job admitted, a slot freed) or tick dispatches what fits. Each dispatch is one
+transaction that checks the leader epoch, moves the job to `rendering` on its pool and enqueues the
+RenderRequested through the outbox, so a job is dispatched once even across a takeover.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+import asyncpg
+from prometheus_client import Counter, Gauge, Histogram
+
+from reelforge.jobs.v1 import jobs_pb2
+from reelforge.render.v1 import render_pb2
+from reelforge_core import outbox, topics
+from reelforge_core.context import job_context
+from reelforge_orchestrator import config_store, store
+from reelforge_orchestrator.billing_client import BillingClient
+from reelforge_orchestrator.leader import check_epoch
+from reelforge_orchestrator.scheduling.fair_queue import Decisions, Scheduler, SchedulingPolicy
+from reelforge_orchestrator.scheduling.router import Job as SchedJob
+from reelforge_orchestrator.states import JobState
+from reelforge_orchestrator.store import Job, StaleTransition
+
+log = logging.getLogger(__name__)
+
+DISPATCHED = Counter("reelforge_scheduler_dispatched_total", "Renders dispatched, by pool", ["pool"])
+ENDED = Counter("reelforge_scheduler_ended_total", "Jobs the scheduler ended without a render, by code", ["code"])
+QUEUE_DEPTH = Gauge("reelforge_scheduler_queue_depth", "Jobs waiting for capacity, by tier", ["tier"])
+OLDEST_WAIT = Gauge("reelforge_scheduler_oldest_wait_seconds", "Longest current wait, by tier", ["tier"])
+POOL_IN_USE = Gauge("reelforge_pool_in_use", "Slots (or GPUs) busy, by pool", ["pool"])
+POOL_CAPACITY = Gauge("reelforge_pool_capacity", "Slots (or GPUs), by pool", ["pool"])
+POOL_UTILISATION = Gauge("reelforge_pool_utilisation_ratio", "Busy share of the pool, by pool", ["pool"])
+POOL_CIRCUIT_OPEN = Gauge("reelforge_pool_circuit_open", "1 when the pool's breaker is not closed", ["pool"])
+WAIT_SECONDS = Histogram("reelforge_scheduler_wait_seconds", "Admission to dispatch, by tier", ["tier"],
+                         buckets=(0.05, 0.1, 0.5, 1, 5, 15, 60, 300, 900, 3600))
+IS_LEADER = Gauge("reelforge_orchestrator_leader", "1 on the instance that leads")
+
+
+def epoch_seconds(at: datetime | None) -> float:
+    return at.timestamp() if at is not None else time.time()
+
+
+def as_datetime(seconds: float) -> datetime:
+    return datetime.fromtimestamp(seconds, UTC)
+
+
+def sched_job(job: Job, enqueued_at: float, deadline: float | None) -> SchedJob:
+    spec = job.spec
+    return SchedJob(job.job_id, job.tenant_id, spec.model, spec.seconds, spec.width, spec.height, enqueued_at,
+                    deadline, attempt=job.render_attempt)
+
+
+class Engine:
+    def __init__(self, pool: asyncpg.Pool, billing: BillingClient, epoch: int, policy: SchedulingPolicy | None = None,
+                 tick_seconds: float = 0.25, reload_seconds: float = 5.0,
+                 clock: Callable[[], float] = time.time) -> None:
+        self._pool = pool
+        self._billing = billing
+        self.epoch = epoch
+        self._policy = policy or SchedulingPolicy()
+        self._tick = tick_seconds
+        self._reload = reload_seconds
+        self.clock = clock
+        self.lock = asyncio.Lock()
+        self._wake = asyncio.Event()
+        self.scheduler = Scheduler([], [], {}, self._policy)
+        self._observed_at = 0.0
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    # -- taking over ---------------------------------------------------------------------------------
+
+    async def rebuild(self) -> None:
+        """Loads the configuration and every unfinished job: waiting, rendering, postprocessing."""
+        async with self.lock:
+            await self._load_config()
+            now = self.clock()
+            jobs = await store.active_jobs(self._pool)
+            waiting = rendering = 0
+            for job in jobs:
+                if job.state is JobState.ADMITTED or (job.state is JobState.RENDERING and job.pool_id is None):
+                    item = sched_job(job, epoch_seconds(job.admitted_at or job.created_at),
+                                     epoch_seconds(job.deadline) if job.deadline else None)
+                    item.avoid = frozenset(job.avoid_pools)
+                    item.not_before = epoch_seconds(job.retry_at) if job.retry_at else 0.0
+                    self.scheduler.restore_waiting(item, now)
+                    waiting += 1
+                elif job.state is JobState.RENDERING:
+                    item = sched_job(job, epoch_seconds(job.admitted_at), None)
+                    self.scheduler.restore_in_flight(item, job.pool_id, epoch_seconds(job.dispatched_at), now)
+                    rendering += 1
+                elif job.state is JobState.POSTPROCESSING:
+                    item = sched_job(job, epoch_seconds(job.admitted_at), None)
+                    self.scheduler.restore_in_flight(item, None, epoch_seconds(job.dispatched_at), now)
+            rows = await self._pool.fetch(
+                "SELECT tenant_id, spec, admitted_at FROM jobs WHERE admitted_at >= date_trunc('month', now())"
+                " AND state NOT IN ('failed', 'cancelled', 'expired')")
+            for row in rows:
+                spec = jobs_pb2.JobSpec()
+                spec.ParseFromString(row["spec"])
+                self.scheduler.restore_quota_usage(row["tenant_id"], spec.seconds, row["admitted_at"].timestamp(), now)
+        log.info("scheduler rebuilt", extra={"waiting": waiting, "rendering": rendering, "epoch": self.epoch})
+        self.wake()
+
+    async def _load_config(self) -> None:
+        config = await config_store.load(self._pool)
+        scheduler = self.scheduler
+        scheduler.default_contract = config.default_contract
+        explicit = {c.tenant_id: c for c in config.contracts}
+        for tenant_id in list(scheduler.tenants):
+            if tenant_id not in explicit:  # on the default contract, which may have changed
+                contract = scheduler.contract_for_default(tenant_id)
+                if contract is not None and scheduler.tenants[tenant_id].contract != contract:
+                    scheduler.upsert_contract(contract)
+        for contract in config.contracts:
+            current = scheduler.tenants.get(contract.tenant_id)
+            if current is None or current.contract != contract:
+                scheduler.upsert_contract(contract)
+        for spec in config.pools:
+            current_pool = scheduler.pools.get(spec.pool_id)
+            if current_pool is None or current_pool.spec != spec:
+                scheduler.upsert_pool(spec)
+            paused, draining = config.pool_modes[spec.pool_id]
+            scheduler.set_pool_mode(spec.pool_id, paused, draining)
+        if config.routes != scheduler.router.routes:
+            scheduler.set_routes(config.routes)
+
+    async def reload(self) -> None:
+        async with self.lock:
+            await self._load_config()
+        self.wake()
+
+    # -- the loop ------------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        IS_LEADER.set(1)
+        next_reload = time.monotonic() + self._reload
+        try:
+            while True:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), timeout=self._tick)
+                self._wake.clear()
+                if time.monotonic() >= next_reload:
+                    await self.reload()
+                    next_reload = time.monotonic() + self._reload
+                await self.step()
+        finally:
+            IS_LEADER.set(0)
+
+    async def step(self) -> Decisions:
+        async with self.lock:
+            decisions = self.scheduler.tick(self.clock())
+            for dispatch in decisions.dispatched:
+                await self._write_dispatch(dispatch.job, dispatch.pool_id, dispatch.provider, dispatch.attempt)
+            for ended in decisions.ended:
+                await self._write_end(ended.job.job_id, JobState(ended.state), ended.code, ended.message)
+            if time.monotonic() - self._observed_at >= 1.0 or decisions.dispatched or decisions.ended:
+                self._observe()
+        return decisions
+
+    async def _write_dispatch(self, item: SchedJob, pool_id: str, provider: str, attempt: int) -> None:
+        now = self.clock()
+        with job_context(job_id=item.job_id, tenant_id=item.tenant_id):
+            async with self._pool.acquire() as conn, conn.transaction():
+                await check_epoch(conn, self.epoch)
+                job = await store.load(conn, item.job_id, for_update=True)
+                waiting = job is not None and (job.state is JobState.ADMITTED or (
+                    job.state is JobState.RENDERING and job.pool_id is None))
+                if job is None or not waiting:
+                    log.warning("dispatch decided for a job no longer waiting; undone")
+                    self.scheduler.job_done(item.job_id, now)
+                    return
+                job = await store.transition(
+                    conn, job, JobState.RENDERING, render_attempt=attempt, pool_id=pool_id, provider=provider,
+                    dispatched_at=as_datetime(now), retry_at=None, avoid_pools=sorted(item.avoid),
+                )
+                request = render_pb2.RenderRequested(
+                    render_id=job.render_id, job_id=job.job_id, tenant_id=job.tenant_id, attempt=attempt,
+                    provider=provider, spec=job.spec,
+                )
+                await outbox.enqueue(conn, topics.RENDER_REQUESTED, job.job_id, request, job.tenant_id)
+            contract = self.scheduler.contract_for(item.tenant_id)
+            WAIT_SECONDS.labels(contract.tier if contract else "").observe(max(0.0, now - item.enqueued_at))
+            DISPATCHED.labels(pool_id).inc()
+            log.info("render dispatched", extra={"pool": pool_id, "provider": provider, "attempt": attempt})
+
+    async def _write_end(self, job_id: str, state: JobState, code: str, message: str) -> None:
+        job = await store.load(self._pool, job_id)
+        if job is None or job.state.terminal:
+            return
+        with job_context(job_id=job.job_id, tenant_id=job.tenant_id):
+            if job.reserved_micros is not None:
+                await self._billing.release(job.tenant_id, job.job_id, code)
+            async with self._pool.acquire() as conn, conn.transaction():
+                await check_epoch(conn, self.epoch)
+                try:
+                    await store.transition(conn, job, state, error_code=code, error_message=message)
+                except StaleTransition:
+                    return
+            ENDED.labels(code).inc()
+            log.warning("job ended by the scheduler", extra={"state": state.value, "error_code": code})
+
+    def _observe(self) -> None:
+        self._observed_at = time.monotonic()
+        now = self.clock()
+        depth: dict[str, int] = {}
+        oldest: dict[str, float] = {}
+        for tier, waiting, wait in self.scheduler.queue_depths(now).values():
+            depth[tier] = depth.get(tier, 0) + waiting
+            oldest[tier] = max(oldest.get(tier, 0.0), wait)
+        for tier in {"enterprise", "standard", "free", *depth}:
+            QUEUE_DEPTH.labels(tier).set(depth.get(tier, 0))
+            OLDEST_WAIT.labels(tier).set(oldest.get(tier, 0.0))
+        for pool_id, pool in self.scheduler.pools.items():
+            POOL_IN_USE.labels(pool_id).set(pool.in_use)
+            POOL_CAPACITY.labels(pool_id).set(pool.capacity)
+            POOL_UTILISATION.labels(pool_id).set(pool.utilisation)
+            POOL_CIRCUIT_OPEN.labels(pool_id).set(0 if pool.circuit.state == "closed" else 1)

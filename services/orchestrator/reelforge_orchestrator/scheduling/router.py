@@ -1,0 +1,110 @@
+"""Routing: a model maps to an ordered list of pools; a job goes to the cheapest healthy pool with
+room that can finish it before its deadline, spilling to the next when one is full."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+from reelforge_orchestrator.scheduling.pools import PoolState, resolution_class
+
+
+class Job:
+    """A job as the scheduler sees it."""
+
+    __slots__ = (
+        "attempt",
+        "avoid",
+        "deadline",
+        "enqueued_at",
+        "height",
+        "job_id",
+        "model",
+        "not_before",
+        "removed",
+        "resolution",
+        "seconds",
+        "tenant_id",
+        "width",
+    )
+
+    def __init__(self, job_id: str, tenant_id: str, model: str, seconds: float, width: int, height: int,
+                 enqueued_at: float, deadline: float | None = None, attempt: int = 0) -> None:
+        self.job_id = job_id
+        self.tenant_id = tenant_id
+        self.model = model
+        self.seconds = seconds
+        self.width = width
+        self.height = height
+        self.deadline = deadline
+        self.enqueued_at = enqueued_at
+        self.attempt = attempt          # render attempts already made
+        self.avoid: frozenset[str] = frozenset()  # pools that failed this job
+        self.not_before = 0.0           # backoff after a failed attempt
+        self.removed = False            # cancelled or expired while waiting
+        self.resolution = resolution_class(width, height)
+
+
+class Router:
+    def __init__(self, pools: Mapping[str, PoolState], routes: Mapping[str, Iterable[str]]) -> None:
+        self._pools = pools
+        self._routes: dict[str, list[str]] = {}
+        self._ranked: dict[tuple[str, str], list[PoolState]] = {}
+        self._by_model: dict[str, list[PoolState]] = {}
+        self.routes = {model: list(ids) for model, ids in routes.items()}
+
+    @property
+    def routes(self) -> dict[str, list[str]]:
+        return self._routes
+
+    @routes.setter
+    def routes(self, routes: dict[str, list[str]]) -> None:
+        self._routes = routes
+        self.invalidate()
+
+    def invalidate(self) -> None:
+        """Pools or prices changed: rank again."""
+        self._ranked.clear()
+        self._by_model.clear()
+
+    def pools_for(self, model: str) -> list[PoolState]:
+        pools = self._by_model.get(model)
+        if pools is None:
+            pools = [self._pools[pool_id] for pool_id in self._routes.get(model, ()) if pool_id in self._pools]
+            self._by_model[model] = pools
+        return pools
+
+    def _cheapest_first(self, model: str, resolution: str) -> list[PoolState]:
+        key = (model, resolution)
+        ranked = self._ranked.get(key)
+        if ranked is None:
+            ranked = [p for p in self.pools_for(model) if p.spec.serves_class(resolution)]
+            ranked.sort(key=lambda p: p.spec.cost_for(resolution, 1.0))  # stable: route order breaks ties
+            self._ranked[key] = ranked
+        return ranked
+
+    def candidates(self, job: Job) -> list[PoolState]:
+        """Pools that could serve the job at all, cheapest first (route order breaks ties)."""
+        pools = self._cheapest_first(job.model, job.resolution)
+        if job.avoid:
+            others = [p for p in pools if p.spec.pool_id not in job.avoid]
+            return others or pools
+        return pools
+
+    def choose(self, job: Job, now: float) -> PoolState | None:
+        for pool in self.candidates(job):
+            estimate = pool.estimated_seconds(job.seconds, job.width, job.height)
+            if job.deadline is not None and now + estimate > job.deadline:
+                continue
+            if pool.can_start(now):
+                return pool
+        return None
+
+    def hopeless(self, job: Job, now: float) -> str | None:
+        """Why the job can never run (code), or None if some pool might still take it in time."""
+        pools = self.candidates(job)
+        if not pools:
+            return "no_route"
+        if job.deadline is None:
+            return None
+        fastest = min(p.estimated_seconds(job.seconds, job.width, job.height) for p in pools)
+        return "deadline_exceeded" if now + fastest > job.deadline else None

@@ -1,0 +1,76 @@
+"""The admin gRPC API over a real server and a real PostgreSQL, with health and reflection."""
+
+from __future__ import annotations
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+from reelforge.orchestrator.v1 import admin_pb2, admin_pb2_grpc
+from reelforge_core import grpc as core_grpc
+from reelforge_orchestrator import admin_api, config_store
+from reelforge_orchestrator.scheduling.contracts import TenantContract
+from reelforge_orchestrator.scheduling.pools import PoolSpec
+
+from .test_live_scheduling import _harness
+
+pytestmark = pytest.mark.asyncio
+
+
+async def test_queues_pools_pause_and_contracts(postgres_dsn: str) -> None:
+    h = await _harness(postgres_dsn)
+    server, _ = core_grpc.create_server([admin_api.SERVICE_NAME])
+    admin_pb2_grpc.add_OrchestratorAdminServicer_to_server(admin_api.AdminServicer(h.pool, lambda: h.engine), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    channel = core_grpc.channel(f"127.0.0.1:{port}")
+    admin = admin_pb2_grpc.OrchestratorAdminStub(channel)
+    try:
+        await config_store.upsert_pool(h.pool, PoolSpec("animatic", "animatic", "animatic", slots=2))
+        await config_store.upsert_contract(h.pool, TenantContract("gold", tier="enterprise", max_concurrent=5))
+        await h.engine.reload()
+        for tenant in ["gold", "gold", "gold", "tin"]:
+            await h.submit(tenant)
+        await h.engine.step()
+
+        queues = await admin.GetQueues(admin_pb2.GetQueuesRequest())
+        by_tenant = {q.tenant_id: (q.tier, q.waiting, q.in_flight) for q in queues.tenants}
+        assert by_tenant == {"gold": ("enterprise", 1, 2), "tin": ("standard", 1, 0)}
+        assert {t.tier: (t.waiting, t.in_flight) for t in queues.tiers} == {"enterprise": (1, 2), "standard": (1, 0)}
+
+        pools = (await admin.GetPools(admin_pb2.GetPoolsRequest())).pools
+        assert [(p.pool_id, p.capacity, p.in_use, p.utilisation, p.circuit) for p in pools] == [
+            ("animatic", 2, 2, 1.0, "closed")]
+
+        paused = await admin.SetPoolMode(admin_pb2.SetPoolModeRequest(pool_id="animatic",
+                                                                      mode=admin_pb2.POOL_MODE_PAUSE))
+        assert paused.paused and not paused.draining
+        assert h.engine.scheduler.pools["animatic"].paused  # applied to the leader at once
+        with pytest.raises(grpc.aio.AioRpcError) as missing:
+            await admin.SetPoolMode(admin_pb2.SetPoolModeRequest(pool_id="nope", mode=admin_pb2.POOL_MODE_DRAIN))
+        assert missing.value.code() == grpc.StatusCode.NOT_FOUND
+
+        changed = await admin.SetContract(admin_pb2.Contract(tenant_id="tin", tier="free", weight=2,
+                                                             max_concurrent=1, daily_seconds_quota=100))
+        assert (changed.tier, changed.max_concurrent, changed.daily_seconds_quota) == ("free", 1, 100)
+        assert h.engine.scheduler.contract_for("tin").tier == "free"  # type: ignore[union-attr]
+        got = await admin.GetContract(admin_pb2.GetContractRequest(tenant_id="tin"))
+        assert got == changed
+        with pytest.raises(grpc.aio.AioRpcError) as bad:
+            await admin.SetContract(admin_pb2.Contract(tenant_id="tin", weight=-1))
+        assert bad.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+        health = health_pb2_grpc.HealthStub(channel)
+        reply = await health.Check(health_pb2.HealthCheckRequest(service=admin_api.SERVICE_NAME))
+        assert reply.status == health_pb2.HealthCheckResponse.SERVING
+        reflection = reflection_pb2_grpc.ServerReflectionStub(channel)
+        async for answer in reflection.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(
+                list_services="")])):
+            assert admin_api.SERVICE_NAME in [s.name for s in answer.list_services_response.service]
+            break
+    finally:
+        await channel.close()
+        await server.stop(None)
+        await h.leadership.release()
+        await h.pool.close()

@@ -1,0 +1,39 @@
+"""A black render fails postprocess QC, is rendered again (bounded), then the job fails with `qc_failed`.
+
+The animatic provider renders an all-black clip when the prompt carries `[animatic:black]` (a test
+hook, see render-adapter providers/animatic.py), which QC's black check rejects with `rerender`.
+"""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+
+from reelforge_local.stack import Stack
+from reelforge_orchestrator.workflow import QC_RENDER_ATTEMPTS
+from tests.conftest import db_fetch
+from tests.e2e.helpers import submit, wait_for
+
+
+def test_black_render_fails_qc_is_rerendered_then_fails_with_qc_failed(stack: Stack, api: httpx.Client) -> None:
+    job = submit(api, prompt="[animatic:black] A purifier in the dark", seconds=2, size="640x360")
+
+    done = wait_for(api, job["id"], {"completed", "failed"}, timeout=180)
+
+    assert done["status"] == "failed", done
+    assert done["error"]["code"] == "qc_failed"
+    assert "black" in done["error"]["message"]
+    states = [e["status"] for e in done["timeline"]]
+    assert states == ["queued", "admitted", *["rendering", "postprocessing"] * QC_RENDER_ATTEMPTS, "failed"]
+    renders = db_fetch(stack, "render", "SELECT render_id FROM render_attempts WHERE job_id = $1"
+                       " ORDER BY render_id", job["id"])  # fmt: skip
+    assert [r["render_id"] for r in renders] == [f"{job['id']}/r{n}" for n in range(1, QC_RENDER_ATTEMPTS + 1)]
+    finishes = db_fetch(stack, "postprocess", "SELECT render_id, qc_passed, error_code, qc_report FROM finishes"
+                        " WHERE job_id = $1 ORDER BY render_id", job["id"])  # fmt: skip
+    assert [(f["qc_passed"], f["error_code"]) for f in finishes] == [(False, "qc_failed")] * QC_RENDER_ATTEMPTS
+    report = json.loads(finishes[0]["qc_report"])
+    black = next(c for c in report["outputs"][0]["checks"] if c["name"] == "black")
+    assert not black["passed"] and black["rerender"] and black["measured"] > 0.95
+    reservation = db_fetch(stack, "billing", "SELECT state FROM reservations WHERE job_id = $1", job["id"])
+    assert reservation == [{"state": "released"}]
