@@ -1,6 +1,6 @@
 """A job routed to a remote provider (the fake OpenAI Videos API, over real HTTP) through the whole platform:
-gateway -> orchestrator (routed by a capacity pool whose provider is the fake) -> render adapter (submit, poll, download, store) ->
-postprocess -> completed, plus a provider-side content-policy failure reaching the partner."""
+gateway -> orchestrator (a capacity pool whose provider is the fake) -> render adapter (submit, poll,
+download, store) -> postprocess -> completed, plus a provider-side content-policy failure reaching the partner."""
 
 from __future__ import annotations
 
