@@ -187,7 +187,7 @@ def main() -> None:
         asyncio.run(create_db())
         with tempfile.TemporaryDirectory() as content:
             dsn = postgres.dsn.rsplit("/", 1)[0] + f"/{name}"
-            asyncio.run(asyncio.wait_for(run(dsn, line.split()[1], Path(content)), timeout=75))
+            asyncio.run(asyncio.wait_for(run(dsn, line.split()[1], Path(content)), timeout=90))
     finally:
         fake.terminate()
         fake.wait(10)
