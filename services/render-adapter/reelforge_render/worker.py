@@ -41,20 +41,14 @@ class RenderWorker:
         request = event.parse(render_pb2.RenderRequested)
         if not request.render_id or not request.job_id:
             raise PoisonMessage("RenderRequested without render_id or job_id")
-        async with self._pool.acquire() as conn, conn.transaction():
-            if await outbox.already_processed(conn, CONSUMER, request.render_id):
-                log.info("render already answered; skipping", extra={"render_id": request.render_id})
-                return
-            if request.provider not in self._providers:
+        if request.provider not in self._providers:
+            async with self._pool.acquire() as conn, conn.transaction():
                 await self._reject(conn, request, f"unknown provider {request.provider!r}")
-                return
-            timeout = self._timeouts.get(request.provider, self._default_timeout)
+            return
+        # One INSERT: a redelivered request (answered or not) finds its row and changes nothing.
+        timeout = self._timeouts.get(request.provider, self._default_timeout)
+        async with self._pool.acquire() as conn:
             job = await store.accept(conn, request, timeout, telemetry.inject_headers())
-            await conn.execute(
-                "INSERT INTO render_attempts (render_id, job_id, provider) VALUES ($1, $2, $3)"
-                " ON CONFLICT (render_id) DO UPDATE SET starts = render_attempts.starts + 1, started_at = now()",
-                request.render_id, request.job_id, request.provider,
-            )
         if job is not None:
             self._tracker.track(job)
             log.info("render accepted", extra={"render_id": request.render_id, "provider": request.provider,

@@ -201,6 +201,18 @@ def install_common(app: FastAPI, fake: FakeProvider, error_body: ErrorBody,
         fake.behaviour = fake.behaviour.model_copy(update=changes)
         return fake.behaviour.model_dump()
 
+    @app.post("/_fake/release")
+    async def release(count: int = 1) -> dict[str, int]:
+        """Lets up to `count` running jobs finish now (benchmarks complete a sample this way)."""
+        released = 0
+        for job in fake.jobs.values():
+            if released >= count:
+                break
+            if job.phase()[0] == "running":
+                job.latency_s, job.outcome = 0.0, "ok" if job.outcome == "stuck" else job.outcome
+                released += 1
+        return {"released": released}
+
     @app.get("/_fake/stats")
     async def stats() -> dict[str, Any]:
         return {**asdict(fake.stats), "jobs": len(fake.jobs)}
