@@ -201,8 +201,9 @@ def double_charges(outcome: Outcome) -> int:
 
 
 def rerenders(stack: Stack, outcome: Outcome) -> int:
-    rows = db_fetch(stack, "render", "SELECT coalesce(sum(starts - 1), 0) AS extra FROM render_attempts"
-                    " WHERE job_id = ANY($1::text[])", outcome.accepted)
+    """Render attempts beyond the first (failover to another pool, or a QC re-render)."""
+    rows = db_fetch(stack, "orchestrator", "SELECT coalesce(sum(greatest(render_attempt - 1, 0)), 0) AS extra"
+                    " FROM jobs WHERE job_id = ANY($1::text[])", outcome.accepted)
     return int(rows[0]["extra"])
 
 
