@@ -28,7 +28,7 @@ def test_black_render_fails_qc_is_rerendered_then_fails_with_qc_failed(stack: St
     # (A re-render waits for a pool slot in `rendering` and is dispatched from there: repeats collapse.)
     states = [state for state, _ in itertools.groupby(e["status"] for e in done["timeline"])]
     assert states == ["queued", "admitted", *["rendering", "postprocessing"] * QC_RENDER_ATTEMPTS, "failed"]
-    renders = db_fetch(stack, "render", "SELECT render_id FROM render_attempts WHERE job_id = $1"
+    renders = db_fetch(stack, "render", "SELECT render_id FROM renders WHERE job_id = $1"
                        " ORDER BY render_id", job["id"])  # fmt: skip
     assert [r["render_id"] for r in renders] == [f"{job['id']}/r{n}" for n in range(1, QC_RENDER_ATTEMPTS + 1)]
     finishes = db_fetch(stack, "postprocess", "SELECT render_id, qc_passed, error_code, qc_report FROM finishes"

@@ -100,6 +100,27 @@ class Tracker:
             self.track(job)
         return len(jobs)
 
+    async def adopt(self) -> int:
+        """Tracks unfinished renders this process does not know yet (accepted by another instance,
+        or left by a dead one) and picks up cancels recorded elsewhere; returns how many it adopted."""
+        adopted = 0
+        for job in await store.load_in_flight(self._pool):
+            known = self._jobs.get(job.render_id)
+            if known is None:
+                self.track(job)
+                adopted += 1
+            elif job.cancel_requested and not known.cancel_requested:
+                self.request_cancel(job.render_id)
+        return adopted
+
+    def reset(self) -> None:
+        """Forgets everything in memory (after losing the tracking lease); `resume` reloads it."""
+        self._jobs.clear()
+        self._by_external.clear()
+        self._heap.clear()
+        self._busy.clear()
+        self._ready = asyncio.Queue()
+
     async def run(self) -> None:
         workers = [asyncio.create_task(self._work(), name=f"render-worker-{i}") for i in range(self._workers)]
         try:
