@@ -10,7 +10,6 @@ and our INSERT could submit twice.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from reelforge_render.providers.base import (
@@ -24,7 +23,7 @@ from reelforge_render.providers.base import (
     ProviderJob,
 )
 from reelforge_render.providers.config import ProviderConfig
-from reelforge_render.providers.http import ProviderHTTP
+from reelforge_render.providers.http import HttpProvider, ProviderHTTP
 
 
 def classify(status: int, body: Any) -> str | None:
@@ -35,7 +34,7 @@ def classify(status: int, body: Any) -> str | None:
     return None
 
 
-class FalQueue:
+class FalQueue(HttpProvider):
     def __init__(self, name: str, config: ProviderConfig) -> None:
         self.name = name
         self.poll_interval = config.poll_interval_seconds
@@ -58,9 +57,7 @@ class FalQueue:
             body["seed"] = spec.seed % 2**32
         params = {"fal_webhook": self._config.webhook_url} if self._config.webhook_url else None
         queued = await self._http.json("POST", self._endpoint(job), json=body, params=params)
-        request_id = queued.get("request_id") if isinstance(queued, dict) else None
-        if not isinstance(request_id, str) or not request_id:
-            raise ProviderError(INTERNAL, f"{self.name}: submit answered without a request_id")
+        request_id = self._required_id(queued, "request_id", "submit")
         return request_id
 
     async def status(self, job: ProviderJob) -> JobStatus:
@@ -96,12 +93,6 @@ class FalQueue:
         except ProviderError as exc:
             if exc.code != INVALID_INPUT:  # 400 ALREADY_COMPLETED / 404: nothing left to cancel
                 raise
-
-    async def fetch_output(self, job: ProviderJob, status: JobStatus, out_path: Path) -> None:
-        await self._http.download(status.output_url, out_path)
-
-    async def close(self) -> None:
-        await self._http.close()
 
 
 def create(name: str, config: ProviderConfig) -> FalQueue:

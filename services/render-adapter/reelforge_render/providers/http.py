@@ -16,7 +16,9 @@ from reelforge_render.providers.base import (
     INVALID_INPUT,
     PROVIDER_UNAVAILABLE,
     RATE_LIMITED,
+    JobStatus,
     ProviderError,
+    ProviderJob,
 )
 from reelforge_render.providers.config import ProviderConfig
 from reelforge_render.ssrf import UnsafeURL, URLGuard
@@ -172,3 +174,22 @@ class ProviderHTTP:
                 raise ProviderError(PROVIDER_UNAVAILABLE,
                                     f"{self.name}: download failed ({type(exc).__name__})") from exc
         raise ProviderError(INTERNAL, f"{self.name}: too many redirects fetching the output")
+
+
+class HttpProvider:
+    """What every HTTP provider adapter shares: the id check on submit, downloading the output, closing."""
+
+    name: str
+    _http: ProviderHTTP
+
+    def _required_id(self, answer: Any, field: str, action: str) -> str:
+        value = answer.get(field) if isinstance(answer, dict) else None
+        if not isinstance(value, str) or not value:
+            raise ProviderError(INTERNAL, f"{self.name}: {action} answered without {field!r}")
+        return value
+
+    async def fetch_output(self, job: ProviderJob, status: JobStatus, out_path: Path) -> None:
+        await self._http.download(status.output_url, out_path)
+
+    async def close(self) -> None:
+        await self._http.close()

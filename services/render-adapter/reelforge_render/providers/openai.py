@@ -27,7 +27,7 @@ from reelforge_render.providers.base import (
     ProviderJob,
 )
 from reelforge_render.providers.config import ProviderConfig
-from reelforge_render.providers.http import ProviderHTTP, body_message
+from reelforge_render.providers.http import HttpProvider, ProviderHTTP, body_message
 
 _POLICY_HINTS = ("moderation", "content_policy", "safety", "policy_violation")
 _INPUT_HINTS = ("invalid", "unsupported", "too_long", "not_found")
@@ -48,7 +48,7 @@ def classify(status: int, body: Any) -> str | None:
     return _code_from_error(body.get("error")) if isinstance(body, dict) and status in (400, 403, 422) else None
 
 
-class OpenAIVideos:
+class OpenAIVideos(HttpProvider):
     def __init__(self, name: str, config: ProviderConfig) -> None:
         self.name = name
         self.poll_interval = config.poll_interval_seconds
@@ -66,9 +66,7 @@ class OpenAIVideos:
             "size": f"{spec.width}x{spec.height}",
         }
         video = await self._http.json("POST", "videos", json=body, headers={"idempotency-key": job.render_id})
-        video_id = video.get("id") if isinstance(video, dict) else None
-        if not isinstance(video_id, str) or not video_id:
-            raise ProviderError(INTERNAL, f"{self.name}: create answered without a video id")
+        video_id = self._required_id(video, "id", "create")
         return video_id
 
     async def status(self, job: ProviderJob) -> JobStatus:
@@ -105,9 +103,6 @@ class OpenAIVideos:
 
     async def fetch_output(self, job: ProviderJob, status: JobStatus, out_path: Path) -> None:
         await self._http.download(f"videos/{job.external_id}/content?variant=video", out_path)
-
-    async def close(self) -> None:
-        await self._http.close()
 
 
 def create(name: str, config: ProviderConfig) -> OpenAIVideos:

@@ -13,7 +13,6 @@ No idempotency key exists; a crash in the milliseconds between the answer and ou
 from __future__ import annotations
 
 import re
-from pathlib import Path
 from typing import Any
 
 from reelforge_render.providers.base import (
@@ -26,7 +25,7 @@ from reelforge_render.providers.base import (
     ProviderJob,
 )
 from reelforge_render.providers.config import ProviderConfig
-from reelforge_render.providers.http import ProviderHTTP
+from reelforge_render.providers.http import HttpProvider, ProviderHTTP
 
 _SAFETY = re.compile(r"nsfw|sensitive|e005|safety|content policy", re.IGNORECASE)
 _PERCENT = re.compile(r"(\d{1,3})%")
@@ -40,7 +39,7 @@ def error_code(message: str) -> str:
     return INTERNAL
 
 
-class Replicate:
+class Replicate(HttpProvider):
     def __init__(self, name: str, config: ProviderConfig) -> None:
         self.name = name
         self.poll_interval = config.poll_interval_seconds
@@ -64,9 +63,7 @@ class Replicate:
         else:
             path = f"v1/models/{model}/predictions"
         prediction = await self._http.json("POST", path, json=body)
-        prediction_id = prediction.get("id") if isinstance(prediction, dict) else None
-        if not isinstance(prediction_id, str) or not prediction_id:
-            raise ProviderError(INTERNAL, f"{self.name}: create answered without a prediction id")
+        prediction_id = self._required_id(prediction, "id", "create")
         return prediction_id
 
     async def status(self, job: ProviderJob) -> JobStatus:
@@ -99,12 +96,6 @@ class Replicate:
     async def cancel(self, job: ProviderJob) -> None:
         if job.external_id:
             await self._http.request("POST", f"v1/predictions/{job.external_id}/cancel")
-
-    async def fetch_output(self, job: ProviderJob, status: JobStatus, out_path: Path) -> None:
-        await self._http.download(status.output_url, out_path)
-
-    async def close(self) -> None:
-        await self._http.close()
 
 
 def create(name: str, config: ProviderConfig) -> Replicate:

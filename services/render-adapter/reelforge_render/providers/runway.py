@@ -9,7 +9,6 @@ Outputs are CDN URLs, fetched without credentials through the SSRF guard.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from reelforge_render.providers.base import (
@@ -22,7 +21,7 @@ from reelforge_render.providers.base import (
     ProviderJob,
 )
 from reelforge_render.providers.config import ProviderConfig
-from reelforge_render.providers.http import ProviderHTTP
+from reelforge_render.providers.http import HttpProvider, ProviderHTTP
 
 API_VERSION = "2024-11-06"
 
@@ -35,7 +34,7 @@ def failure_code(code: str) -> str:
     return INTERNAL
 
 
-class Runway:
+class Runway(HttpProvider):
     def __init__(self, name: str, config: ProviderConfig) -> None:
         self.name = name
         self.poll_interval = config.poll_interval_seconds
@@ -56,9 +55,7 @@ class Runway:
             body["seed"] = spec.seed % 4294967295
         endpoint = self._config.options.get("endpoint", "text_to_video")
         created = await self._http.json("POST", f"v1/{endpoint}", json=body)
-        task_id = created.get("id") if isinstance(created, dict) else None
-        if not isinstance(task_id, str) or not task_id:
-            raise ProviderError(INTERNAL, f"{self.name}: task creation answered without an id")
+        task_id = self._required_id(created, "id", "task creation")
         return task_id
 
     async def status(self, job: ProviderJob) -> JobStatus:
@@ -85,12 +82,6 @@ class Runway:
     async def cancel(self, job: ProviderJob) -> None:
         if job.external_id:
             await self._http.request("DELETE", f"v1/tasks/{job.external_id}")
-
-    async def fetch_output(self, job: ProviderJob, status: JobStatus, out_path: Path) -> None:
-        await self._http.download(status.output_url, out_path)
-
-    async def close(self) -> None:
-        await self._http.close()
 
 
 def create(name: str, config: ProviderConfig) -> Runway:

@@ -9,7 +9,6 @@ operation without samples (`raiMediaFilteredCount`), which we report as content_
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from reelforge_render.providers.base import (
@@ -26,7 +25,7 @@ from reelforge_render.providers.base import (
     ProviderJob,
 )
 from reelforge_render.providers.config import ProviderConfig
-from reelforge_render.providers.http import ProviderHTTP
+from reelforge_render.providers.http import HttpProvider, ProviderHTTP
 
 # google.rpc.Code -> our code
 RPC_CODES = {1: CANCELLED, 3: INVALID_INPUT, 4: TIMEOUT, 5: INVALID_INPUT, 7: PROVIDER_UNAVAILABLE,
@@ -41,7 +40,7 @@ def classify(status: int, body: Any) -> str | None:
     return None
 
 
-class GeminiVeo:
+class GeminiVeo(HttpProvider):
     def __init__(self, name: str, config: ProviderConfig) -> None:
         self.name = name
         self.poll_interval = config.poll_interval_seconds
@@ -89,12 +88,6 @@ class GeminiVeo:
     async def cancel(self, job: ProviderJob) -> None:
         if job.external_id:
             await self._http.request("POST", f"v1beta/{job.external_id}:cancel", json={})
-
-    async def fetch_output(self, job: ProviderJob, status: JobStatus, out_path: Path) -> None:
-        await self._http.download(status.output_url, out_path)
-
-    async def close(self) -> None:
-        await self._http.close()
 
 
 def create(name: str, config: ProviderConfig) -> GeminiVeo:
