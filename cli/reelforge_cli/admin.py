@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Callable
 from typing import Annotated, Any
 
 import httpx
@@ -95,38 +96,47 @@ def _limits(rpm: str | None, max_concurrent: str | None, max_backlog: str | None
     return body
 
 
-def _show_tenants(rows: list[dict[str, Any]], as_json: bool, listing: bool = False) -> None:
+def _default(value: Any) -> str:
+    return "default" if value is None else str(value)
+
+
+_TENANT_COLUMNS: list[tuple[str, Callable[[dict[str, Any]], str]]] = [
+    ("id", lambda t: t["id"]), ("name", lambda t: t["name"]), ("status", lambda t: t["status"]),
+    ("rpm", lambda t: _default(t["rate_limit_per_minute"])),
+    ("max concurrent", lambda t: _default(t["max_concurrent_jobs"])),
+    ("max backlog", lambda t: _default(t["max_backlog_jobs"])), ("created", lambda t: t["created_at"][:19]),
+]
+_KEY_COLUMNS: list[tuple[str, Callable[[dict[str, Any]], str]]] = [
+    ("id", lambda k: k["id"]), ("prefix", lambda k: k["prefix"]), ("name", lambda k: k["name"] or ""),
+    ("scopes", lambda k: ",".join(k["scopes"])), ("status", lambda k: k["status"]),
+    ("expires", lambda k: (k["expires_at"] or "never")[:19]), ("rotated from", lambda k: k["rotated_from"] or ""),
+]
+
+
+def _show(rows: list[dict[str, Any]], columns: list[tuple[str, Callable[[dict[str, Any]], str]]], as_json: bool,
+          listing: bool = False) -> None:
+    """A table (or the API's JSON: the list, or the one object). A key's secret is printed once, with a warning."""
     if as_json:
         console.print_json(json.dumps(rows if listing else rows[0]))
         return
     table = Table(show_header=True)
-    for column in ("id", "name", "status", "rpm", "max concurrent", "max backlog", "created"):
-        table.add_column(column)
-
-    def shown(value: Any) -> str:
-        return "default" if value is None else str(value)
-
-    for t in rows:
-        table.add_row(t["id"], t["name"], t["status"], shown(t["rate_limit_per_minute"]),
-                      shown(t["max_concurrent_jobs"]), shown(t["max_backlog_jobs"]), t["created_at"][:19])
+    for header, _ in columns:
+        table.add_column(header)
+    for row in rows:
+        table.add_row(*(cell(row) for _, cell in columns))
     console.print(table)
-
-
-def _show_keys(rows: list[dict[str, Any]], as_json: bool, listing: bool = False) -> None:
-    if as_json:
-        console.print_json(json.dumps(rows if listing else rows[0]))
-        return
-    table = Table(show_header=True)
-    for column in ("id", "prefix", "name", "scopes", "status", "expires", "rotated from"):
-        table.add_column(column)
-    for k in rows:
-        table.add_row(k["id"], k["prefix"], k["name"] or "", ",".join(k["scopes"]), k["status"],
-                      (k["expires_at"] or "never")[:19], k["rotated_from"] or "")
-    console.print(table)
-    secret = next((k["key"] for k in rows if k.get("key")), None)
+    secret = next((row["key"] for row in rows if row.get("key")), None)
     if secret:
         console.print(f"key: [bold]{secret}[/]")
         err.print("[yellow]store it now: it is not kept and cannot be shown again[/]")
+
+
+def _show_tenants(rows: list[dict[str, Any]], as_json: bool, listing: bool = False) -> None:
+    _show(rows, _TENANT_COLUMNS, as_json, listing)
+
+
+def _show_keys(rows: list[dict[str, Any]], as_json: bool, listing: bool = False) -> None:
+    _show(rows, _KEY_COLUMNS, as_json, listing)
 
 
 @tenants.command("create")
