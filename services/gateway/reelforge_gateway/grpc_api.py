@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
+import asyncpg
 import grpc
 from google.protobuf import any_pb2, duration_pb2
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -34,6 +35,7 @@ log = logging.getLogger(__name__)
 
 SERVICE_NAME = jobs_service_pb2.DESCRIPTOR.services_by_name["JobsService"].full_name
 ERROR_CODE_KEY = "reelforge-error-code"
+MAX_MESSAGE_CHARS = 500  # the status travels in a trailer; never echo a huge value back
 Context = grpc.aio.ServicerContext[Any, Any]
 R = TypeVar("R")
 
@@ -47,6 +49,7 @@ _STATUS = {400: grpc.StatusCode.INVALID_ARGUMENT, 401: grpc.StatusCode.UNAUTHENT
 async def abort_with(context: Context, problem: Problem) -> None:
     code = _STATUS.get(problem.status, grpc.StatusCode.INTERNAL)
     message = f"{problem.title}: {problem.detail}" if problem.detail else problem.title
+    message = message if len(message) <= MAX_MESSAGE_CHARS else message[: MAX_MESSAGE_CHARS - 1] + "…"
     details = [error_details_pb2.ErrorInfo(reason=problem.code, domain="reelforge")]
     errors = problem.extra.get("errors") or []
     param = problem.extra.get("param")
@@ -71,6 +74,8 @@ async def abort_with(context: Context, problem: Problem) -> None:
 
 
 def _unexpected(exc: Exception) -> Problem:
+    if isinstance(exc, asyncpg.DataError):  # only a request's values can make one (e.g. a date out of range)
+        return Problem(422, "invalid_request", "The request has an invalid value", f"SQLSTATE {exc.sqlstate}")
     if transient.is_transient(exc):
         log.warning("dependency unavailable", extra={"error": f"{type(exc).__name__}: {exc}"})
         return Problem(503, "service_unavailable", "Temporarily unavailable; retry shortly",
@@ -117,6 +122,13 @@ def _timestamp(moment: datetime) -> Timestamp:
     stamp = Timestamp()
     stamp.FromDatetime(moment)
     return stamp
+
+
+def _moment(stamp: Timestamp, field: str) -> datetime:
+    try:
+        return stamp.ToDatetime(tzinfo=UTC)
+    except (ValueError, OverflowError):
+        raise _field_problem(field, "not a valid time") from None
 
 
 def transition_message(index: int, entry: dict[str, Any]) -> jobs_service_pb2.JobTransition:
@@ -217,8 +229,8 @@ class JobsServicer(jobs_service_pb2_grpc.JobsServiceServicer):
             raise _field_problem("batch_id", "expected at most 64 letters, digits, '_' or '-'")
         if len(request.cursor) > 200:
             raise _field_problem("cursor", "too long", "invalid_cursor")
-        after = request.created_after.ToDatetime(tzinfo=UTC) if request.HasField("created_after") else None
-        before = request.created_before.ToDatetime(tzinfo=UTC) if request.HasField("created_before") else None
+        after = _moment(request.created_after, "created_after") if request.HasField("created_after") else None
+        before = _moment(request.created_before, "created_before") if request.HasField("created_before") else None
         where = store.JobFilter(status=statuses or None, created_after=after, created_before=before,
                                 metadata=metadata or None, batch_id=request.batch_id or None)
         page = await jobs.page_of_jobs(self._state.pool, caller.tenant_id, limit, request.cursor or None, where)

@@ -11,6 +11,7 @@ from typing import Any
 import grpc
 import httpx
 import pytest
+from google.protobuf.timestamp_pb2 import Timestamp
 from google.rpc import error_details_pb2, status_pb2  # type: ignore[import-untyped]
 
 from reelforge.jobs.v1 import jobs_pb2, jobs_service_pb2, jobs_service_pb2_grpc
@@ -158,6 +159,12 @@ def test_bad_input_is_invalid_argument_with_a_code(gateway: Gateway, stub: Stub)
         (stub.ListJobs, jobs_service_pb2.ListJobsRequest(cursor="not-a-cursor"), "invalid_cursor", ""),
         (stub.ListJobs, jobs_service_pb2.ListJobsRequest(statuses=[0]), "invalid_request", "statuses"),
         (stub.ListJobs, jobs_service_pb2.ListJobsRequest(batch_id="a b"), "invalid_request", "batch_id"),
+        (stub.ListJobs, jobs_service_pb2.ListJobsRequest(created_after=Timestamp(seconds=2**62)), "invalid_request",
+         "created_after"),
+        (stub.CreateJob, jobs_service_pb2.CreateJobRequest(prompt="x" * 70_000, seconds=float("nan")),
+         "invalid_request", "seconds"),
+        (stub.CreateJob, jobs_service_pb2.CreateJobRequest(prompt="x", seconds=4, metadata={"\x00": "v"}),
+         "invalid_request", "metadata"),
     ]
     for call, request, code, field in cases:
         exc = fails(call, request, metadata=auth(gateway.api_key))
