@@ -37,6 +37,7 @@ async def follow(pool: asyncpg.Pool, cache: KeyCache, heartbeat_seconds: float =
                     cache.clear()
                     if not conn.is_closed():
                         await conn.remove_listener(KEY_CHANGES, changed)
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-            log.warning("key change feed lost; key cache off until it is back", extra={"error": str(exc)})
+        except Exception as exc:  # any failure: the cache is off and we try again; never stop the service
+            log.warning("key change feed lost; key cache off until it is back",
+                        extra={"error": f"{type(exc).__name__}: {exc}"})
             await asyncio.sleep(1.0)

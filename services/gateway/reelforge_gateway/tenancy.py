@@ -180,5 +180,5 @@ async def forget_idle_rate_buckets(pool: asyncpg.Pool, idle_seconds: float = 600
         try:
             await pool.execute("DELETE FROM rate_buckets WHERE updated_at < now() - make_interval(secs => $1)",
                                idle_seconds)
-        except (OSError, asyncpg.PostgresError) as exc:
-            log.warning("rate bucket expiry failed; will retry", extra={"error": str(exc)})
+        except Exception as exc:  # housekeeping: never worth stopping the service for
+            log.warning("rate bucket expiry failed; will retry", extra={"error": f"{type(exc).__name__}: {exc}"})
