@@ -14,7 +14,7 @@ import httpx
 from reelforge_core import db, topics
 from reelforge_core.content import ContentStore
 from reelforge_core.service import ServiceRuntime, run_service
-from reelforge_gateway import store, webhooks
+from reelforge_gateway import qc_reports, store, webhooks
 from reelforge_gateway.api.app import create_app
 from reelforge_gateway.settings import GatewaySettings
 from reelforge_gateway.status_consumer import StatusConsumer
@@ -31,6 +31,8 @@ async def start(runtime: ServiceRuntime) -> None:
     pool = await runtime.database(SCHEMA, MIGRATIONS)
     runtime.http_app = create_app(pool, ContentStore(settings.content_dir), settings)
     await runtime.consume("gateway", [topics.JOBS_STATUS], StatusConsumer(pool).handle)
+    await runtime.consume(qc_reports.CONSUMER_GROUP, [topics.POSTPROCESS_RESULT],
+                          qc_reports.QcReportConsumer(pool).handle)
 
     async def forget_old_idempotency_keys() -> None:
         while True:

@@ -217,7 +217,11 @@ def _narration(options: postprocess_pb2.PostprocessOptions, job_narration: str, 
                 f"narration segment {n}: at most {MAX_LANGUAGES} translations of {MAX_SEGMENT_CHARS} characters"
             )
         translations = {_language(k, "translation language"): v for k, v in raw.translations.items()}
-        spoken = language_of_voice(raw.voice) if raw.voice else language
+        spoken = (
+            _language(raw.language, "segment language")
+            if raw.language
+            else (language_of_voice(raw.voice) if raw.voice else language)
+        )
         segments.append(
             Segment(
                 raw.start_seconds, raw.text, raw.voice or voice, _wpm(raw.words_per_minute, wpm), spoken, translations

@@ -20,7 +20,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from reelforge_core.content import ContentNotFound, ContentStore
 from reelforge_gateway import store, validation
-from reelforge_gateway.api import idempotency
+from reelforge_gateway.api import idempotency, postprocess, qc
+from reelforge_gateway.api.postprocess import Postprocess
+from reelforge_gateway.api.qc import QcSummary
 from reelforge_gateway.api.auth import Caller, authenticate, moderate, owned_job, require_scope
 from reelforge_gateway.api.problems import Problem
 from reelforge_gateway.signing import UrlSigner
@@ -47,6 +49,10 @@ class CreateJob(BaseModel):
         f" at most {validation.MAX_METADATA_KEY_CHARS} characters, values of at most"
         f" {validation.MAX_METADATA_VALUE_CHARS}; echoed on the job and filterable on list",
     )
+
+    postprocess: Postprocess | None = Field(
+        default=None, description="How to finish the video: voice-over segments, subtitles, music, loudness, "
+        "renditions, thumbnails (the watermark follows the tenant's tier)")
 
     @field_validator("metadata")
     @classmethod
@@ -128,6 +134,8 @@ class JobView(BaseModel):
     batch_id: str | None
     cancel_requested_at: datetime | None
     completed_at: datetime | None
+    qc: QcSummary | None = Field(default=None, description="Quality control of the latest finish, once made;"
+                                    " the full report is at /v1/jobs/{id}/qc")
 
     @classmethod
     def from_row(cls, row: asyncpg.Record) -> JobView:
@@ -182,12 +190,22 @@ async def create_job(body: CreateJob, request: Request, caller: AuthCaller) -> J
     answer (same status, same job); the same key with a different body is a 422 `idempotency_key_reused`."""
     require_scope(caller, "jobs:write")
     moderate(request, body.prompt, body.narration)
-    key = idempotency.from_request(request, body.model_dump(mode="json"))
+    for text in postprocess.texts(body.postprocess):
+        moderate(request, body.prompt, text)
+    fingerprint = body.model_dump(mode="json")
+    if body.postprocess is None:  # requests without it hash as they did before the field existed
+        del fingerprint["postprocess"]
+    key = idempotency.from_request(request, fingerprint)
     width, height = validation.parse_size(body.size)
+    finish = b""
+    if body.postprocess is not None:
+        finish = postprocess.check(body.postprocess, body.seconds, body.narration, body.voice,
+                                   request.app.state.content).SerializeToString()
     job = store.NewJob(
         tenant_id=caller.tenant_id, model=body.model, prompt=body.prompt, seconds=body.seconds,
         width=width, height=height, narration=(body.narration or "").strip() or None, voice=body.voice,
         seed=body.seed if body.seed is not None else secrets.randbelow(2**31), metadata=body.metadata,
+        postprocess_options=finish,
     )
     try:
         submitted = await store.submit_job(
@@ -231,7 +249,11 @@ async def list_jobs(
                                  _decode_cursor(cursor) if cursor else None, where)
     page = rows[:limit]
     more = len(rows) > limit
-    return JobList(data=[JobView.from_row(row) for row in page], has_more=more,
+    views = [JobView.from_row(row) for row in page]
+    found = await qc.summaries(request.app.state.pool, caller.tenant_id, [view.id for view in views])
+    for view in views:
+        view.qc = found.get(view.id)
+    return JobList(data=views, has_more=more,
                    next_cursor=_encode_cursor(page[-1]) if more else None)
 
 
@@ -281,7 +303,9 @@ def _decode_cursor(cursor: str) -> tuple[datetime, str]:
 
 @router.get("/{job_id}", response_model=JobView, responses={**_AUTH_ERRORS, **_NOT_FOUND})
 async def get_job(job_id: str, request: Request, caller: AuthCaller) -> JobView:
-    return JobView.from_row(await owned_job(request, caller, job_id, _job_not_found))
+    view = JobView.from_row(await owned_job(request, caller, job_id, _job_not_found))
+    view.qc = (await qc.summaries(request.app.state.pool, caller.tenant_id, [view.id])).get(view.id)
+    return view
 
 
 @router.post("/{job_id}/cancel", status_code=202, response_model=JobView,
