@@ -21,10 +21,10 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from reelforge_core.content import ContentNotFound, ContentStore
 from reelforge_gateway import store, validation
 from reelforge_gateway.api import idempotency, postprocess, qc
-from reelforge_gateway.api.postprocess import Postprocess
-from reelforge_gateway.api.qc import QcSummary
 from reelforge_gateway.api.auth import Caller, authenticate, moderate, owned_job, require_scope
+from reelforge_gateway.api.postprocess import Postprocess
 from reelforge_gateway.api.problems import Problem
+from reelforge_gateway.api.qc import QcSummary
 from reelforge_gateway.signing import UrlSigner
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])

@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Literal
 
+from google.protobuf.message import Message
 from pydantic import BaseModel, ConfigDict, Field
 
 from reelforge.postprocess.v1 import postprocess_pb2 as pb
@@ -151,83 +152,40 @@ _POSITIONS = {
 }
 
 
-def _set(message: object, **values: object) -> None:
-    for name, value in values.items():
-        if value is not None:
-            setattr(message, name, value)
+def _set(message: Message, fields: BaseModel, exclude: set[str] | None = None) -> None:
+    """Copies the set fields of a part of the object onto the message's field of the same name."""
+    for name, value in fields.model_dump(exclude_none=True, exclude=exclude).items():
+        setattr(message, name, value)
 
 
 def to_options(given: Postprocess) -> pb.PostprocessOptions:
-    """The partner's object as the PostprocessOptions message (field for field)."""
+    """The partner's object as the PostprocessOptions message (field for field, by name)."""
     options = pb.PostprocessOptions()
     if given.narration is not None:
-        narration = given.narration
-        _set(
-            options.narration,
-            voice=narration.voice,
-            language=narration.language,
-            words_per_minute=narration.words_per_minute,
-        )
-        for segment in narration.segments:
-            added = options.narration.segments.add(start_seconds=segment.start_seconds, text=segment.text)
-            _set(added, voice=segment.voice, language=segment.language, words_per_minute=segment.words_per_minute)
+        _set(options.narration, given.narration, exclude={"segments"})
+        for segment in given.narration.segments:
+            added = options.narration.segments.add()
+            _set(added, segment, exclude={"translations"})
             added.translations.update(segment.translations)
     if given.subtitles is not None:
-        subtitles = given.subtitles
-        options.subtitles.disabled = subtitles.disabled
-        options.subtitles.languages.extend(subtitles.languages)
-        options.subtitles.srt, options.subtitles.webvtt = subtitles.srt, subtitles.webvtt
-        options.subtitles.max_chars_per_line = subtitles.max_chars_per_line
-        if subtitles.burn_in is not None:
-            burn, style = options.subtitles.burn_in, subtitles.burn_in.style
-            _set(burn, language=subtitles.burn_in.language)
+        _set(options.subtitles, given.subtitles, exclude={"languages", "burn_in"})
+        options.subtitles.languages.extend(given.subtitles.languages)
+        if given.subtitles.burn_in is not None:
+            burn, style = options.subtitles.burn_in, given.subtitles.burn_in.style
+            _set(burn, given.subtitles.burn_in, exclude={"style"})
+            _set(burn.style, style, exclude={"position"})
             burn.style.position = _POSITIONS[style.position]
-            _set(
-                burn.style,
-                font=style.font,
-                size_fraction=style.size_fraction,
-                outline_fraction=style.outline_fraction,
-                color=style.color,
-                outline_color=style.outline_color,
-                margin_side=style.margin_side,
-                margin_bottom=style.margin_bottom,
-                margin_top=style.margin_top,
-            )
     if given.music is not None:
-        music = given.music
-        options.music.CopyFrom(
-            pb.MusicBed(
-                uri=music.uri,
-                volume_db=music.volume_db,
-                no_ducking=not music.ducking,
-                duck_ratio=music.duck_ratio,
-                duck_threshold=music.duck_threshold,
-            )
-        )
+        _set(options.music, given.music, exclude={"ducking"})
+        options.music.no_ducking = not given.music.ducking
     if given.loudness is not None:
-        loudness = given.loudness
-        options.loudness.CopyFrom(
-            pb.Loudness(
-                enabled=True,
-                integrated_lufs=loudness.integrated_lufs,
-                true_peak_dbtp=loudness.true_peak_dbtp,
-                loudness_range_lu=loudness.loudness_range_lu,
-            )
-        )
+        options.loudness.enabled = True
+        _set(options.loudness, given.loudness)
     for rendition in given.renditions:
         fit = pb.Rendition.FIT_CROP if rendition.fit == "crop" else pb.Rendition.FIT_PAD
-        options.renditions.add(name=rendition.name or "", width=rendition.width, height=rendition.height, fit=fit)
+        _set(options.renditions.add(fit=fit), rendition, exclude={"fit"})
     if given.thumbnails is not None:
-        thumbs = given.thumbnails
-        options.thumbnails.CopyFrom(
-            pb.Thumbnails(
-                thumbnail=thumbs.thumbnail,
-                thumbnail_at_seconds=thumbs.thumbnail_at_seconds or 0.0,
-                sprite=thumbs.sprite,
-                sprite_interval_seconds=thumbs.sprite_interval_seconds,
-                sprite_tile_width=thumbs.sprite_tile_width,
-            )
-        )
+        _set(options.thumbnails, given.thumbnails)
     return options
 
 
