@@ -32,6 +32,7 @@ class NewJob:
     metadata: dict[str, str] = field(default_factory=dict)
     input_reference_uri: str | None = None
     batch_id: str | None = None
+    postprocess_options: bytes = b""  # serialized reelforge.postprocess.v1.PostprocessOptions
 
 
 @dataclass(frozen=True)
@@ -180,6 +181,7 @@ async def _insert_job(conn: asyncpg.Connection, job: NewJob) -> asyncpg.Record:
             prompt=job.prompt, seconds=job.seconds, width=job.width, height=job.height,
             narration=job.narration or "", model=job.model, seed=job.seed, voice=job.voice,
             metadata=job.metadata, input_reference_uri=job.input_reference_uri or "", batch_id=job.batch_id or "",
+            postprocess_options=job.postprocess_options,
         ),
     )
     await outbox.enqueue(conn, topics.JOBS_SUBMITTED, job_id, event, job.tenant_id)

@@ -10,7 +10,7 @@ from fastapi import FastAPI
 
 from reelforge_core.asgi_tracing import TracingMiddleware
 from reelforge_core.content import ContentStore
-from reelforge_gateway.api import admin, downloads, jobs, problems, videos, webhook_endpoints
+from reelforge_gateway.api import admin, downloads, jobs, problems, qc, videos, webhook_endpoints
 from reelforge_gateway.api.auth import Gatekeeper, KeyCache, Limits
 from reelforge_gateway.api.limits import BodySizeLimit
 from reelforge_gateway.api.ratelimit import RateLimitHeaders, SharedRateLimiter
@@ -43,6 +43,7 @@ def create_app(pool: asyncpg.Pool, content: ContentStore, settings: GatewaySetti
                                  settings.download_url_ttl_seconds)
     problems.install(app)
     app.include_router(jobs.router)
+    app.include_router(qc.router)
     app.include_router(downloads.router)
     app.include_router(videos.router)
     app.include_router(webhook_endpoints.router)
