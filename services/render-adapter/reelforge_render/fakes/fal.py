@@ -19,7 +19,15 @@ from typing import Any
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 
-from reelforge_render.fakes.common import Behaviour, FakeJob, FakeProvider, bearer, cdn_url, install_common
+from reelforge_render.fakes.common import (
+    Behaviour,
+    FakeJob,
+    FakeProvider,
+    bearer,
+    cdn_url,
+    install_common,
+    submission_key,
+)
 
 ASPECTS = {"16:9": (1280, 720), "9:16": (720, 1280), "1:1": (720, 720)}
 
@@ -113,7 +121,7 @@ def create_app(behaviour: Behaviour | None = None) -> FastAPI:
             return JSONResponse({"detail": errors}, status_code=422)
         width, height = ASPECTS[body.get("aspect_ratio", "16:9")]
         job, _ = fake.create(body["prompt"], width, height, float(duration[:-1]), "/".join(parts),
-                             job_id=str(uuid.uuid4()))
+                             job_id=str(uuid.uuid4()), submission_key=submission_key(request))
         webhook = request.query_params.get("fal_webhook")
         if webhook and not fake.behaviour.webhook_url:
             fake.behaviour.webhook_url = webhook

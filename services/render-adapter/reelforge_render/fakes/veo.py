@@ -16,7 +16,7 @@ from typing import Any
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 
-from reelforge_render.fakes.common import Behaviour, FakeJob, FakeProvider, install_common
+from reelforge_render.fakes.common import Behaviour, FakeJob, FakeProvider, install_common, submission_key
 
 STATUS = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED", 404: "NOT_FOUND",
           429: "RESOURCE_EXHAUSTED", 500: "INTERNAL", 503: "UNAVAILABLE"}
@@ -81,7 +81,8 @@ def create_app(behaviour: Behaviour | None = None) -> FastAPI:
         duration = parameters.get("durationSeconds", 8)
         if duration not in DURATIONS:
             return fail(400, f"durationSeconds must be one of {DURATIONS}, got {duration}.")
-        job, _ = fake.create(prompt, size[0], size[1], float(duration), model, job_id=uuid.uuid4().hex[:12])
+        job, _ = fake.create(prompt, size[0], size[1], float(duration), model, job_id=uuid.uuid4().hex[:12],
+                             submission_key=submission_key(request))
         return JSONResponse(operation(request, job))
 
     @app.get("/v1beta/models/{model}/operations/{op_id}")

@@ -36,6 +36,7 @@ async def render_black(spec: jobs_pb2.JobSpec, out_path: Path, timeout_s: float)
 class AnimaticProvider:
     name = "animatic"
     poll_interval = 0.1
+    idempotent_submit = True  # a local render: starting it again only renders again
 
     def __init__(self, max_pixels: int, timeout_seconds: float, scratch: Path, max_parallel: int = 2) -> None:
         self._max_pixels = max_pixels

@@ -103,10 +103,13 @@ class ProviderHTTP:
                       ) -> httpx.Response:
         try:
             response = await self.client.request(method, url, json=json, headers=headers, params=params)
-        except httpx.TimeoutException as exc:
-            raise ProviderError(PROVIDER_UNAVAILABLE, f"{self.name}: request timed out") from exc
-        except httpx.HTTPError as exc:
+        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:  # never sent
             raise ProviderError(PROVIDER_UNAVAILABLE, f"{self.name}: {type(exc).__name__}") from exc
+        except httpx.TimeoutException as exc:
+            raise ProviderError(PROVIDER_UNAVAILABLE, f"{self.name}: request timed out", maybe_applied=True) from exc
+        except httpx.HTTPError as exc:
+            raise ProviderError(PROVIDER_UNAVAILABLE, f"{self.name}: {type(exc).__name__}",
+                                maybe_applied=True) from exc
         if response.status_code >= 400:
             raise self.error_for(response)
         return response
@@ -181,6 +184,13 @@ class HttpProvider:
 
     name: str
     _http: ProviderHTTP
+    idempotent_submit = False  # True where the provider dedupes on our Idempotency-Key
+
+    @staticmethod
+    def submission_headers(job: ProviderJob) -> dict[str, str]:
+        """Every submit carries our render id (job + attempt) as `Idempotency-Key`: providers that honour it
+        dedupe on it, the others ignore it, and the fake providers count submissions by it."""
+        return {"idempotency-key": job.render_id}
 
     def _required_id(self, answer: Any, field: str, action: str) -> str:
         value = answer.get(field) if isinstance(answer, dict) else None

@@ -58,7 +58,8 @@ class GeminiVeo(HttpProvider):
         if spec.seed:
             parameters["seed"] = spec.seed % 2**32
         body = {"instances": [{"prompt": spec.prompt}], "parameters": parameters}
-        operation = await self._http.json("POST", f"v1beta/models/{model}:predictLongRunning", json=body)
+        operation = await self._http.json("POST", f"v1beta/models/{model}:predictLongRunning", json=body,
+                                            headers=self.submission_headers(job))
         name = operation.get("name") if isinstance(operation, dict) else None
         if not isinstance(name, str) or "/operations/" not in name:
             raise ProviderError(INTERNAL, f"{self.name}: predictLongRunning answered without an operation name")
