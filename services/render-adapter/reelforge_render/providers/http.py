@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import email.utils
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import urljoin
@@ -85,7 +85,7 @@ class RefreshingBearer(httpx.Auth):
         self._token = config.api_key()  # fails at start-up if the secret is missing
         self._read_at = time.monotonic()
 
-    def auth_flow(self, request: httpx.Request) -> Iterator[httpx.Request]:
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
         if time.monotonic() - self._read_at > self._ttl:
             self._token, self._read_at = self._config.api_key(), time.monotonic()
         request.headers["authorization"] = f"Bearer {self._token.get_secret_value()}"
