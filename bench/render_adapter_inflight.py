@@ -23,8 +23,9 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import httpx
@@ -43,6 +44,10 @@ STEADY_SECONDS = 10.0
 COMPLETE_SAMPLE = 40
 T0 = time.perf_counter()
 ROOT = Path(__file__).resolve().parent.parent
+
+
+class BenchTimeout(Exception):
+    pass
 
 
 def cpu_self() -> float:
@@ -66,8 +71,18 @@ async def wait_until(predicate: Callable[[], Awaitable[bool]], what: str, limit:
     deadline = time.monotonic() + limit
     while not await predicate():
         if time.monotonic() > deadline:
-            raise SystemExit(f"bench: timed out waiting for {what}")
+            # not SystemExit: raised inside the event loop it would skip the adapter's clean shutdown
+            raise BenchTimeout(f"bench: timed out waiting for {what}")
         await asyncio.sleep(0.1)
+
+
+async def each(count: int, step: Callable[[int], Awaitable[None]], concurrency: int = 32) -> None:
+    slots = asyncio.Semaphore(concurrency)
+
+    async def one(i: int) -> None:
+        async with slots:
+            await step(i)
+    await asyncio.gather(*(one(i) for i in range(count)))
 
 
 async def run(dsn: str, fake_url: str, content_dir: Path) -> None:
@@ -83,15 +98,15 @@ async def run(dsn: str, fake_url: str, content_dir: Path) -> None:
         # warm up: one render end to end, so pools, imports and the fake's MP4 exist before measuring
         await fake.post("/_fake/behaviour", json={"latency_s": 0.2})
         await a.request("warmup/r1", "sora", spec)
-        await a.result("warmup/r1", within=30)
+        await a.result("warmup/r1", within=60)
         await fake.post("/_fake/behaviour", json={"latency_s": 3600})
         rss_before = rss_kb()
         print(f"bench: warm after {time.perf_counter() - T0:.1f} s; accepting and submitting", flush=True)
 
         # 1. accept and submit
         cpu0, t0 = cpu_self(), time.perf_counter()
-        for i in range(JOBS):
-            await a.request(f"job{i}/r1", "sora", spec)
+        # Requests arrive on many Kafka partitions at once; 32 handled concurrently, each one INSERT.
+        await each(JOBS, lambda i: a.request(f"job{i}/r1", "sora", spec))
         accept_s, accept_cpu = time.perf_counter() - t0, cpu_self() - cpu0
         print(f"bench: accepted {JOBS} in {accept_s:.1f} s", flush=True)
 
@@ -100,6 +115,9 @@ async def run(dsn: str, fake_url: str, content_dir: Path) -> None:
         await wait_until(all_submitted, "submissions", 60)
         submit_s, submit_cpu = time.perf_counter() - t0, cpu_self() - cpu0
         created = (await fake.get("/_fake/stats")).json()["created"]
+        duplicates = (await fake.get("/_fake/submissions")).json()["duplicates"]
+        print(f"bench: the fake created {created - 1} jobs for {JOBS} renders; "
+              f"{len(duplicates)} submitted twice", flush=True)
 
         # 2. steady state: everything in flight, polled
         print(f"bench: {JOBS} submitted in {submit_s:.1f} s; measuring steady state", flush=True)
@@ -111,6 +129,12 @@ async def run(dsn: str, fake_url: str, content_dir: Path) -> None:
         poll_cpu = cpu_self() - cpu1
         rss_in_flight = rss_kb()
         in_flight = len(a.tracker)
+        print(f"status polls sustained:        {polls / window:8.1f} polls/s over {window:.1f} s "
+              f"with {in_flight} in flight "
+              f"(poll interval {POLL_INTERVAL:g} s ±20%; {1000 * poll_cpu / max(polls, 1):.3f} CPU-s per 1,000 polls)")
+        print(f"memory per in-flight job:      {(rss_in_flight - rss_before) / JOBS:8.2f} KB RSS "
+              f"({rss_before / 1024:.1f} MB before, {rss_in_flight / 1024:.1f} MB with {in_flight} in flight)",
+              flush=True)
 
         # 3a. a sample completes: download, ffprobe, content store, outbox
         finished0, cpu2, child2, t2 = a.tracker.finished, cpu_self(), cpu_children(), time.perf_counter()
@@ -125,8 +149,7 @@ async def run(dsn: str, fake_url: str, content_dir: Path) -> None:
         # 3b. the rest are cancelled: cancel at the provider, result through the outbox
         rest = len(a.tracker)
         cpu3, t3 = cpu_self(), time.perf_counter()
-        for i in range(JOBS):
-            await a.cancel(f"job{i}/r1", "sora")
+        await each(JOBS, lambda i: a.cancel(f"job{i}/r1", "sora"))
 
         async def all_done() -> bool:
             return len(a.tracker) == 0
@@ -136,17 +159,11 @@ async def run(dsn: str, fake_url: str, content_dir: Path) -> None:
         stats = (await fake.get("/_fake/stats")).json()
     await pool.close()
 
-    per_job_kb = (rss_in_flight - rss_before) / JOBS
     print(json.dumps({"jobs_in_flight": in_flight, "submitted_at_provider": created - 1}))
     print(f"accept {JOBS} requests:        {accept_s:6.2f} s wall, {accept_cpu:6.2f} CPU-s "
           f"({1000 * accept_cpu / JOBS:.2f} CPU-s per 1,000)")
     print(f"accept + submit {JOBS}:        {submit_s:6.2f} s wall, {submit_cpu:6.2f} CPU-s "
           f"({1000 * submit_cpu / JOBS:.2f} CPU-s per 1,000 jobs)")
-    print(f"status polls sustained:        {polls / window:8.1f} polls/s over {window:.1f} s "
-          f"with {in_flight} in flight "
-          f"(poll interval {POLL_INTERVAL:g} s ±20%; {1000 * poll_cpu / max(polls, 1):.3f} CPU-s per 1,000 polls)")
-    print(f"memory per in-flight job:      {per_job_kb:8.2f} KB RSS "
-          f"({rss_before / 1024:.1f} MB before, {rss_in_flight / 1024:.1f} MB with {in_flight} in flight)")
     print(f"complete {COMPLETE_SAMPLE} (download+ffprobe+store+outbox): {complete_s:.2f} s wall, "
           f"{1000 * complete_cpu / COMPLETE_SAMPLE:.2f} CPU-s per 1,000 in the adapter "
           f"+ {1000 * complete_child / COMPLETE_SAMPLE:.2f} CPU-s per 1,000 in ffprobe")
@@ -159,6 +176,36 @@ async def run(dsn: str, fake_url: str, content_dir: Path) -> None:
           f"(accept+submit, {polls_per_job_60s:.0f} polls, download+probe+store+report)")
     print(f"results in the outbox: {results} (expected {JOBS + 1}); fake saw {stats['requests']} requests, "
           f"{stats['throttled']} throttled")
+
+
+def print_tasks(title: str) -> None:
+    """Where every task is waiting (idle tracker workers summarised)."""
+    idle = 0
+    print(title, flush=True)
+    for task in asyncio.all_tasks():
+        if task is asyncio.current_task():
+            continue
+        frames = task.get_stack()
+        if frames and frames[-1].f_code.co_name == "_work":
+            idle += 1
+            continue
+        task.print_stack(file=sys.stdout)
+    print(f"  ... and {idle} idle tracker workers", flush=True)
+
+
+async def bounded(work: Coroutine[Any, Any, None], limit: float) -> None:
+    """Runs `work` for at most `limit` seconds; on timeout prints what every task was waiting for,
+    cancels it and gives up waiting for the cancellation after 15 s (the caller then exits)."""
+    task = asyncio.ensure_future(work)
+    done, _ = await asyncio.wait([task], timeout=limit)
+    if not done:
+        print_tasks(f"bench: still running after {limit:g} s; tasks:")
+        task.cancel()
+        await asyncio.wait([task], timeout=15)
+        if not task.done():
+            print_tasks("bench: cancelling did not finish within 15 s; pending tasks:")
+        raise BenchTimeout(f"bench: timed out after {limit:g} s")
+    task.result()
 
 
 def main() -> None:
@@ -190,12 +237,22 @@ def main() -> None:
             dsn = postgres.dsn.rsplit("/", 1)[0] + f"/{name}"
             # Bounded: 55 s by default; BENCH_LIMIT raises it on a machine shared with other work.
             limit = float(os.environ.get("BENCH_LIMIT", "55"))
-            asyncio.run(asyncio.wait_for(run(dsn, line.split()[1], Path(content)), timeout=limit))
+            # Not asyncio.run: after a timeout its clean-up would wait for every task to finish cancelling.
+            loop = asyncio.new_event_loop()
+            loop.run_until_complete(bounded(run(dsn, line.split()[1], Path(content)), limit))
+            loop.close()
+    except BenchTimeout as exc:
+        print(exc, flush=True)
+        failed = True
+    else:
+        failed = False
     finally:
         fake.terminate()
         fake.wait(10)
         postgres.stop()
     print(f"bench took {time.monotonic() - started:.1f} s")
+    if failed:
+        os._exit(1)  # tasks that would not cancel must not keep the process alive
 
 
 if __name__ == "__main__":
