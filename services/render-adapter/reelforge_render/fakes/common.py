@@ -240,6 +240,17 @@ def install_common(app: FastAPI, fake: FakeProvider, error_body: ErrorBody,
                 "unkeyed": fake.stats.created - sum(fake.submissions.values())}
 
 
+def fake_app(behaviour: Behaviour | None, error_body: ErrorBody,
+             authorized: Callable[[FakeProvider], Callable[[Request], bool]] | None = None,
+             ) -> tuple[FastAPI, FakeProvider]:
+    """A fake provider's app and state with the common routes installed (bearer auth unless told)."""
+    fake = FakeProvider(behaviour)
+    app = FastAPI(openapi_url=None, docs_url=None, redoc_url=None)
+    app.state.fake = fake
+    install_common(app, fake, error_body, (authorized or bearer)(fake))
+    return app, fake
+
+
 def cdn_url(request: Request, job: FakeJob) -> str:
     """Where a provider's CDN would serve the output: another origin (`localhost` instead of the API's
     127.0.0.1), so adapters treat it as a foreign URL and the SSRF guard must explicitly allow it."""

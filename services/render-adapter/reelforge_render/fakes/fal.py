@@ -22,10 +22,9 @@ from fastapi.responses import JSONResponse
 from reelforge_render.fakes.common import (
     Behaviour,
     FakeJob,
-    FakeProvider,
     bearer,
     cdn_url,
-    install_common,
+    fake_app,
     submission_key,
 )
 
@@ -37,10 +36,7 @@ def error_body(status: int, message: str) -> dict[str, Any]:
 
 
 def create_app(behaviour: Behaviour | None = None) -> FastAPI:
-    fake = FakeProvider(behaviour)
-    app = FastAPI(openapi_url=None, docs_url=None, redoc_url=None)
-    app.state.fake = fake
-    install_common(app, fake, error_body, bearer(fake, scheme="Key"))
+    app, fake = fake_app(behaviour, error_body, lambda f: bearer(f, scheme="Key"))
 
     def urls(request: Request, app_id: str, job: FakeJob) -> dict[str, str]:
         base = f"{str(request.base_url).rstrip('/')}/{app_id}/requests/{job.id}"

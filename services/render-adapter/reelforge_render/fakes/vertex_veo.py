@@ -24,7 +24,7 @@ from urllib.parse import unquote
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 
-from reelforge_render.fakes.common import Behaviour, FakeJob, FakeProvider, bearer, install_common
+from reelforge_render.fakes.common import Behaviour, FakeJob, FakeProvider, fake_app
 from reelforge_render.fakes.veo import create_job, error_body, failure
 
 RESPONSE_TYPE = "type.googleapis.com/cloud.ai.large_models.vision.GenerateVideoResponse"
@@ -58,10 +58,7 @@ async def operation(fake: FakeProvider, job: FakeJob, name: str) -> dict[str, An
 
 
 def create_app(behaviour: Behaviour | None = None) -> FastAPI:
-    fake = FakeProvider(behaviour)
-    app = FastAPI(openapi_url=None, docs_url=None, redoc_url=None)
-    app.state.fake = fake
-    install_common(app, fake, error_body, bearer(fake))
+    app, fake = fake_app(behaviour, error_body)
 
     def fail(status: int, message: str) -> JSONResponse:
         return JSONResponse(error_body(status, message), status_code=status)

@@ -26,10 +26,8 @@ from fastapi.responses import JSONResponse
 from reelforge_render.fakes.common import (
     Behaviour,
     FakeJob,
-    FakeProvider,
-    bearer,
     cdn_url,
-    install_common,
+    fake_app,
     submission_key,
 )
 
@@ -69,10 +67,7 @@ def prediction(request: Request, job: FakeJob) -> dict[str, Any]:
 
 
 def create_app(behaviour: Behaviour | None = None) -> FastAPI:
-    fake = FakeProvider(behaviour)
-    app = FastAPI(openapi_url=None, docs_url=None, redoc_url=None)
-    app.state.fake = fake
-    install_common(app, fake, error_body, bearer(fake))
+    app, fake = fake_app(behaviour, error_body)
 
     def fail(status: int, message: str) -> JSONResponse:
         return JSONResponse(error_body(status, message), status_code=status)
