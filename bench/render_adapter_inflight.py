@@ -43,6 +43,7 @@ POLL_INTERVAL = 5.0  # providers ask for polls every few seconds; 2,000 jobs at 
 STEADY_SECONDS = 10.0
 COMPLETE_SAMPLE = 40
 T0 = time.perf_counter()
+POOLS: list[asyncpg.Pool] = []  # closed hard after a timeout: PostgreSQL's shutdown waits for its clients
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -90,6 +91,7 @@ async def run(dsn: str, fake_url: str, content_dir: Path) -> None:
     config = ProviderConfig(kind="openai", base_url=f"{fake_url}/v1", api_key_env="BENCH_FAKE_KEY",
                             poll_interval_seconds=POLL_INTERVAL, max_connections=64, timeout_seconds=600)
     pool = await db.create_pool(dsn, SCHEMA, 10)
+    POOLS.append(pool)
     await db.migrate(pool, SCHEMA, MIGRATIONS)
     spec = jobs_pb2.JobSpec(prompt="A teapot, rendered slowly.", seconds=4, width=320, height=180, model="sora-2")
     async with httpx.AsyncClient(base_url=fake_url) as fake, adapter(
@@ -179,18 +181,19 @@ async def run(dsn: str, fake_url: str, content_dir: Path) -> None:
 
 
 def print_tasks(title: str) -> None:
-    """Where every task is waiting (idle tracker workers summarised)."""
-    idle = 0
+    """Where the tasks are waiting: each distinct innermost frame once, with how many tasks wait there."""
     print(title, flush=True)
+    waiting: dict[str, tuple[int, asyncio.Task[Any]]] = {}
     for task in asyncio.all_tasks():
-        if task is asyncio.current_task():
-            continue
         frames = task.get_stack()
-        if frames and frames[-1].f_code.co_name == "_work":
-            idle += 1
+        if task is asyncio.current_task() or not frames:
             continue
-        task.print_stack(file=sys.stdout)
-    print(f"  ... and {idle} idle tracker workers", flush=True)
+        where = f"{frames[-1].f_code.co_filename}:{frames[-1].f_lineno} {frames[-1].f_code.co_name}"
+        count, example = waiting.get(where, (0, task))
+        waiting[where] = (count + 1, example)
+    for where, (count, example) in sorted(waiting.items(), key=lambda item: -item[1][0]):
+        print(f"  {count} task(s) waiting at {where}; one of them:", flush=True)
+        example.print_stack(file=sys.stdout)
 
 
 async def bounded(work: Coroutine[Any, Any, None], limit: float) -> None:
@@ -243,12 +246,17 @@ def main() -> None:
             loop.close()
     except BenchTimeout as exc:
         print(exc, flush=True)
+        for pool in POOLS:
+            pool.terminate()
         failed = True
     else:
         failed = False
     finally:
         fake.terminate()
-        fake.wait(10)
+        try:
+            fake.wait(10)
+        except subprocess.TimeoutExpired:
+            fake.kill()
         postgres.stop()
     print(f"bench took {time.monotonic() - started:.1f} s")
     if failed:
