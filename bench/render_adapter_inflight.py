@@ -180,20 +180,29 @@ async def run(dsn: str, fake_url: str, content_dir: Path) -> None:
           f"{stats['throttled']} throttled")
 
 
+def await_chain(task: asyncio.Task[Any]) -> list[str]:
+    """The coroutines a task is awaiting, outermost first (Task.get_stack shows only the outermost)."""
+    chain: list[str] = []
+    coro: Any = task.get_coro()
+    while coro is not None:
+        frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
+        if frame is None:
+            break
+        chain.append(f"{Path(frame.f_code.co_filename).name}:{frame.f_lineno} {frame.f_code.co_name}")
+        coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
+    return chain
+
+
 def print_tasks(title: str) -> None:
-    """Where the tasks are waiting: each distinct innermost frame once, with how many tasks wait there."""
+    """Where the tasks are waiting: each distinct await chain once, with how many tasks wait there."""
     print(title, flush=True)
-    waiting: dict[str, tuple[int, asyncio.Task[Any]]] = {}
+    waiting: dict[str, int] = {}
     for task in asyncio.all_tasks():
-        frames = task.get_stack()
-        if task is asyncio.current_task() or not frames:
-            continue
-        where = f"{frames[-1].f_code.co_filename}:{frames[-1].f_lineno} {frames[-1].f_code.co_name}"
-        count, example = waiting.get(where, (0, task))
-        waiting[where] = (count + 1, example)
-    for where, (count, example) in sorted(waiting.items(), key=lambda item: -item[1][0]):
-        print(f"  {count} task(s) waiting at {where}; one of them:", flush=True)
-        example.print_stack(file=sys.stdout)
+        if task is not asyncio.current_task():
+            where = " > ".join(await_chain(task))
+            waiting[where] = waiting.get(where, 0) + 1
+    for where, count in sorted(waiting.items(), key=lambda item: -item[1]):
+        print(f"  {count:5d} x {where}", flush=True)
 
 
 async def bounded(work: Coroutine[Any, Any, None], limit: float) -> None:
