@@ -7,7 +7,10 @@ provider runs in a separate process so its CPU is not counted. Phases:
   2. steady state with all 2,000 in flight, polled every POLL_INTERVAL s with jitter: polls/s, RSS per job;
   3. a sample of renders completes (download, ffprobe, content store, outbox) and the rest are cancelled
      (cancel at the provider, outbox): CPU per 1,000 of each.
-Prints the figures; bounded well under 60 s. Usage: ./run bench bench/render_adapter_inflight.py
+Prints each figure as its phase ends. Bounded by BENCH_LIMIT seconds (55 by default); on a timeout it prints
+every task's await chain, gives the cancellation 15 s, closes its PostgreSQL clients and exits non-zero
+instead of hanging. BENCH_JOBS sets the number in flight (2,000). Usage:
+./run bench bench/render_adapter_inflight.py
 """
 
 from __future__ import annotations
