@@ -12,7 +12,7 @@ from reelforge.jobs.v1 import jobs_pb2
 from reelforge_core.media import probe
 from reelforge_render.animatic import RenderRejected, plan_scenes
 from reelforge_render.providers.animatic import AnimaticProvider, animatic_spec
-from reelforge_render.providers.base import ProviderJob
+from reelforge_render.providers.base import JobStatus, ProviderJob
 
 
 def job_spec(**metadata: str) -> jobs_pb2.JobSpec:
@@ -38,16 +38,21 @@ def test_malformed_options_are_rejected(option: str, value: str) -> None:
         animatic_spec(job_spec(**{option: value}))
 
 
-@pytest.mark.asyncio
-async def test_provider_renders_the_shot_list_at_the_asked_fps(tmp_path: Path) -> None:
-    provider = AnimaticProvider(max_pixels=1920 * 1080, timeout_seconds=120, scratch=tmp_path)
-    job = ProviderJob("j/r1", job_spec(**{"animatic.shots": json.dumps(["A", "B"]), "animatic.fps": "12"}))
+async def run_to_end(provider: AnimaticProvider, job: ProviderJob) -> JobStatus:
     await provider.submit(job)
     for _ in range(600):
         status = await provider.status(job)
         if status.terminal:
-            break
+            return status
         await asyncio.sleep(0.1)
+    raise AssertionError("the render did not finish within 60 s")
+
+
+@pytest.mark.asyncio
+async def test_provider_renders_the_shot_list_at_the_asked_fps(tmp_path: Path) -> None:
+    provider = AnimaticProvider(max_pixels=1920 * 1080, timeout_seconds=120, scratch=tmp_path)
+    job = ProviderJob("j/r1", job_spec(**{"animatic.shots": json.dumps(["A", "B"]), "animatic.fps": "12"}))
+    status = await run_to_end(provider, job)
     assert status.state == "succeeded", status.error
     out = tmp_path / "out.mp4"
     await provider.fetch_output(job, status, out)
@@ -61,11 +66,5 @@ async def test_provider_renders_the_shot_list_at_the_asked_fps(tmp_path: Path) -
 @pytest.mark.asyncio
 async def test_provider_answers_a_bad_option_as_invalid_input(tmp_path: Path) -> None:
     provider = AnimaticProvider(max_pixels=1920 * 1080, timeout_seconds=120, scratch=tmp_path)
-    job = ProviderJob("j/r2", job_spec(**{"animatic.fps": "0"}))
-    await provider.submit(job)
-    for _ in range(100):
-        status = await provider.status(job)
-        if status.terminal:
-            break
-        await asyncio.sleep(0.05)
+    status = await run_to_end(provider, ProviderJob("j/r2", job_spec(**{"animatic.fps": "0"})))
     assert status.state == "failed" and status.error is not None and status.error.code == "invalid_input"
