@@ -237,6 +237,16 @@ class LedgerStore:
     ) -> int:
         """Holds the job's price (free grants first); returns the held amount (the same on a repeated call)."""
         await self._ensure_accounts(tenant_id)
+        status, amount = await self._fast("SELECT * FROM reserve_fast($1, $2, $3, $4, $5, $6)",
+                                          tenant_id, job_id, model, width, height, seconds)
+        if status == "held":
+            return int(amount)
+        if status == "unknown":
+            raise UnknownReservation("no reservation for this job and tenant")
+        if status == "no_rate":
+            raise NoRate(f"no rate for model {model!r} at {width}x{height}")
+        if status == "insufficient":
+            raise InsufficientCredit(f"job needs more micros than the tenant has ({amount} available)")
         async with self._pool.acquire() as conn, conn.transaction():
             # One round trip: lock the tenant, read its profile and any earlier reservation of this job.
             state = await conn.fetchrow(_RESERVE_STATE, ledger.available(tenant_id), job_id, tenant_id)
@@ -273,6 +283,13 @@ class LedgerStore:
     async def settle(self, tenant_id: str, job_id: str, seconds: Decimal) -> int:
         """Charges the actual seconds (never more than held); returns the charge."""
         await self._ensure_accounts(tenant_id)
+        status, amount = await self._fast("SELECT * FROM settle_fast($1, $2, $3)", tenant_id, job_id, seconds)
+        if status == "settled":
+            return int(amount)
+        if status == "unknown":
+            raise UnknownReservation(f"no reservation for job {job_id}")
+        if status == "released":
+            raise ReservationClosed(f"reservation for {job_id} was released")
         async with self._pool.acquire() as conn, conn.transaction():
             row = await conn.fetchrow(_SETTLE_STATE, ledger.available(tenant_id), job_id, tenant_id)
             if row is None:
@@ -382,6 +399,11 @@ class LedgerStore:
         )
 
     # -- helpers ------------------------------------------------------------------------------
+    async def _fast(self, query: str, *args: object) -> tuple[str, int | None]:
+        """One of the single-statement fast paths (migration 0003): (status, amount)."""
+        row = await self._pool.fetchrow(query, *args)
+        return row["status"], row["amount"]
+
     async def _use_grants(self, conn: asyncpg.Connection, job_id: str, funding: Funding) -> None:
         if not funding.allocations:
             return
