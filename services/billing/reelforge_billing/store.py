@@ -126,12 +126,18 @@ class LedgerStore:
         return self._pool
 
     # -- configuration ------------------------------------------------------------------------
-    async def grant(self, tenant_id: str, amount: int) -> None:
-        """Adds prepaid credit (a top-up or a purchase) to the tenant's available balance."""
+    async def grant(self, tenant_id: str, amount: int, reference: str | None = None) -> bool:
+        """Adds prepaid credit (a top-up or a purchase) to the tenant's available balance.
+
+        With a `reference` (the payment's id) it is applied once: False when it already was."""
         await self._ensure_accounts(tenant_id)
-        async with self._pool.acquire() as conn, conn.transaction():
-            await self._lock_tenant(conn, tenant_id)
-            await self._post(conn, "grant", tenant_id, None, ledger.grant(tenant_id, amount))
+        try:
+            async with self._pool.acquire() as conn, conn.transaction():
+                await self._lock_tenant(conn, tenant_id)
+                await self._post(conn, "grant", tenant_id, None, ledger.grant(tenant_id, amount), ref=reference)
+        except asyncpg.UniqueViolationError:
+            return False
+        return True
 
     async def add_free_grant(
         self, tenant_id: str, unit: Literal["seconds", "micros"], amount: Decimal, expires_at: datetime | None
@@ -240,7 +246,7 @@ class LedgerStore:
         status, amount = await self._fast("SELECT * FROM reserve_fast($1, $2, $3, $4, $5, $6)",
                                           tenant_id, job_id, model, width, height, seconds)
         if status == "held":
-            return int(amount)
+            return int(amount or 0)
         if status == "unknown":
             raise UnknownReservation("no reservation for this job and tenant")
         if status == "no_rate":
@@ -285,7 +291,7 @@ class LedgerStore:
         await self._ensure_accounts(tenant_id)
         status, amount = await self._fast("SELECT * FROM settle_fast($1, $2, $3)", tenant_id, job_id, seconds)
         if status == "settled":
-            return int(amount)
+            return int(amount or 0)
         if status == "unknown":
             raise UnknownReservation(f"no reservation for job {job_id}")
         if status == "released":
