@@ -189,6 +189,8 @@ class Stack:
                 extra = {"GRPC_PORT": str(billing_ports[instance])} if spec.name == "billing" else {}
                 if spec.name == "orchestrator":
                     extra["BILLING_TARGET"] = billing_target
+                if spec.name == "gateway":
+                    extra["BILLING_TARGET"] = billing_target
                 group.append(self._service(spec, instance, extra))
             self.instances[spec.name] = group
             self.services[spec.name] = group[0]

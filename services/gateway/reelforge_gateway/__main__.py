@@ -16,6 +16,7 @@ from reelforge_core.content import ContentStore
 from reelforge_core.service import ServiceRuntime, run_service
 from reelforge_gateway import store, webhooks
 from reelforge_gateway.api.app import create_app
+from reelforge_gateway.budget_alerts import BudgetAlertConsumer
 from reelforge_gateway.settings import GatewaySettings
 from reelforge_gateway.status_consumer import StatusConsumer
 
@@ -31,6 +32,11 @@ async def start(runtime: ServiceRuntime) -> None:
     pool = await runtime.database(SCHEMA, MIGRATIONS)
     runtime.http_app = create_app(pool, ContentStore(settings.content_dir), settings)
     await runtime.consume("gateway", [topics.JOBS_STATUS], StatusConsumer(pool).handle)
+    if runtime.http_app.state.billing is not None:
+        runtime.on_close(runtime.http_app.state.billing.close)
+    if settings.consume_budget_alerts:
+        await runtime.consume("gateway-budget-alerts", [topics.BILLING_BUDGET_ALERT],
+                              BudgetAlertConsumer(pool).handle)
 
     async def forget_old_idempotency_keys() -> None:
         while True:

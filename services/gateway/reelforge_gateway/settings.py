@@ -34,3 +34,7 @@ class GatewaySettings(ServiceSettings):
     webhook_max_attempts: int = Field(default=14, ge=1)
     webhook_timeout_seconds: float = Field(default=10.0, gt=0)
     webhook_poll_seconds: float = Field(default=1.0, gt=0)
+    # The billing service's gRPC target (GET /v1/usage, /v1/invoices, /v1/balance); unset: those answer 503.
+    billing_target: str | None = None
+    # Deliver billing's budget alerts (billing.v1.budget-alert) as `billing.budget_alert` webhooks.
+    consume_budget_alerts: bool = True

@@ -11,9 +11,11 @@ from fastapi import FastAPI
 from reelforge_core.asgi_tracing import TracingMiddleware
 from reelforge_core.content import ContentStore
 from reelforge_gateway.api import downloads, jobs, problems, videos, webhook_endpoints
+from reelforge_gateway.api import usage as usage_api
 from reelforge_gateway.api.auth import KeyCache
 from reelforge_gateway.api.limits import BodySizeLimit
 from reelforge_gateway.api.ratelimit import RateLimiter, RateLimitHeaders
+from reelforge_gateway.billing_client import BillingClient
 from reelforge_gateway.moderation import Moderator
 from reelforge_gateway.settings import GatewaySettings
 from reelforge_gateway.signing import UrlSigner
@@ -34,6 +36,7 @@ def create_app(pool: asyncpg.Pool, content: ContentStore, settings: GatewaySetti
     app.state.limiter = RateLimiter(settings.rate_limit_per_minute) if settings.rate_limit_per_minute else None
     app.state.moderator = Moderator(settings.blocked_terms)
     app.state.key_cache = KeyCache(settings.key_cache_seconds)
+    app.state.billing = BillingClient(settings.billing_target) if settings.billing_target else None
     secret = settings.download_signing_secret
     # Without a configured secret, URLs are signed with a per-process key (fine for one instance).
     app.state.signer = UrlSigner(secret.get_secret_value().encode() if secret else secrets.token_bytes(32),
@@ -43,6 +46,7 @@ def create_app(pool: asyncpg.Pool, content: ContentStore, settings: GatewaySetti
     app.include_router(downloads.router)
     app.include_router(videos.router)
     app.include_router(webhook_endpoints.router)
+    app.include_router(usage_api.router)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes, max_upload_bytes=settings.max_upload_bytes,
                        upload_paths=("/v1/videos",))
     app.add_middleware(RateLimitHeaders)
