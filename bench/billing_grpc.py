@@ -22,6 +22,7 @@ import random
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import asyncpg
 from billing_common import percentile, postgres
@@ -112,16 +113,23 @@ async def run(dsn: str, server: subprocess.Popen[bytes], port: int, args: argpar
         stop_at = time.monotonic() + 2
         await asyncio.gather(*(worker(True) for _ in range(args.concurrency)))
         errors = 0
+        backends = await _backend_pids(dsn)
+        cpu_before = _cpu_seconds([server.pid]), _cpu_seconds(backends)
         stop_at = time.monotonic() + args.seconds
         started = time.monotonic()
         await asyncio.gather(*(worker(False) for _ in range(args.concurrency)))
         elapsed = time.monotonic() - started
+        cpu_server = _cpu_seconds([server.pid]) - cpu_before[0]
+        cpu_postgres = _cpu_seconds(backends) - cpu_before[1]
 
         pairs = len(pair_latencies)
         print(f"billing gRPC Reserve+Settle: {pairs} pairs in {elapsed:.1f} s over {args.concurrency} workers, "
               f"{args.tenants} tenants, DB pool {args.pool}, synchronous_commit {args.synchronous_commit}")
         print(f"  one INSERT commit on this machine: p50 {flush[0] * 1000:.2f} ms, p90 {flush[1] * 1000:.2f} ms")
         print(f"  throughput: {pairs / elapsed:,.0f} pairs/s ({2 * pairs / elapsed:,.0f} RPC/s)  errors: {errors}")
+        # CPU per pair does not depend on what else the machine runs, unlike the rates and latencies.
+        print(f"  CPU per pair: billing server {cpu_server / max(pairs, 1) * 1000:.3f} ms, PostgreSQL backends "
+              f"{cpu_postgres / max(pairs, 1) * 1000:.3f} ms (machine load average {os.getloadavg()[0]:.1f})")
         for name, values in (("pair", pair_latencies), ("reserve", reserve_latencies), ("settle", settle_latencies)):
             values.sort()
             print(f"  {name:8s} latency ms: p50 {percentile(values, 50) * 1000:.2f}  "
@@ -150,6 +158,30 @@ async def run(dsn: str, server: subprocess.Popen[bytes], port: int, args: argpar
         return 0 if ok else 1
     finally:
         await channel.close(grace=None)
+
+
+async def _backend_pids(dsn: str) -> list[int]:
+    """The PostgreSQL backends serving the billing server's pool (its connections to the bench database)."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        rows = await conn.fetch("SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
+                                " AND pid <> pg_backend_pid()")
+    finally:
+        await conn.close()
+    return [row["pid"] for row in rows]
+
+
+def _cpu_seconds(pids: list[int]) -> float:
+    """User plus system CPU time of live processes, from /proc."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / ticks
 
 
 async def _commit_latency(dsn: str) -> tuple[float, float]:
