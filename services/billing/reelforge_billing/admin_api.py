@@ -11,7 +11,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from reelforge.billing.v1 import billing_pb2, billing_pb2_grpc
 from reelforge_billing import admin
-from reelforge_billing.grpc_api import Context, balance_message, require_tenant
+from reelforge_billing.grpc_api import Context, balance_message, instant, require_tenant
 from reelforge_billing.store import LedgerStore
 
 MAX_NAME = 100
@@ -35,7 +35,7 @@ class BillingAdminServicer(billing_pb2_grpc.BillingAdminServiceServicer):
         try:
             rule = await admin.add_price(
                 self._store.pool, request.model, request.max_pixels, request.micros_per_second,
-                request.plan_id or None, request.tenant_id or None, _time(request, "effective_from"),
+                request.plan_id or None, request.tenant_id or None, await instant(request, "effective_from", context),
             )
         except admin.UnknownPlan as exc:
             await context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
@@ -57,7 +57,7 @@ class BillingAdminServicer(billing_pb2_grpc.BillingAdminServiceServicer):
         await _check_rate(request.max_pixels, request.micros_per_second, context)
         cost = await admin.add_provider_cost(
             self._store.pool, request.pool, request.model, request.max_pixels, request.micros_per_second,
-            _time(request, "effective_from"),
+            await instant(request, "effective_from", context),
         )
         return _cost_message(cost)
 
@@ -77,7 +77,7 @@ class BillingAdminServicer(billing_pb2_grpc.BillingAdminServiceServicer):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "seconds must be positive")
         if request.micros and not 0 < request.micros <= MAX_MICROS:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "micros must be positive")
-        expires = _time(request, "expires_at")
+        expires = await instant(request, "expires_at", context)
         if expires is not None and expires <= datetime.now(UTC):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "expires_at must be in the future")
         if request.seconds:
@@ -163,13 +163,6 @@ async def _check_rate(max_pixels: int, micros_per_second: int, context: Context)
         await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"max_pixels must be in (0, {MAX_PIXELS}]")
     if not 0 <= micros_per_second <= MAX_MICROS:
         await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "micros_per_second must not be negative")
-
-
-def _time(request: object, field: str) -> datetime | None:
-    if not request.HasField(field):  # type: ignore[attr-defined]
-        return None
-    stamp: Timestamp = getattr(request, field)
-    return stamp.ToDatetime(UTC)
 
 
 def _stamp(value: datetime | None) -> Timestamp | None:

@@ -143,9 +143,8 @@ class BillingServicer(billing_pb2_grpc.BillingServiceServicer):
     async def GetUsage(self, request: billing_pb2.GetUsageRequest, context: Context) -> billing_pb2.UsageReport:
         await require_tenant(request.tenant_id, context)
         now = datetime.now(UTC)
-        start = request.start.ToDatetime(UTC) if request.HasField("start") else reports.month_bounds(
-            reports.current_month())[0]
-        end = request.end.ToDatetime(UTC) if request.HasField("end") else now
+        start = await instant(request, "start", context) or reports.month_bounds(reports.current_month())[0]
+        end = await instant(request, "end", context) or now
         if end <= start:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "end must be after start")
         try:
@@ -253,6 +252,17 @@ async def start_server(
 async def require_tenant(tenant_id: str, context: Context) -> None:
     if not tenant_id or len(tenant_id) > 100:
         await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "tenant_id is required (at most 100 chars)")
+
+
+async def instant(request: Any, field: str, context: Context) -> datetime | None:
+    """A Timestamp field as an aware datetime; None when unset; INVALID_ARGUMENT when out of range."""
+    if not request.HasField(field):
+        return None
+    try:
+        value: datetime = getattr(request, field).ToDatetime(UTC)
+    except (ValueError, OverflowError):
+        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{field} is not a valid time")
+    return value
 
 
 async def _month(month: str, context: Context) -> str:

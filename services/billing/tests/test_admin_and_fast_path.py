@@ -266,6 +266,10 @@ async def test_usage_grouped_and_invoices_listed(billing: Billing) -> None:
     assert list(empty.rows) == []
     assert await code_of(billing.stub.GetUsage(billing_pb2.GetUsageRequest(tenant_id="t1", group_by=["pool"]))) \
         == grpc.StatusCode.INVALID_ARGUMENT
+    assert await code_of(billing.stub.GetUsage(billing_pb2.GetUsageRequest(
+        tenant_id="t1", start=Timestamp(seconds=2**53)))) == grpc.StatusCode.INVALID_ARGUMENT
+    assert await code_of(billing.admin.IssueFreeGrant(billing_pb2.IssueFreeGrantRequest(
+        tenant_id="t1", seconds=1, expires_at=Timestamp(seconds=1, nanos=-5)))) == grpc.StatusCode.INVALID_ARGUMENT
 
     await billing.store.grant("t1", 1_000_000)
     await reserve(billing, "t1", "j9")
