@@ -10,18 +10,24 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 
 import grpc
 import httpx
 import pytest
+import schemathesis
 from google.protobuf.timestamp_pb2 import Timestamp
+from hypothesis import HealthCheck, settings
+from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from reelforge.billing.v1 import billing_pb2
 from reelforge_billing.grpc_api import start_server
 from reelforge_billing.store import LedgerStore
 from reelforge_billing.usage import UsageRecorder, UsageRow
+from reelforge_core.content import ContentStore
 from reelforge_core.kafka import Event, PoisonMessage
 from reelforge_gateway import store
+from reelforge_gateway.api.app import create_app
 from reelforge_gateway.budget_alerts import BudgetAlertConsumer
 from reelforge_gateway.settings import GatewaySettings
 from services.billing.tests.billing_db import open_store
@@ -29,6 +35,10 @@ from services.gateway.tests.conftest import free_port, make_settings
 from services.gateway.tests.harness import Gateway
 
 PROBLEM = "application/problem+json"
+# The billing routes of the document the app serves when it has a billing target.
+_SPEC = create_app(None, ContentStore(Path("/tmp/reelforge-openapi-spec")),  # type: ignore[arg-type]
+                   make_settings(billing_target="127.0.0.1:1")).openapi()
+billing_routes = schemathesis.openapi.from_dict(_SPEC).include(path_regex=r"^/v1/(usage|invoices|balance)")
 
 
 @dataclass
@@ -162,6 +172,22 @@ def test_bad_requests_are_problems(gateway: Gateway, billing: Billing) -> None:
     with client(gateway) as api:
         down = api.get("/v1/balance")
     assert down.status_code == 503 and down.json()["code"] == "billing_unavailable"
+
+
+@billing_routes.parametrize()
+@settings(max_examples=12, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
+                                 HealthCheck.filter_too_much])
+def test_billing_routes_conform_to_their_schema(case: schemathesis.Case, gateway: Gateway, billing: Billing) -> None:
+    """No 5xx and no undocumented response while billing is up (a schema-valid but meaningless period, such as
+    an end before the start, is rightly a 422)."""
+    case.call_and_validate(base_url=gateway.url, headers={"Authorization": f"Bearer {gateway.api_key}"},
+                           excluded_checks=[positive_data_acceptance])
+
+
+def test_without_billing_the_routes_are_not_offered() -> None:
+    app = create_app(None, ContentStore(Path("/tmp/reelforge-openapi-spec")), make_settings())  # type: ignore[arg-type]
+    assert not [path for path in app.openapi()["paths"] if path.startswith(("/v1/usage", "/v1/invoices"))]
 
 
 def test_routes_are_in_the_openapi_document(gateway: Gateway) -> None:

@@ -46,7 +46,8 @@ def create_app(pool: asyncpg.Pool, content: ContentStore, settings: GatewaySetti
     app.include_router(downloads.router)
     app.include_router(videos.router)
     app.include_router(webhook_endpoints.router)
-    app.include_router(usage_api.router)
+    if settings.billing_target:  # without billing there is no usage, invoice or balance API to offer
+        app.include_router(usage_api.router)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes, max_upload_bytes=settings.max_upload_bytes,
                        upload_paths=("/v1/videos",))
     app.add_middleware(RateLimitHeaders)

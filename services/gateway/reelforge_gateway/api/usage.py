@@ -144,8 +144,8 @@ def _period(period: str | None, start: str | None, end: str | None) -> tuple[dat
             raise _invalid("period", "period must be YYYY-MM")
         return _month_bounds(period)
     now = datetime.now(UTC)
-    begin = _instant(start, "start") if start else _month_bounds(now.strftime("%Y-%m"))[0]
-    finish = _instant(end, "end") if end else now
+    begin = _instant(start, "start") if start is not None else _month_bounds(now.strftime("%Y-%m"))[0]
+    finish = _instant(end, "end") if end is not None else now
     if finish <= begin:
         raise _invalid("end", "end must be after start")
     if (finish - begin).days > MAX_PERIOD_DAYS:
@@ -173,10 +173,10 @@ def _groupings(group_by: list[str]) -> list[str]:
 async def get_usage(
     request: Request, caller: AuthCaller,
     period: Annotated[str | None, Query(description="A calendar month, YYYY-MM (UTC)", max_length=7)] = None,
-    start: Annotated[str | None, Query(description="Inclusive, ISO 8601 (default: start of this month)",
-                                       max_length=40, json_schema_extra={"format": "date-time"})] = None,
-    end: Annotated[str | None, Query(description="Exclusive, ISO 8601 (default: now)", max_length=40,
-                                     json_schema_extra={"format": "date-time"})] = None,
+    start: Annotated[str | None, Query(description="Inclusive, ISO 8601 date or date-time, UTC unless an offset"
+                                       " is given (default: start of this month)", max_length=40)] = None,
+    end: Annotated[str | None, Query(description="Exclusive, ISO 8601 date or date-time (default: now)",
+                                     max_length=40)] = None,
     group_by: Annotated[list[str] | None, Query(
         description="Any of model, resolution, day; repeat or comma-separate. None sums the period")] = None,
 ) -> Usage:
