@@ -177,7 +177,7 @@ def test_security_headers_on_every_kind_of_response(stack: Stack, attacker: Tena
 
 
 @pytest.mark.parametrize("url", [
-    "http://127.0.0.1:9/x", "http://localhost/x", "http://[::1]/x", "http://10.1.2.3/x", "http://192.168.0.1/x",
+    "http://127.0.0.2:9/x", "http://localhost/x", "http://[::1]/x", "http://10.1.2.3/x", "http://192.168.0.1/x",
     "http://172.16.5.4/x", "http://169.254.169.254/latest/meta-data/", "http://[fe80::1]/x", "http://0.0.0.0/x",
     "http://[::ffff:127.0.0.1]/x", "http://2130706433/x", "http://0x7f.0.0.1/x", "file:///etc/passwd",
     "gopher://127.0.0.1:25/x", "http://user:pass@93.184.215.14/x", "http://metadata.google.internal/x",

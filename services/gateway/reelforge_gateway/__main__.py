@@ -17,6 +17,7 @@ from reelforge_core.content import ContentStore
 from reelforge_core.service import ServiceRuntime, run_service
 from reelforge_gateway import grpc_api, key_changes, qc_reports, store, tenancy, webhooks
 from reelforge_gateway.api.app import create_app
+from reelforge_gateway.budget_alerts import BudgetAlertConsumer
 from reelforge_gateway.settings import GatewaySettings
 from reelforge_gateway.status_consumer import StatusConsumer
 
@@ -37,6 +38,11 @@ async def start(runtime: ServiceRuntime) -> None:
     await grpc_api.serve(runtime, app.state, settings.grpc_host, settings.grpc_port)
     runtime.add_task("key-changes", lambda: key_changes.follow(pool, app.state.key_cache))
     runtime.add_task("rate-bucket-expiry", lambda: tenancy.forget_idle_rate_buckets(pool))
+    if runtime.http_app.state.billing is not None:
+        runtime.on_close(runtime.http_app.state.billing.close)
+    if settings.consume_budget_alerts:
+        await runtime.consume("gateway-budget-alerts", [topics.BILLING_BUDGET_ALERT],
+                              BudgetAlertConsumer(pool).handle)
 
     async def forget_old_idempotency_keys() -> None:
         while True:

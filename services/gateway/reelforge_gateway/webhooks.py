@@ -27,7 +27,8 @@ import httpx
 
 log = logging.getLogger(__name__)
 
-EventType = Literal["job.completed", "job.failed", "job.cancelled", "job.expired", "video.completed", "video.failed"]
+EventType = Literal["job.completed", "job.failed", "job.cancelled", "job.expired", "video.completed", "video.failed",
+                    "billing.budget_alert"]
 EVENT_TYPES: tuple[EventType, ...] = get_args(EventType)
 DEFAULT_EVENTS: tuple[EventType, ...] = ("job.completed", "job.failed", "job.cancelled")
 
