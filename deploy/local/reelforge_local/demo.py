@@ -141,8 +141,11 @@ def main_up(run_dir: Path, cache_dir: Path, replicas: int = 1) -> int:
         state.write_text(json.dumps({
             "pid": os.getpid(), "gateway_url": stack.gateway_url, "api_key": tenant.api_key,
             "services": {p.label: p.url for p in stack.processes()},
+            "console_url": stack.console_url, "operator_token": stack.operator_token,
+            "admin_target": stack.admin_target, "billing_target": stack.billing_target,
         }))
         say(f"gateway: {stack.gateway_url}  (docs at {stack.gateway_url}/docs)")
+        say(f"ops console: {stack.console_url}")
         say(f"demo API key: {tenant.api_key}")
         say(f"logs: {stack.logs_dir}   Ctrl-C (or `reelforge down`) stops everything")
         try:

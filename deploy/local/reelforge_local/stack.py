@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -142,6 +143,7 @@ class Stack:
         self.content_dir = self.run_dir / "content"
         self.logs_dir = self.run_dir / "logs"
         self.traces_dir = self.run_dir / "traces"
+        self.operator_token = secrets.token_urlsafe(24)  # the ops console's and admin CLI's token
 
     def start(self, timeout: float = 120.0) -> None:
         """Brings everything up. The services start while the broker boots (they wait for it),
@@ -189,6 +191,8 @@ class Stack:
                 extra = {"GRPC_PORT": str(billing_ports[instance])} if spec.name == "billing" else {}
                 if spec.name == "orchestrator":
                     extra["BILLING_TARGET"] = billing_target
+                    extra["GRPC_PORT"] = str(free_port())
+                    extra["OPERATOR_TOKEN"] = self.operator_token
                 group.append(self._service(spec, instance, extra))
             self.instances[spec.name] = group
             self.services[spec.name] = group[0]
@@ -220,6 +224,8 @@ class Stack:
         port = free_port()
         env = {**base.env, f"{prefix}HTTP_PORT": str(port), f"{prefix}INSTANCE_ID": str(instance),
                f"{prefix}TRACE_FILE": str(self.traces_dir / f"{service}-{instance}.jsonl")}
+        if service == "orchestrator":
+            env[f"{prefix}GRPC_PORT"] = str(free_port())
         process = ServiceProcess(base.spec, env, port, self.logs_dir / f"{service}-{instance}.log", instance)
         group.append(process)
         return process
@@ -227,6 +233,20 @@ class Stack:
     @property
     def gateway_url(self) -> str:
         return self.services["gateway"].url
+
+    @property
+    def console_url(self) -> str:
+        """The ops console, with the operator token in the fragment (never sent to the server)."""
+        return f"{self.services['orchestrator'].url}/console#token={self.operator_token}"
+
+    @property
+    def admin_target(self) -> str:
+        """The orchestrator admin gRPC API (pools, contracts, queues) of the first instance."""
+        return f"127.0.0.1:{self.services['orchestrator'].env['REELFORGE_ORCHESTRATOR_GRPC_PORT']}"
+
+    @property
+    def billing_target(self) -> str:
+        return self.services["orchestrator"].env["REELFORGE_ORCHESTRATOR_BILLING_TARGET"]
 
     def cli(self, service: str, *args: str) -> str:
         """Runs a service's admin command (e.g. gateway create-tenant) with that service's settings."""

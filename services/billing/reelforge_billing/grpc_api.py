@@ -6,8 +6,8 @@ from typing import Any
 
 import grpc
 
-from reelforge.billing.v1 import billing_pb2, billing_pb2_grpc
-from reelforge_billing import reports
+from reelforge.billing.v1 import billing_pb2, billing_pb2_grpc, spend_pb2_grpc
+from reelforge_billing import reports, spend
 from reelforge_billing.pricing import NoRate, seconds_of
 from reelforge_billing.store import (
     Balance,
@@ -198,10 +198,12 @@ async def start_server(
     store: LedgerStore, currency: str, host: str, port: int, reconcile_grace_seconds: float = 300.0
 ) -> tuple[grpc.aio.Server, int]:
     """Starts the billing gRPC server (with health and reflection); returns it and its bound port."""
-    server, _ = core_grpc.create_server([billing_pb2.DESCRIPTOR.services_by_name["BillingService"].full_name])
+    server, _ = core_grpc.create_server([billing_pb2.DESCRIPTOR.services_by_name["BillingService"].full_name,
+                                         spend.SERVICE_NAME])
     billing_pb2_grpc.add_BillingServiceServicer_to_server(
         BillingServicer(store, currency, reconcile_grace_seconds), server
     )
+    spend_pb2_grpc.add_SpendServiceServicer_to_server(spend.SpendServicer(store.pool, currency), server)
     bound = server.add_insecure_port(f"{host}:{port}")
     await server.start()
     return server, bound
