@@ -3,8 +3,11 @@ failures by code; the token is required; billing down leaves spend unavailable, 
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
 import httpx
 import pytest
+import pytest_asyncio
 from fastapi import FastAPI
 from pydantic import SecretStr
 
@@ -12,9 +15,17 @@ from reelforge_orchestrator import admin_api, config_store
 from reelforge_orchestrator.billing_client import BillingClient
 from reelforge_orchestrator.console import Console
 
-from .test_live_scheduling import Harness, h  # noqa: F401 (the fixture)
+from .test_live_scheduling import Harness, _harness
 
 pytestmark = pytest.mark.asyncio
+
+
+@pytest_asyncio.fixture
+async def h(postgres_dsn: str) -> AsyncIterator[Harness]:
+    harness = await _harness(postgres_dsn)
+    yield harness
+    await harness.leadership.release()
+    await harness.pool.close()
 
 
 def _app(h: Harness, billing: BillingClient, token: str | None) -> httpx.AsyncClient:
