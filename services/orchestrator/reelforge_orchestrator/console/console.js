@@ -9,7 +9,7 @@ function token() {
 }
 
 function money(micros, currency) {
-  return (micros / 1e6).toFixed(2) + " " + (currency || "");
+  return (micros / 1e6).toFixed(4) + " " + (currency || "");
 }
 
 function seconds(s) {
