@@ -70,7 +70,7 @@ def test_console_shows_queues_pools_failures_and_spend(stack: Stack, tmp_path: P
             assert cells[2:4] == [broke.tenant_id, "insufficient_credit"], cells
             assert int(_row(page, "failure-codes", "insufficient_credit")[1]) >= 1
             spend = _row(page, "spend", paying.tenant_id)
-            assert int(spend[1]) >= 1 and spend[2].endswith("USD") and float(spend[2].split()[0]) > 0, spend
+            assert int(spend[1]) >= 1 and float(spend[2]) > 0, spend
             expect(page.locator("#spend-total")).to_contain_text("charged")
             page.screenshot(path=str(tmp_path / "ops-console.png"), full_page=True)
             if os.environ.get("REELFORGE_DOCS_SCREENSHOT"):

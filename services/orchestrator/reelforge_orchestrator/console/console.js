@@ -9,7 +9,7 @@ function token() {
 }
 
 function money(micros, currency) {
-  return (micros / 1e6).toFixed(4) + " " + (currency || "");
+  return (micros / 1e6).toFixed(4) + (currency ? " " + currency : "");
 }
 
 function seconds(s) {
@@ -68,14 +68,13 @@ function render(state) {
   ], "no pools configured");
   const spend = state.spend;
   if (spend.available) {
-    document.getElementById("spend-day").textContent = "(" + spend.day + ", UTC)";
+    document.getElementById("spend-day").textContent = "(" + spend.day + " UTC, " + spend.currency + ")";
     document.getElementById("spend-total").textContent = "charged " + money(spend.charged_micros, spend.currency)
       + " (free " + money(spend.free_micros, spend.currency) + "), provider cost "
       + money(spend.provider_cost_micros, spend.currency);
     fill("spend", spend.tenants, [
-      (t) => cell(t.tenant_id), (t) => cell(t.jobs, "num"), (t) => cell(money(t.charged_micros, spend.currency), "num"),
-      (t) => cell(money(t.free_micros, spend.currency), "num"),
-      (t) => cell(money(t.provider_cost_micros, spend.currency), "num"),
+      (t) => cell(t.tenant_id), (t) => cell(t.jobs, "num"), (t) => cell(money(t.charged_micros), "num"),
+      (t) => cell(money(t.free_micros), "num"), (t) => cell(money(t.provider_cost_micros), "num"),
     ], "nothing charged today");
   } else {
     document.getElementById("spend-total").textContent = "unavailable (" + spend.error + ")";
