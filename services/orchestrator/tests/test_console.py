@@ -3,11 +3,8 @@ failures by code; the token is required; billing down leaves spend unavailable, 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import httpx
 import pytest
-import pytest_asyncio
 from fastapi import FastAPI
 from pydantic import SecretStr
 
@@ -15,17 +12,13 @@ from reelforge_orchestrator import admin_api, config_store
 from reelforge_orchestrator.billing_client import BillingClient
 from reelforge_orchestrator.console import Console
 
-from .test_live_scheduling import Harness, _harness
+from . import test_live_scheduling
+from .test_live_scheduling import Harness
 
 pytestmark = pytest.mark.asyncio
 
 
-@pytest_asyncio.fixture
-async def h(postgres_dsn: str) -> AsyncIterator[Harness]:
-    harness = await _harness(postgres_dsn)
-    yield harness
-    await harness.leadership.release()
-    await harness.pool.close()
+h = test_live_scheduling.h  # the harness fixture
 
 
 def _app(h: Harness, billing: BillingClient, token: str | None) -> httpx.AsyncClient:

@@ -3,23 +3,15 @@ first frame, render results by pool; label values stay bounded."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import pytest
-import pytest_asyncio
 from prometheus_client import REGISTRY
 
 from reelforge_orchestrator.job_metrics import OTHER, BoundedLabel
 
-from .test_live_scheduling import Harness, _harness
+from . import test_live_scheduling
+from .test_live_scheduling import Harness
 
-
-@pytest_asyncio.fixture
-async def h(postgres_dsn: str) -> AsyncIterator[Harness]:
-    harness = await _harness(postgres_dsn)
-    yield harness
-    await harness.leadership.release()
-    await harness.pool.close()
+h = test_live_scheduling.h  # the harness fixture
 
 
 def _value(name: str, **labels: str) -> float:
