@@ -41,7 +41,7 @@ async def _send_poison(bootstrap: str, marker: str) -> None:
         await producer.stop()
 
 
-async def _dead_lettered(bootstrap: str, marker: str, expected: int, timeout: float) -> dict[str, dict[str, str]]:
+async def _dead_lettered(bootstrap: str, marker: str, expected: int, wait_seconds: float) -> dict[str, dict[str, str]]:
     """Reads every dead-letter topic from the start; returns {event-id: headers} of our poison records."""
     consumer = AIOKafkaConsumer(
         *(topics.dead_letter_topic(group) for group in CONSUMED), bootstrap_servers=bootstrap,
@@ -50,7 +50,7 @@ async def _dead_lettered(bootstrap: str, marker: str, expected: int, timeout: fl
     await consumer.start()
     found: dict[str, dict[str, str]] = {}
     try:
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + wait_seconds
         while time.monotonic() < deadline and len(found) < expected:
             batches = await consumer.getmany(timeout_ms=500)
             for records in batches.values():
@@ -67,7 +67,7 @@ def test_poison_on_every_topic_is_dead_lettered_and_consumers_keep_going(stack: 
     marker = uuid.uuid4().hex
     asyncio.run(_send_poison(stack.bootstrap, marker))
     expected = sum(len(consumed) for consumed in CONSUMED.values())
-    found = asyncio.run(_dead_lettered(stack.bootstrap, marker, expected, timeout=60))
+    found = asyncio.run(_dead_lettered(stack.bootstrap, marker, expected, wait_seconds=60))
 
     for group, consumed in CONSUMED.items():
         for topic in consumed:
