@@ -15,7 +15,7 @@ from google.protobuf import message as pb_message
 from google.protobuf import symbol_database
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from reelforge.billing.v1 import billing_pb2
+from reelforge.billing.v1 import billing_pb2, spend_pb2
 from reelforge_core import grpc as core_grpc
 from reelforge_local.stack import Stack
 
@@ -29,7 +29,8 @@ _ODD_INTS = [0, -1, 1, 2**31 - 1, -(2**31), 2**53 + 1]
 
 def _targets(stack: Stack) -> list[tuple[str, pb_descriptor.ServiceDescriptor]]:
     billing_port = stack.services["billing"].env["REELFORGE_BILLING_GRPC_PORT"]
-    return [(f"127.0.0.1:{billing_port}", billing_pb2.DESCRIPTOR.services_by_name["BillingService"])]
+    return [(f"127.0.0.1:{billing_port}", billing_pb2.DESCRIPTOR.services_by_name["BillingService"]),
+            (f"127.0.0.1:{billing_port}", spend_pb2.DESCRIPTOR.services_by_name["SpendService"])]
 
 
 def _methods(stack: Stack) -> Iterator[tuple[str, pb_descriptor.MethodDescriptor]]:

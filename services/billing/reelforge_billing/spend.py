@@ -57,7 +57,7 @@ def parse_day(day: str) -> date:
     try:
         return date.fromisoformat(day)
     except ValueError:
-        raise ValueError(f"day must be YYYY-MM-DD, got {day!r}") from None
+        raise ValueError(f"day must be YYYY-MM-DD, got {day[:40]!r}") from None
 
 
 async def spend(conn: asyncpg.Connection | asyncpg.Pool, day: date, tenant_id: str | None = None) -> list[TenantSpend]:
