@@ -28,15 +28,16 @@ class TenantSpend:
 
 
 _SPEND = """
-WITH charges AS (
-    SELECT t.tenant_id,
-           count(DISTINCT t.id) FILTER (WHERE t.kind = 'settle') AS jobs,
-           coalesce(sum(e.amount), 0) AS charged,
-           coalesce(sum(e.amount) FILTER (WHERE e.account_id = $4), 0) AS free
+WITH per_transaction AS (
+    SELECT t.tenant_id, t.kind, sum(e.amount) AS charged, sum(e.amount) FILTER (WHERE e.account_id = $4) AS free
     FROM ledger_transactions t JOIN ledger_entries e ON e.transaction_id = t.id AND e.account_id = ANY($3::text[])
     WHERE t.kind IN ('settle', 'refund') AND t.created_at >= $1 AND t.created_at < $2
       AND ($5::text IS NULL OR t.tenant_id = $5)
-    GROUP BY t.tenant_id
+    GROUP BY t.id, t.tenant_id, t.kind
+), charges AS (
+    SELECT tenant_id, count(*) FILTER (WHERE kind = 'settle') AS jobs, sum(charged) AS charged,
+           coalesce(sum(free), 0) AS free
+    FROM per_transaction GROUP BY tenant_id
 ), costs AS (
     SELECT tenant_id, sum(provider_cost_micros) AS provider_cost
     FROM usage_records

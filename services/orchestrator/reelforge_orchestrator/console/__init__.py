@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, cast
@@ -30,6 +31,7 @@ log = logging.getLogger(__name__)
 
 HERE = Path(__file__).parent
 RECENT_FAILURES = 20
+SPEND_CACHE_SECONDS = 5.0  # every open console polls; billing sums a day of ledger at most this often
 FAILURE_WINDOW = timedelta(hours=1)
 _NO_CONTEXT = cast(Context, None)  # the admin API's reads never touch their gRPC context
 
@@ -55,6 +57,7 @@ class Console:
         self._pool = pool
         self._billing = billing
         self._token = token.get_secret_value().encode() if token is not None else None
+        self._spend_cache: tuple[float, dict[str, Any]] | None = None
 
     def router(self) -> APIRouter:
         router = APIRouter(include_in_schema=False)
@@ -123,6 +126,15 @@ class Console:
         }
 
     async def _spend(self) -> dict[str, Any]:
+        now = time.monotonic()
+        if self._spend_cache is not None and now - self._spend_cache[0] < SPEND_CACHE_SECONDS:
+            return self._spend_cache[1]
+        spend = await self._fetch_spend()
+        if spend["available"]:
+            self._spend_cache = (now, spend)
+        return spend
+
+    async def _fetch_spend(self) -> dict[str, Any]:
         try:
             spend = await self._billing.spend()
         except grpc.aio.AioRpcError as exc:
