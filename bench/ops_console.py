@@ -39,7 +39,8 @@ SELECT 'job_' || i, 'ten_' || (i % $1), '\\x'::bytea,
        CASE WHEN i > $2 AND i % 10 = 0 THEN 'seeded failure' END,
        now() - ((i::bigint * 7919) % 172800) * interval '1 second',
        CASE WHEN i <= $2 AND i % 2 = 1 THEN 'animatic' END,
-       now() - ((i::bigint * 7919) % 172800) * interval '1 second', now() - ((i::bigint * 7919) % 172800) * interval '1 second'
+       now() - ((i::bigint * 7919) % 172800) * interval '1 second',
+       now() - ((i::bigint * 7919) % 172800) * interval '1 second'
 FROM generate_series(1, $2::int + $3::int) AS i
 """
 

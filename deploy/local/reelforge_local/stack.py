@@ -121,6 +121,10 @@ class ServiceProcess:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
 
 
+def grpc_target(process: ServiceProcess) -> str:
+    return f"127.0.0.1:{process.env[f'REELFORGE_{process.spec.env_prefix}_GRPC_PORT']}"
+
+
 @dataclass(frozen=True)
 class Tenant:
     tenant_id: str
@@ -144,6 +148,7 @@ class Stack:
         self.logs_dir = self.run_dir / "logs"
         self.traces_dir = self.run_dir / "traces"
         self.operator_token = secrets.token_urlsafe(24)  # the ops console's and admin CLI's token
+        self._admin_key: str | None = None
 
     def start(self, timeout: float = 120.0) -> None:
         """Brings everything up. The services start while the broker boots (they wait for it),
@@ -189,6 +194,8 @@ class Stack:
             group = []
             for instance in range(self.replicas):
                 extra = {"GRPC_PORT": str(billing_ports[instance])} if spec.name == "billing" else {}
+                if spec.name == "gateway":
+                    extra["GRPC_PORT"] = str(free_port())  # the partner gRPC JobsService
                 if spec.name == "orchestrator":
                     extra["BILLING_TARGET"] = billing_target
                     extra["GRPC_PORT"] = str(free_port())
@@ -224,7 +231,7 @@ class Stack:
         port = free_port()
         env = {**base.env, f"{prefix}HTTP_PORT": str(port), f"{prefix}INSTANCE_ID": str(instance),
                f"{prefix}TRACE_FILE": str(self.traces_dir / f"{service}-{instance}.jsonl")}
-        if service == "orchestrator":
+        if f"{prefix}GRPC_PORT" in env:
             env[f"{prefix}GRPC_PORT"] = str(free_port())
         process = ServiceProcess(base.spec, env, port, self.logs_dir / f"{service}-{instance}.log", instance)
         group.append(process)
@@ -235,6 +242,17 @@ class Stack:
         return self.services["gateway"].url
 
     @property
+    def gateway_grpc_target(self) -> str:
+        """host:port of the gateway's partner gRPC JobsService (the first instance)."""
+        return grpc_target(self.services["gateway"])
+
+    def admin_key(self) -> str:
+        """An `admin`-scoped key for the admin API (/v1/admin), made on first use."""
+        if self._admin_key is None:
+            self._admin_key = json.loads(self.cli("gateway", "create-admin-key"))["api_key"]
+        return self._admin_key
+
+    @property
     def console_url(self) -> str:
         """The ops console, with the operator token in the fragment (never sent to the server)."""
         return f"{self.services['orchestrator'].url}/console#token={self.operator_token}"
@@ -242,7 +260,7 @@ class Stack:
     @property
     def admin_target(self) -> str:
         """The orchestrator admin gRPC API (pools, contracts, queues) of the first instance."""
-        return f"127.0.0.1:{self.services['orchestrator'].env['REELFORGE_ORCHESTRATOR_GRPC_PORT']}"
+        return grpc_target(self.services["orchestrator"])
 
     @property
     def billing_target(self) -> str:
