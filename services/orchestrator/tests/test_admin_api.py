@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
+
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -13,20 +16,32 @@ from reelforge_orchestrator import admin_api, config_store
 from reelforge_orchestrator.scheduling.contracts import TenantContract
 from reelforge_orchestrator.scheduling.pools import PoolSpec
 
-from .test_live_scheduling import _harness
+from .test_live_scheduling import Harness, _harness
 
 pytestmark = pytest.mark.asyncio
 
 
-async def test_queues_pools_pause_and_contracts(postgres_dsn: str) -> None:
-    h = await _harness(postgres_dsn)
+@contextlib.asynccontextmanager
+async def _served(dsn: str) -> AsyncIterator[tuple[Harness, grpc.aio.Channel]]:
+    """A live orchestrator harness with the admin API served over a real gRPC server."""
+    h = await _harness(dsn)
     server, _ = core_grpc.create_server([admin_api.SERVICE_NAME])
     admin_pb2_grpc.add_OrchestratorAdminServicer_to_server(admin_api.AdminServicer(h.pool, lambda: h.engine), server)
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     channel = core_grpc.channel(f"127.0.0.1:{port}")
-    admin = admin_pb2_grpc.OrchestratorAdminStub(channel)
     try:
+        yield h, channel
+    finally:
+        await channel.close()
+        await server.stop(None)
+        await h.leadership.release()
+        await h.pool.close()
+
+
+async def test_queues_pools_pause_and_contracts(postgres_dsn: str) -> None:
+    async with _served(postgres_dsn) as (h, channel):
+        admin = admin_pb2_grpc.OrchestratorAdminStub(channel)
         await config_store.upsert_pool(h.pool, PoolSpec("animatic", "animatic", "animatic", slots=2))
         await config_store.upsert_contract(h.pool, TenantContract("gold", tier="enterprise", max_concurrent=5))
         await h.engine.reload()
@@ -69,22 +84,11 @@ async def test_queues_pools_pause_and_contracts(postgres_dsn: str) -> None:
                 list_services="")])):
             assert admin_api.SERVICE_NAME in [s.name for s in answer.list_services_response.service]
             break
-    finally:
-        await channel.close()
-        await server.stop(None)
-        await h.leadership.release()
-        await h.pool.close()
 
 
 async def test_pools_routes_and_contract_listing_apply_without_restart(postgres_dsn: str) -> None:
-    h = await _harness(postgres_dsn)
-    server, _ = core_grpc.create_server([admin_api.SERVICE_NAME])
-    admin_pb2_grpc.add_OrchestratorAdminServicer_to_server(admin_api.AdminServicer(h.pool, lambda: h.engine), server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    channel = core_grpc.channel(f"127.0.0.1:{port}")
-    admin = admin_pb2_grpc.OrchestratorAdminStub(channel)
-    try:
+    async with _served(postgres_dsn) as (h, channel):
+        admin = admin_pb2_grpc.OrchestratorAdminStub(channel)
         status = await admin.SetPool(admin_pb2.PoolSpec(
             pool_id="fal/animatic", provider="fal", model="animatic", slots=3, requests_per_minute=30,
             cost_micros_per_second={"480p": 10, "720p": 20}))
@@ -122,8 +126,3 @@ async def test_pools_routes_and_contract_listing_apply_without_restart(postgres_
         queues = await admin.GetQueues(admin_pb2.GetQueuesRequest())
         assert [(q.tenant_id, q.tier, q.weight, q.max_concurrent, q.in_flight) for q in queues.tenants] == [
             ("tin", "enterprise", 3.0, 2, 1)]
-    finally:
-        await channel.close()
-        await server.stop(None)
-        await h.leadership.release()
-        await h.pool.close()
