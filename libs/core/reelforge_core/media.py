@@ -198,6 +198,23 @@ async def probe(path: Path, timeout_s: float = 30.0) -> ProbeResult:
     return result
 
 
+async def check_complete(path: Path, timeout_s: float = 60.0) -> None:
+    """MediaError `media_truncated` if a stream holds fewer packets than its header declares: a file cut
+    short after a front `moov` atom probes fine (full duration) yet cannot be played to the end. Only
+    demuxes (no decoding), so it costs about one read of the file."""
+    args = [FFPROBE, "-v", "error", "-count_packets", "-show_entries", "stream=index,nb_frames,nb_read_packets",
+            "-print_format", "json", file_arg(path)]
+    try:
+        document = json.loads(await run_tool(args, timeout_s))
+    except json.JSONDecodeError as exc:
+        raise MediaError("media_unreadable", f"ffprobe returned malformed output for {path.name}") from exc
+    for stream in document.get("streams", []):
+        declared, read = stream.get("nb_frames"), stream.get("nb_read_packets")
+        if declared and read and str(declared).isdigit() and str(read).isdigit() and int(read) < int(declared):
+            raise MediaError("media_truncated",
+                             f"{path.name} stream {stream.get('index')} has {read} of {declared} packets")
+
+
 def sha256_file(path: Path, chunk_size: int = 1 << 20) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as handle:

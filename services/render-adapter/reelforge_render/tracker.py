@@ -276,6 +276,7 @@ class Tracker:
                 await provider.fetch_output(handle, status, out)
                 try:
                     probed = await media.probe(out)
+                    await media.check_complete(out)
                 except media.MediaError as exc:
                     message = f"{job.provider} returned an unreadable video: {exc.message}"
                     raise ProviderError(INTERNAL, message) from exc

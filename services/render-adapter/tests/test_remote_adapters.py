@@ -247,3 +247,26 @@ async def test_vertex_inline_video_and_a_refreshed_token(postgres_dsn: str, tmp_
     assert result.ok, result.error_message
     assert a.content.path_of(result.output_uri).stat().st_size > 1000
     assert stats["created"] == 1 and stats["throttled"] == 0
+
+
+@pytest.mark.parametrize(("output", "says"), [
+    ("corrupt", "unreadable video"), ("truncated", "packets"), ("empty", "empty output"),
+])
+async def test_damaged_output_fails_with_a_clear_code(postgres_dsn: str, tmp_path: Path, case: Case, fake_url: str,
+                                                      output: str, says: str) -> None:
+    await set_behaviour(fake_url, output=output)
+    async with adapter(postgres_dsn, tmp_path, {case.kind: make(case, fake_url)}) as a:
+        await a.request("job1/r1", case.kind, job_spec(case))  # type: ignore[arg-type]
+        result = await asyncio.wait_for(a.result("job1/r1"), 60)
+    assert not result.ok and result.error_code == "internal", (result.error_code, result.error_message)
+    assert says in result.error_message, result.error_message
+    assert not list((a.content.root / "sha256").rglob("*")), "a damaged output was stored"
+
+
+async def test_output_over_the_size_limit_is_refused(postgres_dsn: str, tmp_path: Path, case: Case,
+                                                     fake_url: str) -> None:
+    async with adapter(postgres_dsn, tmp_path, {case.kind: make(case, fake_url, max_output_bytes=2048)}) as a:
+        await a.request("job1/r1", case.kind, job_spec(case))  # type: ignore[arg-type]
+        result = await asyncio.wait_for(a.result("job1/r1"), 60)
+    assert not result.ok and result.error_code == "internal"
+    assert "exceeds 2048" in result.error_message, result.error_message

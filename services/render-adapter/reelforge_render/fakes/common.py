@@ -51,6 +51,18 @@ class Behaviour(BaseModel):
     webhook_url: str = ""  # when set, terminal jobs are announced there (provider's webhook shape)
     gpus: int = 0  # the self-hosted pool reports GPUs and GPU-seconds per job when > 0
     answer_delay_s: float = 0.0  # API POSTs take effect at once but answer this much later (lost answers)
+    # What the output download serves: a real MP4, random bytes, the first 40% of the MP4, or nothing.
+    output: Literal["mp4", "corrupt", "truncated", "empty"] = "mp4"
+
+
+def _damaged(video: bytes, output: str) -> bytes:
+    if output == "corrupt":
+        return random.Random(len(video)).randbytes(len(video))
+    if output == "truncated":
+        return video[: len(video) * 4 // 10]
+    if output == "empty":
+        return b""
+    return video
 
 
 @dataclass
@@ -161,7 +173,7 @@ class FakeProvider:
                     _VIDEOS[key] = out.read_bytes()
         if counted:
             self.stats.downloads += 1
-        return _VIDEOS[key]
+        return _damaged(_VIDEOS[key], self.behaviour.output)
 
     def announce(self, job: FakeJob, body: Callable[[FakeJob], dict[str, Any]],
                  headers: Callable[[bytes], dict[str, str]] | None = None) -> None:
