@@ -22,6 +22,8 @@ CACHE = Path(os.environ.get("REELFORGE_CACHE", ROOT / ".cache"))
 @pytest.fixture(scope="session")
 def stack() -> Iterator[Stack]:
     run_dir = CACHE / "test-stack"
+    # Webhook receivers in the tests listen on loopback, which the gateway's SSRF guard refuses unless allowlisted.
+    os.environ.setdefault("REELFORGE_GATEWAY_WEBHOOK_ALLOWED_HOSTS", '["127.0.0.1"]')
     shutil.rmtree(run_dir, ignore_errors=True)
     with Stack(run_dir, CACHE, progress=lambda line: print(f"[stack] {line}", flush=True)) as platform:
         platform.start()
