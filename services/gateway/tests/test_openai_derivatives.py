@@ -128,3 +128,16 @@ def test_extension_is_the_stitched_total(client: OpenAI, gateway: Gateway, sampl
     with sample_video.open("rb") as upload:  # 1 s uploaded, extended by 4 s
         assert client.videos.extend(prompt="On", seconds="4", video=upload).seconds == "5"
     assert bad_seconds.value.param == "seconds"
+
+
+def test_characters(client: OpenAI, gateway: Gateway, sample_video: Path) -> None:
+    with sample_video.open("rb") as upload:
+        created = client.videos.create_character(name="Captain Filter", video=upload)
+    assert created.name == "Captain Filter" and created.id is not None and created.created_at > 0
+    assert client.videos.get_character(created.id).model_dump() == created.model_dump()
+    _, other_key = gateway.new_tenant("other")
+    with pytest.raises(openai.NotFoundError):
+        OpenAI(api_key=other_key, base_url=f"{gateway.url}/v1", max_retries=0).videos.get_character(created.id)
+    with pytest.raises(openai.BadRequestError) as not_video:
+        client.videos.create_character(name="x", video=("a.txt", b"hello", "text/plain"))
+    assert not_video.value.param == "video"

@@ -10,7 +10,15 @@ from fastapi import FastAPI
 
 from reelforge_core.asgi_tracing import TracingMiddleware
 from reelforge_core.content import ContentStore
-from reelforge_gateway.api import downloads, jobs, problems, video_derivatives, videos, webhook_endpoints
+from reelforge_gateway.api import (
+    downloads,
+    jobs,
+    problems,
+    video_characters,
+    video_derivatives,
+    videos,
+    webhook_endpoints,
+)
 from reelforge_gateway.api.auth import KeyCache
 from reelforge_gateway.api.limits import BodySizeLimit
 from reelforge_gateway.api.ratelimit import RateLimiter, RateLimitHeaders
@@ -43,10 +51,12 @@ def create_app(pool: asyncpg.Pool, content: ContentStore, settings: GatewaySetti
     app.include_router(downloads.router)
     app.include_router(videos.router)
     app.include_router(video_derivatives.router)
+    app.include_router(video_characters.router)
     app.include_router(webhook_endpoints.router)
     app.include_router(webhook_endpoints.event_types_router)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes, max_upload_bytes=settings.max_upload_bytes,
-                       upload_paths=("/v1/videos", *video_derivatives.UPLOAD_PATHS))
+                       upload_paths=("/v1/videos", *video_derivatives.UPLOAD_PATHS,
+                                                   *video_characters.UPLOAD_PATHS))
     app.add_middleware(RateLimitHeaders)
     app.add_middleware(TracingMiddleware)
     _document_problems(app)

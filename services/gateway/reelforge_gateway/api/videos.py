@@ -33,9 +33,9 @@ from reelforge_gateway.settings import GatewaySettings
 
 router = APIRouter(prefix="/v1/videos", tags=["openai-compatible videos"])
 
-# The SDK's VideoModel literals; all render on our default route until the orchestrator routes by name.
+# The SDK's VideoModel literals, and ours: each is a route in the orchestrator (model_routes), priced by billing.
 OPENAI_MODELS = ("sora-2", "sora-2-pro", "sora-2-2025-10-06", "sora-2-pro-2025-10-06", "sora-2-2025-12-08")
-ROUTED_MODEL = "animatic"
+MODELS = (*OPENAI_MODELS, *validation.MODELS)
 SECONDS = ("4", "8", "12")
 SIZES = ("720x1280", "1280x720", "1024x1792", "1792x1024")
 VideoStatus = Literal["queued", "in_progress", "completed", "failed"]
@@ -60,7 +60,7 @@ class VideoCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     prompt: str = Field(min_length=1, max_length=validation.MAX_PROMPT_CHARS)
-    model: str = Field(default="sora-2", description=f"One of {', '.join((*OPENAI_MODELS, ROUTED_MODEL))}")
+    model: str = Field(default="sora-2", description=f"One of {', '.join(MODELS)}")
     seconds: Literal["4", "8", "12"] = "4"
     size: Literal["720x1280", "1280x720", "1024x1792", "1792x1024"] = "720x1280"
     input_reference: InputReferenceObject | None = Field(
@@ -76,8 +76,8 @@ class VideoCreate(BaseModel):
     @field_validator("model")
     @classmethod
     def known_model(cls, value: str) -> str:
-        if value not in (*OPENAI_MODELS, ROUTED_MODEL):
-            raise ValueError(f"model must be one of {', '.join((*OPENAI_MODELS, ROUTED_MODEL))}")
+        if value not in MODELS:
+            raise ValueError(f"model must be one of {', '.join(MODELS)}")
         return value
 
 
@@ -191,10 +191,10 @@ def parse(model: type[_Body], fields: dict[str, Any]) -> _Body:
 
 def new_video_job(caller: Caller, requested_model: str, prompt: str, seconds: float, width: int, height: int,
                   **extra: Any) -> store.NewJob:
-    """A job as the OpenAI routes make it: rendered on our route for the requested model, finished with a
+    """A job as the OpenAI routes make it: routed by the requested model's name, finished with a
     poster frame and a sprite sheet (the thumbnail and spritesheet download variants)."""
     return store.NewJob(
-        tenant_id=caller.tenant_id, model=ROUTED_MODEL, requested_model=requested_model, prompt=prompt,
+        tenant_id=caller.tenant_id, model=requested_model, requested_model=requested_model, prompt=prompt,
         seconds=seconds, width=width, height=height, narration=None, voice="en-us", seed=secrets.randbelow(2**31),
         postprocess_options=PREVIEWS, **extra,
     )

@@ -12,3 +12,12 @@ ALTER TABLE webhook_endpoints ADD COLUMN previous_secret         text;
 ALTER TABLE webhook_endpoints ADD COLUMN previous_secret_expires timestamptz;
 CREATE INDEX webhook_endpoints_page ON webhook_endpoints (tenant_id, created_at DESC, endpoint_id)
     WHERE deleted_at IS NULL;
+
+-- OpenAI video characters: a named reference video a tenant uploads once (POST /v1/videos/characters).
+CREATE TABLE video_characters (
+    character_id text PRIMARY KEY,
+    tenant_id    text        NOT NULL REFERENCES tenants (tenant_id),
+    name         text        NOT NULL,
+    video_uri    text        NOT NULL,
+    created_at   timestamptz NOT NULL DEFAULT now()
+);
