@@ -35,6 +35,7 @@ from reelforge_gateway.api.videos import (
     store_upload,
     submit_video,
 )
+from reelforge_gateway.store import Idempotency
 
 router = APIRouter(prefix="/v1/videos", tags=["openai-compatible videos"])
 AuthCaller = Annotated[Caller, Depends(authenticate)]
@@ -129,7 +130,7 @@ async def extend_video(request: Request, caller: AuthCaller) -> JSONResponse:
 
 
 async def _source_and_key(request: Request, caller: Caller, body: EditRequest,
-                          upload: bytes | None) -> tuple[_Source, Any]:
+                          upload: bytes | None) -> tuple[_Source, Idempotency | None]:
     canonical = body.model_dump(mode="json")
     if upload is not None:
         canonical["video"] = hashlib.sha256(upload).hexdigest()
@@ -174,8 +175,8 @@ def _nearest_size(width: int, height: int) -> tuple[int, int]:
     return min(shapes, key=lambda wh: abs(wh[0] / wh[1] - width / height))
 
 
-async def _submit(request: Request, caller: Caller, key: Any, source: _Source, prompt: str, seconds: float,
-                  operation: str) -> JSONResponse:
+async def _submit(request: Request, caller: Caller, key: Idempotency | None, source: _Source, prompt: str,
+                  seconds: float, operation: str) -> JSONResponse:
     job = new_video_job(caller, source.model, prompt, seconds, source.width, source.height,
                         input_reference_uri=source.uri, source_job_id=source.job_id, source_operation=operation)
     return await submit_video(request, key, job)
