@@ -25,9 +25,7 @@ class CharacterCreate(BaseModel):
     @field_validator("name")
     @classmethod
     def has_text(cls, value: str) -> str:
-        if not value.strip():
-            raise ValueError("name must contain text")
-        return validation.check_text(value.strip(), "name")
+        return validation.required_text(value, "name")
 
 
 class Character(BaseModel):

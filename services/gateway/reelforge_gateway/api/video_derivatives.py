@@ -10,7 +10,7 @@ provider that remixes natively can be given the source. An extension's `seconds`
 from __future__ import annotations
 
 import hashlib
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 import asyncpg
 from fastapi import APIRouter, Depends, Request
@@ -57,9 +57,7 @@ class _Prompted(BaseModel):
     @field_validator("prompt")
     @classmethod
     def prompt_has_text(cls, value: str) -> str:
-        if not value.strip():
-            raise ValueError("prompt must contain text")
-        return validation.check_text(value.strip(), "prompt")
+        return validation.required_text(value, "prompt")
 
 
 class RemixRequest(_Prompted):
@@ -80,6 +78,9 @@ def _body_doc(model: type[BaseModel], form_fields: dict[str, Any]) -> dict[str, 
                  "properties": {**form_fields, "video": {"type": "string", "format": "binary"}}}
     return {"requestBody": {"required": True, "content": {
         "application/json": {"schema": json_body_schema(model)}, "multipart/form-data": {"schema": multipart}}}}
+
+
+_Request = TypeVar("_Request", bound=EditRequest)
 
 
 class _Source:
@@ -104,11 +105,7 @@ async def remix_video(video_id: str, body: RemixRequest, request: Request, calle
              openapi_extra=_body_doc(EditRequest, {"prompt": {"type": "string"}}))
 async def edit_video(request: Request, caller: AuthCaller) -> JSONResponse:
     """A new video that edits a completed video (`video: {id}`) or an uploaded MP4 (`video` file part)."""
-    require_scope(caller, "jobs:write")
-    fields, upload = await read_body(request, "video")
-    body = parse(EditRequest, fields)
-    moderate(request, body.prompt)
-    source, key = await _source_and_key(request, caller, body, upload)
+    body, source, key = await _from_video(request, caller, EditRequest)
     return await _submit(request, caller, key, source, body.prompt, source.seconds, "edit")
 
 
@@ -117,16 +114,23 @@ async def edit_video(request: Request, caller: AuthCaller) -> JSONResponse:
                                                      "seconds": {"type": "string", "enum": list(EXTENSION_SECONDS)}}))
 async def extend_video(request: Request, caller: AuthCaller) -> JSONResponse:
     """The source video continued by `seconds`; the new video is the whole, its length the stitched total."""
-    require_scope(caller, "jobs:write")
-    fields, upload = await read_body(request, "video")
-    body = parse(ExtendRequest, fields)
-    moderate(request, body.prompt)
-    source, key = await _source_and_key(request, caller, body, upload)
+    body, source, key = await _from_video(request, caller, ExtendRequest)
     total = source.seconds + float(body.seconds)
     if total > validation.MAX_SECONDS:
         raise Problem(400, "invalid_value", "The extended video would be too long",
                       f"{source.seconds:g} s + {body.seconds} s exceeds {validation.MAX_SECONDS:g} s", param="seconds")
     return await _submit(request, caller, key, source, body.prompt, total, "extension")
+
+
+async def _from_video(request: Request, caller: Caller,
+                      model: type[_Request]) -> tuple[_Request, _Source, Idempotency | None]:
+    """An edit or extension request: its body, the source video (by id or uploaded), its idempotency key."""
+    require_scope(caller, "jobs:write")
+    fields, upload = await read_body(request, "video")
+    body = parse(model, fields)
+    moderate(request, body.prompt)
+    source, key = await _source_and_key(request, caller, body, upload)
+    return body, source, key
 
 
 async def _source_and_key(request: Request, caller: Caller, body: EditRequest,

@@ -26,7 +26,7 @@ from starlette.datastructures import UploadFile
 from reelforge.postprocess.v1 import postprocess_pb2
 from reelforge_core.content import ContentStore
 from reelforge_gateway import store, validation
-from reelforge_gateway.api import idempotency, variants
+from reelforge_gateway.api import idempotency, pages, variants
 from reelforge_gateway.api.auth import Caller, authenticate, moderate, owned_job, require_scope
 from reelforge_gateway.api.problems import OPENAI_ERRORS, Problem
 from reelforge_gateway.settings import GatewaySettings
@@ -69,9 +69,7 @@ class VideoCreate(BaseModel):
     @field_validator("prompt")
     @classmethod
     def prompt_has_text(cls, value: str) -> str:
-        if not value.strip():
-            raise ValueError("prompt must contain text")
-        return validation.check_text(value.strip(), "prompt")
+        return validation.required_text(value, "prompt")
 
     @field_validator("model")
     @classmethod
@@ -220,12 +218,8 @@ async def list_videos(
 ) -> VideoList:
     require_scope(caller, "jobs:read")
     pool = request.app.state.pool
-    position = None
-    if after:
-        position = await store.job_position(pool, caller.tenant_id, after)
-        if position is None:
-            raise Problem(400, "invalid_cursor", "Invalid 'after'", f"No video {after!r} for this key",
-                          param="after")
+    position = await pages.position_after(after, lambda video_id: store.job_position(pool, caller.tenant_id, video_id),
+                                          "video")
     rows = await store.list_jobs(pool, caller.tenant_id, limit + 1, order == "desc", position)
     videos = [Video.from_row(row) for row in rows[:limit]]
     return VideoList(data=videos, first_id=videos[0].id if videos else None,

@@ -16,6 +16,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
 
 from reelforge_gateway import endpoint_store, store, validation, webhooks
+from reelforge_gateway.api import pages
 from reelforge_gateway.api.auth import Caller, authenticate, require_scope
 from reelforge_gateway.api.problems import OPENAI_ERRORS, Problem
 from reelforge_gateway.settings import GatewaySettings
@@ -181,12 +182,8 @@ async def list_endpoints(
     """Newest first."""
     require_scope(caller, "jobs:read")
     pool = request.app.state.pool
-    position = None
-    if after:
-        position = await endpoint_store.position(pool, caller.tenant_id, after)
-        if position is None:
-            raise Problem(400, "invalid_cursor", "Invalid 'after'", f"No webhook endpoint {after!r} for this key",
-                          param="after")
+    position = await pages.position_after(
+        after, lambda endpoint_id: endpoint_store.position(pool, caller.tenant_id, endpoint_id), "webhook endpoint")
     rows = await endpoint_store.page(pool, caller.tenant_id, limit + 1, position)
     data = [Endpoint.from_row(row) for row in rows[:limit]]
     return EndpointList(data=data, first_id=data[0].id if data else None, last_id=data[-1].id if data else None,
