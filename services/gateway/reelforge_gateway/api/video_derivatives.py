@@ -91,12 +91,15 @@ class _Source:
         self.model, self.job_id = model, job_id
 
 
-@router.post("/{video_id}/remix", response_model=Video, responses=_ERRORS)
-async def remix_video(video_id: str, body: RemixRequest, request: Request, caller: AuthCaller) -> JSONResponse:
+@router.post("/{video_id}/remix", response_model=Video, responses=_ERRORS,
+             openapi_extra={"requestBody": {"required": True, "content": {
+                 "application/json": {"schema": json_body_schema(RemixRequest)}}}})
+async def remix_video(video_id: str, request: Request, caller: AuthCaller) -> JSONResponse:
     """A new video from a completed one and a new prompt; same model, length and size."""
     require_scope(caller, "jobs:write")
+    source = await _owned_source(request, caller, video_id)  # before the body: a foreign id is a 404, whatever
+    body = parse(RemixRequest, (await read_body(request, file_field=""))[0])
     moderate(request, body.prompt)
-    source = await _owned_source(request, caller, video_id)
     key = idempotency.from_request(request, body.model_dump(mode="json"))
     return await _submit(request, caller, key, source, body.prompt, source.seconds, "remix")
 

@@ -19,6 +19,7 @@ from reelforge_gateway import endpoint_store, store, validation, webhooks
 from reelforge_gateway.api import pages
 from reelforge_gateway.api.auth import Caller, authenticate, require_scope
 from reelforge_gateway.api.problems import OPENAI_ERRORS, Problem
+from reelforge_gateway.api.videos import parse, read_body
 from reelforge_gateway.settings import GatewaySettings
 
 router = APIRouter(prefix="/v1/webhook_endpoints", tags=["webhooks"])
@@ -232,11 +233,14 @@ async def rotate_secret(endpoint_id: str, request: Request, caller: AuthCaller,
     return EndpointWithSecret.from_row(row)
 
 
-@router.post("/{endpoint_id}/test", response_model=TestResult, responses=OPENAI_ERRORS)
-async def test_endpoint(endpoint_id: str, body: TestEvent, request: Request, caller: AuthCaller) -> TestResult:
+@router.post("/{endpoint_id}/test", response_model=TestResult, responses=OPENAI_ERRORS,
+             openapi_extra={"requestBody": {"required": True, "content": {
+                 "application/json": {"schema": TestEvent.model_json_schema()}}}})
+async def test_endpoint(endpoint_id: str, request: Request, caller: AuthCaller) -> TestResult:
     """Sends one signed sample event now (not queued, not retried) and reports the receiver's status."""
     require_scope(caller, "jobs:write")
-    row = await _owned(request, caller, endpoint_id)
+    row = await _owned(request, caller, endpoint_id)  # before the body: a foreign id is a 404, whatever
+    body = parse(TestEvent, (await read_body(request, file_field=""))[0])
     settings: GatewaySettings = request.app.state.settings
     payload = webhooks.sample_event(body.event_type)
     try:
