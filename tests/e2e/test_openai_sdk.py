@@ -26,9 +26,9 @@ JPEG = b"\xff\xd8\xff"
 
 
 class Receiver:
-    """A webhook receiver on loopback (the stack's gateway allowlists 127.0.0.1 for tests)."""
+    """A webhook receiver on the loopback port the test stack's gateway allowlists."""
 
-    def __init__(self) -> None:
+    def __init__(self, port: int) -> None:
         self.received: list[tuple[dict[str, str], bytes]] = []
         received = self.received
 
@@ -42,7 +42,7 @@ class Receiver:
             def log_message(self, *_: Any) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/openai-hooks"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
@@ -68,8 +68,8 @@ def client(stack: Stack, sdk_tenant: Tenant) -> OpenAI:
 
 
 @pytest.fixture(scope="module")
-def receiver() -> Iterator[Receiver]:
-    r = Receiver()
+def receiver(webhook_receiver_port: int) -> Iterator[Receiver]:
+    r = Receiver(webhook_receiver_port)
     yield r
     r.server.shutdown()
 
