@@ -75,6 +75,9 @@ def test_remix_is_a_new_job_from_the_source(client: OpenAI, gateway: Gateway, sa
     spec = _submitted(gateway, remix.id).spec
     assert (spec.source_job_id, spec.source_operation, spec.input_reference_uri) == (source_id, "remix", source_uri)
     assert client.videos.retrieve(remix.id).remixed_from_video_id == source_id
+    with pytest.raises(openai.BadRequestError) as empty:
+        client.videos.remix(source_id, prompt="  ")
+    assert empty.value.param == "prompt"
 
 
 def test_remix_needs_a_completed_video_of_this_tenant(client: OpenAI, gateway: Gateway) -> None:
@@ -93,9 +96,6 @@ def test_remix_needs_a_completed_video_of_this_tenant(client: OpenAI, gateway: G
         _by_id(other, "edits", prompt="x", video={"id": pending.id})
     with pytest.raises(openai.NotFoundError):
         _by_id(other, "extensions", prompt="x", seconds="4", video={"id": pending.id})
-    with pytest.raises(openai.BadRequestError) as empty:
-        client.videos.remix(pending.id, prompt="  ")
-    assert empty.value.param == "prompt"
 
 
 def test_edit_by_id_and_by_upload(client: OpenAI, gateway: Gateway, sample_video: Path) -> None:
