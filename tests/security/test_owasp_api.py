@@ -59,7 +59,8 @@ def victim_ids(stack: Stack, other: Tenant) -> Iterator[dict[str, str]]:
         yield {
             "job_id": job["id"], "video_id": job["id"], "endpoint_id": endpoint_id,
             "delivery_id": deliveries[0]["id"] if deliveries else str(uuid.uuid4()),
-            "tenant_id": other.tenant_id, "character_id": character.json()["id"],
+            "tenant_id": other.tenant_id, "key_id": _a_key_id_of(stack, other),
+            "character_id": character.json()["id"],
         }
 
 
@@ -67,6 +68,14 @@ def _tiny_mp4() -> bytes:
     return subprocess.run(["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "testsrc=size=64x64:rate=5:duration=1",
                            "-pix_fmt", "yuv420p", "-movflags", "frag_keyframe+empty_moov", "-f", "mp4", "-"],
                           capture_output=True, check=True).stdout
+
+
+def _a_key_id_of(stack: Stack, tenant: Tenant) -> str:
+    with _client(stack, stack.admin_key()) as admin:
+        keys = admin.get(f"/v1/admin/tenants/{tenant.tenant_id}/keys")
+        assert keys.status_code == 200, keys.text
+        key_id: str = keys.json()["data"][0]["id"]
+        return key_id
 
 
 def _routes(stack: Stack) -> list[tuple[str, str]]:
@@ -120,6 +129,41 @@ def test_a_real_prefix_with_a_wrong_secret_is_refused(stack: Stack, attacker: Te
     forged = f"rfk_{prefix}_{'B' * 43}"
     response = httpx.get(f"{stack.gateway_url}/v1/jobs", headers={"Authorization": f"Bearer {forged}"}, timeout=15)
     assert response.status_code == 401
+
+
+def test_function_level_authorisation_partner_keys_on_admin_routes(
+    stack: Stack, attacker: Tenant, victim_ids: dict[str, str]
+) -> None:
+    spec = httpx.get(f"{stack.gateway_url}/openapi.json", timeout=15).json()
+    admin_routes = [(m.upper(), p) for p, ops in spec["paths"].items() for m in ops if p.startswith("/v1/admin")]
+    assert len(admin_routes) >= 6, admin_routes
+    with _client(stack, attacker.api_key) as client:
+        for method, path in admin_routes:
+            url = _PATH_PARAM.sub(lambda m: victim_ids[m.group(1)], path)
+            response = client.request(method, url, json={} if method in ("POST", "PUT", "PATCH") else None)
+            assert response.status_code == 403, f"{method} {path} with a partner key: {response.status_code}"
+            assert response.json()["code"], response.text
+
+
+def test_revoked_and_expired_keys_are_refused(stack: Stack, attacker: Tenant) -> None:
+    with _client(stack, stack.admin_key()) as admin:
+        made = admin.post(f"/v1/admin/tenants/{attacker.tenant_id}/keys", json={"name": "to-revoke"})
+        assert made.status_code == 201, made.text
+        key, key_id = made.json()["key"], made.json()["id"]
+        assert httpx.get(f"{stack.gateway_url}/v1/jobs", headers={"Authorization": f"Bearer {key}"},
+                         timeout=15).status_code == 200
+        assert admin.delete(f"/v1/admin/keys/{key_id}").status_code in (200, 204)
+        assert httpx.get(f"{stack.gateway_url}/v1/jobs", headers={"Authorization": f"Bearer {key}"},
+                         timeout=15).status_code == 401
+
+        rotated = admin.post(f"/v1/admin/tenants/{attacker.tenant_id}/keys", json={"name": "to-rotate"})
+        old_key, old_id = rotated.json()["key"], rotated.json()["id"]
+        new = admin.post(f"/v1/admin/keys/{old_id}/rotate", json={"grace_seconds": 0})
+        assert new.status_code in (200, 201), new.text
+        assert httpx.get(f"{stack.gateway_url}/v1/jobs", headers={"Authorization": f"Bearer {old_key}"},
+                         timeout=15).status_code == 401
+        assert httpx.get(f"{stack.gateway_url}/v1/jobs", headers={"Authorization": f"Bearer {new.json()['key']}"},
+                         timeout=15).status_code == 200
 
 
 def test_property_level_authorisation(stack: Stack, attacker: Tenant, other: Tenant) -> None:

@@ -186,5 +186,5 @@ async def _submit(request: Request, caller: Caller, key: Idempotency | None, sou
                   seconds: float, operation: str) -> JSONResponse:
     job = new_video_job(caller, source.model, prompt, seconds, source.width, source.height,
                         input_reference_uri=source.uri, source_job_id=source.job_id, source_operation=operation)
-    return await submit_video(request, key, job)
+    return await submit_video(request, caller, key, job)
 

@@ -176,7 +176,7 @@ async def create_video(request: Request, caller: AuthCaller) -> JSONResponse:
     key = idempotency.from_request(request, canonical)
     reference_uri = await store_upload(request, reference_bytes, "input_reference") if reference_bytes else None
     width, height = validation.parse_size(body.size)
-    return await submit_video(request, key, new_video_job(
+    return await submit_video(request, caller, key, new_video_job(
         caller, body.model, body.prompt, float(body.seconds), width, height, input_reference_uri=reference_uri))
 
 
@@ -198,10 +198,12 @@ def new_video_job(caller: Caller, requested_model: str, prompt: str, seconds: fl
     )
 
 
-async def submit_video(request: Request, key: store.Idempotency | None, job: store.NewJob) -> JSONResponse:
+async def submit_video(request: Request, caller: Caller, key: store.Idempotency | None,
+                       job: store.NewJob) -> JSONResponse:
     try:
         submitted = await store.submit_job(
-            request.app.state.pool, job, lambda row: Video.from_row(row).model_dump(mode="json"), 200, key)
+            request.app.state.pool, job, lambda row: Video.from_row(row).model_dump(mode="json"), 200, key,
+            admit=request.app.state.gatekeeper.job_admission(caller))
     except store.IdempotencyKeyReused:
         assert key is not None
         raise idempotency.reused(key) from None

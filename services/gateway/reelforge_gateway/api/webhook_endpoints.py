@@ -165,12 +165,24 @@ async def _owned(request: Request, caller: Caller, endpoint_id: str) -> asyncpg.
 @router.post("", response_model=EndpointWithSecret, responses=OPENAI_ERRORS)
 async def create_endpoint(body: CreateEndpoint, request: Request, caller: AuthCaller) -> EndpointWithSecret:
     require_scope(caller, "jobs:write")
+    return await create_for_tenant(request, caller.tenant_id, body)
+
+
+async def create_for_tenant(request: Request, tenant_id: str, body: CreateEndpoint) -> EndpointWithSecret:
+    """Checks the URL against the SSRF guard and stores the endpoint (also used by the admin API)."""
     await _check_url_allowed(request, body.url)
-    row = await endpoint_store.create(request.app.state.pool, caller.tenant_id, body.name, body.url,
+    row = await endpoint_store.create(request.app.state.pool, tenant_id, body.name, body.url,
                                       sorted(set(body.event_types)), webhooks.new_secret(), MAX_ENDPOINTS)
     if row is None:
         raise Problem(400, "too_many_webhook_endpoints", f"At most {MAX_ENDPOINTS} webhook endpoints per tenant")
     return EndpointWithSecret.from_row(row)
+
+
+def endpoint_page(rows: list[asyncpg.Record], limit: int) -> EndpointList:
+    """A page from `limit + 1` rows (the extra one only says there is more)."""
+    data = [Endpoint.from_row(row) for row in rows[:limit]]
+    return EndpointList(data=data, first_id=data[0].id if data else None, last_id=data[-1].id if data else None,
+                        has_more=len(rows) > limit)
 
 
 @router.get("", response_model=EndpointList, responses=OPENAI_ERRORS)
@@ -185,10 +197,7 @@ async def list_endpoints(
     pool = request.app.state.pool
     position = await pages.position_after(
         after, lambda endpoint_id: endpoint_store.position(pool, caller.tenant_id, endpoint_id), "webhook endpoint")
-    rows = await endpoint_store.page(pool, caller.tenant_id, limit + 1, position)
-    data = [Endpoint.from_row(row) for row in rows[:limit]]
-    return EndpointList(data=data, first_id=data[0].id if data else None, last_id=data[-1].id if data else None,
-                        has_more=len(rows) > limit)
+    return endpoint_page(await endpoint_store.page(pool, caller.tenant_id, limit + 1, position), limit)
 
 
 @router.get("/{endpoint_id}", response_model=Endpoint, responses=OPENAI_ERRORS)
