@@ -13,15 +13,27 @@ import asyncpg
 import httpx
 import pytest
 
+from reelforge_local.infra import free_port
 from reelforge_local.stack import Stack, Tenant
 
 ROOT = Path(__file__).resolve().parents[1]
 CACHE = Path(os.environ.get("REELFORGE_CACHE", ROOT / ".cache"))
 
 
+WEBHOOK_RECEIVER_PORT = free_port()
+
+
+@pytest.fixture(scope="session")
+def webhook_receiver_port() -> int:
+    """The loopback port a test's webhook receiver binds: the one the test stack's gateway may call."""
+    return WEBHOOK_RECEIVER_PORT
+
+
 @pytest.fixture(scope="session")
 def stack() -> Iterator[Stack]:
     run_dir = CACHE / "test-stack"
+    # The SSRF guard refuses loopback; only the tests' webhook receiver port is allowlisted (not all of loopback).
+    os.environ.setdefault("REELFORGE_GATEWAY_WEBHOOK_ALLOWED_HOSTS", f'["127.0.0.1:{WEBHOOK_RECEIVER_PORT}"]')
     shutil.rmtree(run_dir, ignore_errors=True)
     with Stack(run_dir, CACHE, progress=lambda line: print(f"[stack] {line}", flush=True)) as platform:
         platform.start()

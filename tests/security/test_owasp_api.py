@@ -7,6 +7,7 @@ to fill fails the test, so a new route cannot skip the tenant-isolation check.
 from __future__ import annotations
 
 import re
+import subprocess
 import time
 import uuid
 from collections.abc import Iterator
@@ -51,15 +52,25 @@ def victim_ids(stack: Stack, other: Tenant) -> Iterator[dict[str, str]]:
         job = submit(victim, prompt=VICTIM_PROMPT, seconds=2, size="640x360", seed=5)
         wait_for(victim, job["id"], {"completed", "failed"})
         endpoint = victim.post("/v1/webhook_endpoints", json={"url": PUBLIC_HOOK})
-        assert endpoint.status_code == 201, endpoint.text
+        assert endpoint.status_code == 200, endpoint.text
         endpoint_id = endpoint.json()["id"]
         deliveries = victim.get(f"/v1/webhook_endpoints/{endpoint_id}/deliveries").json()["data"]
+        character = victim.post("/v1/videos/characters", data={"name": "victim"},
+                                files={"video": ("v.mp4", _tiny_mp4(), "video/mp4")})
+        assert character.status_code == 200, character.text
         yield {
             "job_id": job["id"], "video_id": job["id"], "endpoint_id": endpoint_id,
             "delivery_id": deliveries[0]["id"] if deliveries else str(uuid.uuid4()),
             "tenant_id": other.tenant_id, "key_id": _a_key_id_of(stack, other),
             "invoice_id": time.strftime("%Y-%m", time.gmtime()),
+            "character_id": character.json()["id"],
         }
+
+
+def _tiny_mp4() -> bytes:
+    return subprocess.run(["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "testsrc=size=64x64:rate=5:duration=1",
+                           "-pix_fmt", "yuv420p", "-movflags", "frag_keyframe+empty_moov", "-f", "mp4", "-"],
+                          capture_output=True, check=True).stdout
 
 
 def _a_key_id_of(stack: Stack, tenant: Tenant) -> str:
@@ -112,7 +123,7 @@ def test_broken_authentication_is_401_problem_json(stack: Stack, header: str | N
         response = httpx.get(f"{stack.gateway_url}{path}", headers=headers, timeout=15)
         assert response.status_code == 401, (path, header, response.status_code)
         body = response.json()
-        if path.startswith("/v1/videos"):
+        if path.startswith(("/v1/videos", "/v1/webhook_endpoints")):  # OpenAI's error object
             assert body["error"]["type"] == "invalid_request_error" or body["error"]["code"], body
         else:
             assert response.headers["content-type"].startswith("application/problem+json"), response.headers
@@ -212,8 +223,8 @@ def test_unrestricted_resource_consumption_limits(stack: Stack, attacker: Tenant
 def test_secrets_never_reach_logs_traces_or_metrics(stack: Stack, attacker: Tenant) -> None:
     with _client(stack, attacker.api_key) as client:
         created = client.post("/v1/webhook_endpoints", json={"url": PUBLIC_HOOK})
-        assert created.status_code == 201, created.text
-        secret = created.json()["secret"]
+        assert created.status_code == 200, created.text
+        secret = created.json()["signing_secret"]
         job = submit(client, prompt="A kite over a beach.", seconds=2, size="640x360", seed=9)
         wait_for(client, job["id"], {"completed", "failed"})
     forged = attacker.api_key[:-4] + "AAAA"

@@ -22,7 +22,7 @@ async def test_default_plan_keeps_the_animatic_prices(postgres_dsn: str) -> None
         assert (await store.rate_for(pool, "t1", "animatic", *HD)).micros_per_second == 25_000
         assert (await store.rate_for(pool, "t1", "animatic", 1920, 1080)).micros_per_second == 50_000
         with pytest.raises(NoRate):
-            await store.rate_for(pool, "t1", "sora-2", *HD)
+            await store.rate_for(pool, "t1", "no-such-model", *HD)
     finally:
         await pool.close()
 

@@ -32,7 +32,9 @@ class NewJob:
     metadata: dict[str, str] = field(default_factory=dict)
     input_reference_uri: str | None = None
     batch_id: str | None = None
-    postprocess_options: bytes = b""  # serialized reelforge.postprocess.v1.PostprocessOptions
+    postprocess_options: bytes = b""  # serialized PostprocessOptions
+    source_job_id: str | None = None  # remix / edit / extension of this job
+    source_operation: str | None = None
 
 
 @dataclass(frozen=True)
@@ -171,6 +173,9 @@ async def _insert_job(conn: asyncpg.Connection, job: NewJob) -> asyncpg.Record:
         job.voice, job.seed, json.dumps(timeline), now, job.requested_model, json.dumps(job.metadata),
         job.input_reference_uri, job.batch_id,
     )
+    if job.source_job_id:
+        row = await conn.fetchrow("UPDATE jobs SET source_job_id = $2, source_operation = $3 WHERE job_id = $1"
+                                  " RETURNING *", job_id, job.source_job_id, job.source_operation)
     submitted_at = Timestamp()
     submitted_at.FromDatetime(now)
     event = jobs_pb2.JobSubmitted(
@@ -181,7 +186,8 @@ async def _insert_job(conn: asyncpg.Connection, job: NewJob) -> asyncpg.Record:
             prompt=job.prompt, seconds=job.seconds, width=job.width, height=job.height,
             narration=job.narration or "", model=job.model, seed=job.seed, voice=job.voice,
             metadata=job.metadata, input_reference_uri=job.input_reference_uri or "", batch_id=job.batch_id or "",
-            postprocess_options=job.postprocess_options,
+            postprocess_options=job.postprocess_options, source_job_id=job.source_job_id or "",
+            source_operation=job.source_operation or "",
         ),
     )
     await outbox.enqueue(conn, topics.JOBS_SUBMITTED, job_id, event, job.tenant_id)
@@ -303,14 +309,15 @@ async def apply_status(pool: asyncpg.Pool, status: jobs_pb2.JobStatusChanged) ->
             "UPDATE jobs SET state = $3, progress = $4, status_sequence = $2, timeline = timeline || $5::jsonb,"
             " error_code = NULLIF($6, ''), error_message = NULLIF($7, ''), output_uri = NULLIF($8, ''),"
             " output_seconds = NULLIF($9, 0::double precision), cost_micros = $10, currency = NULLIF($11, ''),"
-            " updated_at = $12,"
+            " updated_at = $12, thumbnail_uri = NULLIF($13, ''), sprite_uri = NULLIF($14, ''),"
             " completed_at = CASE WHEN $3 IN ('completed', 'failed', 'cancelled', 'expired') THEN $12::timestamptz END"
             " WHERE job_id = $1 AND status_sequence < $2 RETURNING *",
             status.job_id, int(status.sequence), state, int(status.progress_percent), json.dumps([entry]),
             status.error_code, status.error_message, status.output_uri, status.output_seconds,
             int(status.cost_micros) if status.cost_micros else None, status.currency, at,
+            status.thumbnail_uri, status.sprite_uri,
         )
-        if row is not None and row["state"] in TERMINAL_STATES:
+        if row is not None:
             await webhooks.enqueue_for_job(conn, row)
     return row is not None
 
@@ -323,40 +330,6 @@ async def get_job_unscoped(pool: asyncpg.Pool, job_id: str) -> asyncpg.Record | 
         "SELECT * FROM jobs WHERE job_id = $1 AND deleted_at IS NULL", job_id
     )
     return row
-
-
-async def create_webhook_endpoint(pool: asyncpg.Pool, tenant_id: str, url: str, events: list[str], secret: str,
-                                  max_endpoints: int) -> asyncpg.Record | None:
-    async with pool.acquire() as conn, conn.transaction():
-        await conn.execute("SELECT 1 FROM tenants WHERE tenant_id = $1 FOR UPDATE", tenant_id)  # count, then add
-        count = await conn.fetchval(
-            "SELECT count(*) FROM webhook_endpoints WHERE tenant_id = $1 AND deleted_at IS NULL", tenant_id)
-        if count >= max_endpoints:
-            return None
-        row: asyncpg.Record | None = await conn.fetchrow(
-            "INSERT INTO webhook_endpoints (endpoint_id, tenant_id, url, secret, events) VALUES ($1, $2, $3, $4, $5)"
-            " RETURNING *",
-            new_id("whe"), tenant_id, url, secret, events,
-        )
-    return row
-
-
-async def list_webhook_endpoints(pool: asyncpg.Pool, tenant_id: str) -> list[asyncpg.Record]:
-    return list(await pool.fetch(
-        "SELECT * FROM webhook_endpoints WHERE tenant_id = $1 AND deleted_at IS NULL ORDER BY created_at",
-        tenant_id))
-
-
-async def delete_webhook_endpoint(pool: asyncpg.Pool, tenant_id: str, endpoint_id: str) -> bool:
-    if not validation.is_id(endpoint_id):
-        return False
-    async with pool.acquire() as conn, conn.transaction():
-        deleted = await conn.fetchval(
-            "UPDATE webhook_endpoints SET deleted_at = now() WHERE endpoint_id = $1 AND tenant_id = $2"
-            " AND deleted_at IS NULL RETURNING true", endpoint_id, tenant_id)
-        await conn.execute("UPDATE webhook_deliveries SET state = 'dead', last_error = 'endpoint deleted'"
-                           " WHERE endpoint_id = $1 AND state = 'pending'", endpoint_id)
-    return bool(deleted)
 
 
 async def list_webhook_deliveries(pool: asyncpg.Pool, tenant_id: str, endpoint_id: str) -> list[asyncpg.Record] | None:

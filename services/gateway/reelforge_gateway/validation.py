@@ -59,3 +59,10 @@ def check_text(value: str, field: str) -> str:
     if "\x00" in value:
         raise ValueError(f"{field} must not contain NUL characters")
     return value
+
+
+def required_text(value: str, field: str) -> str:
+    """Stripped text that must say something (a prompt, a name)."""
+    if not value.strip():
+        raise ValueError(f"{field} must contain text")
+    return check_text(value.strip(), field)

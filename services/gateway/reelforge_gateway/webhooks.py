@@ -18,6 +18,7 @@ import logging
 import secrets
 import socket
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, get_args
 from urllib.parse import urlsplit
@@ -27,8 +28,8 @@ import httpx
 
 log = logging.getLogger(__name__)
 
-EventType = Literal["job.completed", "job.failed", "job.cancelled", "job.expired", "video.completed", "video.failed",
-                    "billing.budget_alert"]
+EventType = Literal["job.completed", "job.failed", "job.cancelled", "job.expired", "job.progress", "video.completed",
+                    "video.failed", "billing.budget_alert"]
 EVENT_TYPES: tuple[EventType, ...] = get_args(EventType)
 DEFAULT_EVENTS: tuple[EventType, ...] = ("job.completed", "job.failed", "job.cancelled")
 
@@ -42,6 +43,22 @@ def sign(secret: str, message_id: str, timestamp: int, body: bytes) -> str:
     key = base64.b64decode(secret.removeprefix("whsec_"))
     signed = f"{message_id}.{timestamp}.".encode() + body
     return "v1," + base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
+
+
+def signed_headers(signing_secrets: list[str], message_id: str, body: bytes) -> dict[str, str]:
+    """Standard Webhooks headers; one signature per secret (space-separated), so a receiver still holding
+    the previous secret after a rotation keeps verifying until that secret expires."""
+    timestamp = int(time.time())
+    signatures = " ".join(sign(secret, message_id, timestamp, body) for secret in signing_secrets)
+    return {"content-type": "application/json", "webhook-id": message_id, "webhook-timestamp": str(timestamp),
+            "webhook-signature": signatures}
+
+
+def active_secrets(endpoint: asyncpg.Record) -> list[str]:
+    """The endpoint's secret, plus the previous one while a rotation's grace period lasts."""
+    expires = endpoint["previous_secret_expires"]
+    keep_previous = endpoint["previous_secret"] and expires is not None and expires.timestamp() > time.time()
+    return [endpoint["secret"], endpoint["previous_secret"]] if keep_previous else [endpoint["secret"]]
 
 
 class UrlForbidden(ValueError):
@@ -80,20 +97,41 @@ class Backoff:
         return float(min(self.max_seconds, self.base_seconds * 2 ** max(0, attempts - 1)))
 
 
-def event_payload(event_type: str, job: asyncpg.Record, at: int) -> dict[str, Any]:
+def event_payload(event_type: str, job: Mapping[str, Any], at: int) -> dict[str, Any]:
     if event_type.startswith("video."):  # OpenAI's webhook event shape
         return {"id": f"evt_{secrets.token_hex(12)}", "object": "event", "created_at": at, "type": event_type,
                 "data": {"id": job["job_id"]}}
-    data = {"id": job["job_id"], "status": job["state"], "metadata": json.loads(job["metadata"]),
+    data = {"id": job["job_id"], "status": job["state"], "progress": job["progress"],
+            "metadata": json.loads(job["metadata"]),
             "error": {"code": job["error_code"], "message": job["error_message"]} if job["error_code"] else None}
-    return {"id": f"evt_{secrets.token_hex(12)}", "type": event_type, "created_at": at, "data": data}
+    return {"id": f"evt_{secrets.token_hex(12)}", "object": "event", "type": event_type, "created_at": at,
+            "data": data}
 
 
 def event_types_for(state: str) -> tuple[str, ...]:
-    types = [f"job.{state}"]
-    if state in ("completed", "failed", "cancelled", "expired"):
-        types.append("video.completed" if state == "completed" else "video.failed")
-    return tuple(types)
+    if state not in ("completed", "failed", "cancelled", "expired"):
+        return ("job.progress",)  # admitted, rendering, postprocessing: only for endpoints that ask
+    return (f"job.{state}", "video.completed" if state == "completed" else "video.failed")
+
+
+def sample_event(event_type: str) -> dict[str, Any]:
+    """What `POST /v1/webhook_endpoints/{id}/test` sends: an event of that type about a made-up job."""
+    state = event_type.rpartition(".")[2]
+    state = "rendering" if state == "progress" else state
+    failed = state in ("failed", "cancelled", "expired")
+    job = {"job_id": "job_" + "0" * 24, "state": state, "progress": 100 if state == "completed" else 40,
+           "metadata": '{"test": "true"}', "error_code": "test" if failed else None,
+           "error_message": "A test event" if failed else None}
+    return event_payload(event_type, job, int(time.time()))
+
+
+async def send_once(client: httpx.AsyncClient, url: str, signing_secrets: list[str], message_id: str,
+                    payload: dict[str, Any], allowed_hosts: frozenset[str]) -> int:
+    """One signed POST, no retry (the test call); returns the receiver's HTTP status."""
+    await asyncio.to_thread(check_url, url, allowed_hosts)
+    body = json.dumps(payload).encode()
+    response = await client.post(url, content=body, headers=signed_headers(signing_secrets, message_id, body))
+    return response.status_code
 
 
 async def enqueue_for_job(conn: asyncpg.Connection, job: asyncpg.Record) -> int:
@@ -124,7 +162,8 @@ async def deliver_due(pool: asyncpg.Pool, client: httpx.AsyncClient, backoff: Ba
     """Sends one batch of due deliveries; returns how many were attempted."""
     async with pool.acquire() as conn, conn.transaction():
         due = await conn.fetch(
-            "SELECT d.delivery_id, d.payload, d.attempts, e.url, e.secret FROM webhook_deliveries d"
+            "SELECT d.delivery_id, d.payload, d.attempts, e.url, e.secret, e.previous_secret,"
+            " e.previous_secret_expires FROM webhook_deliveries d"
             " JOIN webhook_endpoints e USING (endpoint_id)"
             " WHERE d.state = 'pending' AND d.next_attempt_at <= now()"
             " ORDER BY d.next_attempt_at LIMIT $1 FOR UPDATE OF d SKIP LOCKED",
@@ -143,10 +182,7 @@ async def deliver_due(pool: asyncpg.Pool, client: httpx.AsyncClient, backoff: Ba
 async def _attempt(pool: asyncpg.Pool, client: httpx.AsyncClient, backoff: Backoff,
                    allowed_hosts: frozenset[str], row: asyncpg.Record) -> None:
     body = row["payload"].encode()
-    timestamp = int(time.time())
-    headers = {"content-type": "application/json", "webhook-id": row["delivery_id"],
-               "webhook-timestamp": str(timestamp),
-               "webhook-signature": sign(row["secret"], row["delivery_id"], timestamp, body)}
+    headers = signed_headers(active_secrets(row), row["delivery_id"], body)
     status: int | None = None
     error: str | None = None
     try:

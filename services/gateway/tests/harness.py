@@ -35,7 +35,7 @@ class Gateway:
         return tenant_id, key.plaintext
 
     def advance(self, job_id: str, state: str, progress: int = 0, output_uri: str = "",
-                error_code: str = "", error_message: str = "") -> None:
+                error_code: str = "", error_message: str = "", thumbnail_uri: str = "", sprite_uri: str = "") -> None:
         """What the orchestrator's jobs.v1.status event would do to the partner's view."""
         self.sequences[job_id] = self.sequences.get(job_id, 0) + 1
         at = Timestamp()
@@ -43,7 +43,8 @@ class Gateway:
         event = jobs_pb2.JobStatusChanged(
             job_id=job_id, state=jobs_pb2.JobState.Value(f"JOB_STATE_{state.upper()}"), progress_percent=progress,
             at=at, sequence=self.sequences[job_id], output_uri=output_uri, error_code=error_code,
-            error_message=error_message, output_seconds=1.0 if output_uri else 0.0,
+            error_message=error_message, output_seconds=1.0 if output_uri else 0.0, thumbnail_uri=thumbnail_uri,
+            sprite_uri=sprite_uri,
         )
         assert self.run(store.apply_status(self.pool, event))
 

@@ -209,11 +209,11 @@ def test_webhook_endpoints_of_a_tenant(gateway: Gateway, admin: httpx.Client) ->
     url = f"/v1/admin/tenants/{gateway.tenant_id}/webhook_endpoints"
     created = admin.post(url, json={"url": "http://127.0.0.1:9/hook"})
     assert created.status_code == 201, created.text
-    assert created.json()["secret"].startswith("whsec_")
-    problem(admin.post(url, json={"url": "http://169.254.169.254/latest"}), 422, "webhook_url_forbidden")
+    assert created.json()["signing_secret"].startswith("whsec_")
+    problem(admin.post(url, json={"url": "http://169.254.169.254/latest"}), 400, "webhook_url_forbidden")
     mine = httpx.get(f"{gateway.url}/v1/webhook_endpoints", headers=bearer(gateway.api_key)).json()["data"]
     assert [e["id"] for e in mine] == [created.json()["id"]]
-    assert admin.get(url).json()["data"][0]["secret"] is None
+    assert "signing_secret" not in admin.get(url).json()["data"][0]  # shown once
     # Tenant isolation: the other tenant sees none of them, and cannot delete them through its own path.
     assert httpx.get(f"{gateway.url}/v1/webhook_endpoints", headers=bearer(other_key)).json()["data"] == []
     assert admin.get(f"/v1/admin/tenants/{other_id}/webhook_endpoints").json()["data"] == []

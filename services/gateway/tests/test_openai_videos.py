@@ -30,10 +30,10 @@ def test_create_multipart_retrieve_and_shapes(client: OpenAI, gateway: Gateway) 
     assert video.completed_at is None and video.error is None
     again = client.videos.retrieve(video.id)
     assert again.model_dump() == video.model_dump()
-    # The job renders on the animatic route; the requested name is kept for the orchestrator's routing.
+    # The requested name is the route the orchestrator schedules on (model_routes) and billing prices.
     row = gateway.run(gateway.pool.fetchrow("SELECT model, requested_model, width, height FROM jobs WHERE job_id = $1",
                                             video.id))
-    assert dict(row) == {"model": "animatic", "requested_model": "sora-2-pro", "width": 1024, "height": 1792}
+    assert dict(row) == {"model": "sora-2-pro", "requested_model": "sora-2-pro", "width": 1024, "height": 1792}
 
 
 def test_defaults_follow_openai(client: OpenAI) -> None:

@@ -84,10 +84,10 @@ def test_signed_delivery_verifies_with_standardwebhooks(gateway: Gateway, receiv
     api = _api(gateway)
     created = api.post("/v1/webhook_endpoints", json={"url": receiver.url,
                                                       "events": ["job.completed", "video.completed"]})
-    assert created.status_code == 201, created.text
+    assert created.status_code == 200, created.text
     endpoint = created.json()
-    assert endpoint["secret"].startswith("whsec_")
-    assert api.get("/v1/webhook_endpoints").json()["data"][0]["secret"] is None  # shown once
+    assert endpoint["signing_secret"].startswith("whsec_")
+    assert "signing_secret" not in api.get("/v1/webhook_endpoints").json()["data"][0]  # shown once
     job = api.post("/v1/jobs", json={"prompt": "A toy", "seconds": 4, "metadata": {"customer": "c9"}}).json()
     gateway.advance(job["id"], "rendering", 50)
     _deliver_all(gateway)
@@ -95,7 +95,7 @@ def test_signed_delivery_verifies_with_standardwebhooks(gateway: Gateway, receiv
     gateway.advance(job["id"], "completed", 100, output_uri="cas://sha256/" + "0" * 64)
     _deliver_all(gateway)
     assert len(receiver.received) == 2
-    verifier = Webhook(endpoint["secret"])
+    verifier = Webhook(endpoint["signing_secret"])
     payloads = {}
     for headers, body, _ in receiver.received:
         payload = verifier.verify(body, headers)
@@ -120,7 +120,7 @@ def test_retries_until_the_receiver_recovers(gateway: Gateway) -> None:
         assert [status for _, _, status in receiver.received] == [500, 500, 204]
         assert len({headers["webhook-id"] for headers, _, _ in receiver.received}) == 1  # same id on every retry
         for headers, body, _ in receiver.received:
-            Webhook(endpoint["secret"]).verify(body, headers)
+            Webhook(endpoint["signing_secret"]).verify(body, headers)
         deliveries = api.get(f"/v1/webhook_endpoints/{endpoint['id']}/deliveries").json()["data"]
         assert [(d["state"], d["attempts"], d["last_status"]) for d in deliveries] == [("delivered", 3, 204)]
     finally:
@@ -159,7 +159,7 @@ def test_ssrf_guard_refuses_internal_urls(url: str) -> None:
 
 def test_ssrf_guard_on_the_api(gateway: Gateway) -> None:
     refused = _api(gateway).post("/v1/webhook_endpoints", json={"url": "http://169.254.169.254/latest"})
-    assert refused.status_code == 422 and refused.json()["code"] == "webhook_url_forbidden"
+    assert refused.status_code == 400 and refused.json()["error"]["code"] == "webhook_url_forbidden"
 
 
 def test_endpoints_are_tenant_scoped(gateway: Gateway, receiver: Receiver) -> None:
@@ -175,5 +175,5 @@ def test_endpoints_are_tenant_scoped(gateway: Gateway, receiver: Receiver) -> No
     gateway.advance(theirs["id"], "completed", 100, output_uri="cas://sha256/" + "0" * 64)
     _deliver_all(gateway)
     assert receiver.received == []
-    assert api.delete(f"/v1/webhook_endpoints/{endpoint['id']}").status_code == 204
+    assert api.delete(f"/v1/webhook_endpoints/{endpoint['id']}").json()["deleted"] is True
     assert api.get("/v1/webhook_endpoints").json()["data"] == []

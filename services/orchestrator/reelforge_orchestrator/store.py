@@ -92,7 +92,7 @@ async def load(conn: asyncpg.Connection | asyncpg.Pool, job_id: str, for_update:
 
 _UPDATABLE = {"render_attempt", "render_output_uri", "output_uri", "output_seconds", "reserved_micros",
               "charged_micros", "error_code", "error_message", "pool_id", "provider", "admitted_at", "deadline",
-              "dispatched_at", "retry_at", "avoid_pools", "trace_headers"}
+              "dispatched_at", "retry_at", "avoid_pools", "trace_headers", "thumbnail_uri", "sprite_uri"}
 
 
 async def transition(conn: asyncpg.Connection, job: Job, target: JobState, **fields: Any) -> Job:
@@ -136,6 +136,8 @@ async def transition(conn: asyncpg.Connection, job: Job, target: JobState, **fie
         output_seconds=row["output_seconds"] or 0.0,
         cost_micros=row["charged_micros"] or 0,
         currency="USD",
+        thumbnail_uri=row["thumbnail_uri"] or "",
+        sprite_uri=row["sprite_uri"] or "",
     )
     await outbox.enqueue(conn, topics.JOBS_STATUS, moved.job_id, status, moved.tenant_id)
     return moved

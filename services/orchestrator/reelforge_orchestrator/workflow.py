@@ -171,6 +171,7 @@ class Workflow:
                 job = await store.transition(
                     conn, job, JobState.COMPLETED, output_uri=result.output_uri,
                     output_seconds=result.output_seconds, charged_micros=charged,
+                    thumbnail_uri=result.thumbnail_uri or None, sprite_uri=result.sprite_uri or None,
                 )
                 await outbox.enqueue(conn, topics.USAGE_RECORDED, job.job_id, self._usage(job, result, charged),
                                      job.tenant_id)

@@ -14,10 +14,16 @@ import asyncpg
 from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from reelforge_gateway import store, tenancy, validation
+from reelforge_gateway import endpoint_store, tenancy, validation
 from reelforge_gateway.api.auth import Caller, KeyCache, authenticate, require_scope
 from reelforge_gateway.api.problems import Problem
-from reelforge_gateway.api.webhook_endpoints import CreateEndpoint, Endpoint, EndpointList, create_for_tenant
+from reelforge_gateway.api.webhook_endpoints import (
+    CreateEndpoint,
+    EndpointList,
+    EndpointWithSecret,
+    create_for_tenant,
+    endpoint_page,
+)
 
 _PROBLEM = {"content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/ProblemDetails"}}}}
 _ERRORS: dict[int | str, dict[str, Any]] = {
@@ -303,8 +309,9 @@ async def revoke_key(key_id: str, request: Request, _: AdminCaller) -> ApiKey:
     return ApiKey.from_row(row)
 
 
-@router.post("/tenants/{tenant_id}/webhook_endpoints", status_code=201, response_model=Endpoint)
-async def create_webhook_endpoint(tenant_id: str, body: CreateEndpoint, request: Request, _: AdminCaller) -> Endpoint:
+@router.post("/tenants/{tenant_id}/webhook_endpoints", status_code=201, response_model=EndpointWithSecret)
+async def create_webhook_endpoint(tenant_id: str, body: CreateEndpoint, request: Request,
+                                  _: AdminCaller) -> EndpointWithSecret:
     """As POST /v1/webhook_endpoints for that tenant (same SSRF guard; the secret is shown once)."""
     await _tenant(request, tenant_id)
     return await create_for_tenant(request, tenant_id, body)
@@ -313,14 +320,13 @@ async def create_webhook_endpoint(tenant_id: str, body: CreateEndpoint, request:
 @router.get("/tenants/{tenant_id}/webhook_endpoints", response_model=EndpointList)
 async def list_webhook_endpoints(tenant_id: str, request: Request, _: AdminCaller) -> EndpointList:
     await _tenant(request, tenant_id)
-    rows = await store.list_webhook_endpoints(request.app.state.pool, tenant_id)
-    return EndpointList(data=[Endpoint.from_row(row) for row in rows])
+    return endpoint_page(await endpoint_store.page(request.app.state.pool, tenant_id, 101, None), 100)
 
 
 @router.delete("/tenants/{tenant_id}/webhook_endpoints/{endpoint_id}", status_code=204)
 async def delete_webhook_endpoint(tenant_id: str, endpoint_id: str, request: Request, _: AdminCaller) -> None:
     await _tenant(request, tenant_id)
-    if not await store.delete_webhook_endpoint(request.app.state.pool, tenant_id, endpoint_id):
+    if not await endpoint_store.delete(request.app.state.pool, tenant_id, endpoint_id):
         raise Problem(404, "webhook_endpoint_not_found", "No such webhook endpoint")
 
 

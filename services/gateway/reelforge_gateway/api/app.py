@@ -10,7 +10,17 @@ from fastapi import FastAPI
 
 from reelforge_core.asgi_tracing import TracingMiddleware
 from reelforge_core.content import ContentStore
-from reelforge_gateway.api import admin, downloads, jobs, problems, qc, videos, webhook_endpoints
+from reelforge_gateway.api import (
+    admin,
+    downloads,
+    jobs,
+    problems,
+    qc,
+    video_characters,
+    video_derivatives,
+    videos,
+    webhook_endpoints,
+)
 from reelforge_gateway.api import usage as usage_api
 from reelforge_gateway.api.auth import Gatekeeper, KeyCache, Limits
 from reelforge_gateway.api.limits import BodySizeLimit
@@ -49,12 +59,16 @@ def create_app(pool: asyncpg.Pool, content: ContentStore, settings: GatewaySetti
     app.include_router(qc.router)
     app.include_router(downloads.router)
     app.include_router(videos.router)
+    app.include_router(video_derivatives.router)
+    app.include_router(video_characters.router)
     app.include_router(webhook_endpoints.router)
+    app.include_router(webhook_endpoints.event_types_router)
     app.include_router(admin.router)
     if settings.billing_target:  # without billing there is no usage, invoice or balance API to offer
         app.include_router(usage_api.router)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes, max_upload_bytes=settings.max_upload_bytes,
-                       upload_paths=("/v1/videos",))
+                       upload_paths=("/v1/videos", *video_derivatives.UPLOAD_PATHS,
+                                                   *video_characters.UPLOAD_PATHS))
     app.add_middleware(RateLimitHeaders)
     app.add_middleware(TracingMiddleware)
     _document_problems(app)
@@ -71,6 +85,7 @@ def _document_problems(app: FastAPI) -> None:
             components = schema.setdefault("components", {}).setdefault("schemas", {})
             components["ProblemDetails"] = problems.ProblemDetails.model_json_schema()
             components["InputReferenceObject"] = videos.InputReferenceObject.model_json_schema()
+            components["VideoReference"] = video_derivatives.VideoReference.model_json_schema()
             app.openapi_schema = schema
         return app.openapi_schema
 

@@ -19,9 +19,8 @@ from opentelemetry import trace
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.datastructures import State
 
-from reelforge_core.content import ContentNotFound, ContentStore
 from reelforge_gateway import store, validation
-from reelforge_gateway.api import idempotency, postprocess, qc
+from reelforge_gateway.api import idempotency, postprocess, qc, variants
 from reelforge_gateway.api.auth import Caller, Gatekeeper, authenticate, moderate_text, owned_job, require_scope
 from reelforge_gateway.api.postprocess import Postprocess
 from reelforge_gateway.api.problems import Problem
@@ -384,17 +383,16 @@ async def job_events(job_id: str, request: Request, caller: AuthCaller) -> Strea
 
 
 @router.get("/{job_id}/content", response_class=FileResponse,
-            responses={**_AUTH_ERRORS, **_NOT_FOUND, 409: _problem("Not completed"), 410: _problem("Gone")})
-async def get_content(job_id: str, request: Request, caller: AuthCaller) -> FileResponse:
+            responses={**_AUTH_ERRORS, **_NOT_FOUND, 409: _problem("Not completed"), 410: _problem("Gone"),
+                       200: {"content": {"video/mp4": {}, "image/jpeg": {}}}})
+async def get_content(job_id: str, request: Request, caller: AuthCaller,
+                      variant: Annotated[variants.Variant, Query(description="thumbnail and spritesheet exist when"
+                                                                 " the job's finish made them")] = "video",
+                      ) -> FileResponse:
     row = await owned_job(request, caller, job_id, _job_not_found)
     if row["state"] != "completed" or not row["output_uri"]:
         raise Problem(409, "job_not_completed", "The video is not ready", f"The job is {row['state']}")
-    content: ContentStore = request.app.state.content
-    try:
-        path = content.path_of(row["output_uri"])
-    except ContentNotFound:
-        raise Problem(410, "content_gone", "The video is no longer stored") from None
-    return FileResponse(path, media_type="video/mp4", filename=f"{job_id}.mp4")
+    return variants.file_response(request.app.state.content, row, variant, 410)
 
 
 class DownloadUrl(BaseModel):

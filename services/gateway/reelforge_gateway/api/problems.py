@@ -61,7 +61,28 @@ def problem_response(problem: Problem, instance: str | None = None) -> JSONRespo
     return JSONResponse(body, status_code=problem.status, media_type=PROBLEM_JSON, headers=problem.headers)
 
 
-OPENAI_PREFIXES = ("/v1/videos",)
+OPENAI_PREFIXES = ("/v1/videos", "/v1/webhook_endpoints", "/v1/webhook_event_types")
+
+
+class OpenAIErrorDetail(BaseModel):
+    message: str
+    type: str
+    param: str | None
+    code: str | None
+
+
+class OpenAIError(BaseModel):
+    """OpenAI's error object, on every error of the OpenAI-compatible routes."""
+
+    error: OpenAIErrorDetail
+
+
+OPENAI_ERRORS: dict[int | str, dict[str, Any]] = {
+    status: {"model": OpenAIError, "description": text}
+    for status, text in [(400, "Invalid request"), (401, "Missing or invalid API key"), (403, "The key lacks a scope"),
+                         (404, "Not found for this key"), (422, "Idempotency-Key reused or prompt blocked"),
+                         (429, "Rate limited")]
+}
 
 
 def is_openai_path(path: str) -> bool:

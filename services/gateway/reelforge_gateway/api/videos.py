@@ -14,7 +14,7 @@ import hashlib
 import secrets
 import tempfile
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 import asyncpg
 from fastapi import APIRouter, Depends, Query, Request
@@ -23,24 +23,29 @@ from fastapi.responses import FileResponse, JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from starlette.datastructures import UploadFile
 
-from reelforge_core.content import ContentNotFound, ContentStore
+from reelforge.postprocess.v1 import postprocess_pb2
+from reelforge_core.content import ContentStore
 from reelforge_gateway import store, validation
-from reelforge_gateway.api import idempotency
+from reelforge_gateway.api import idempotency, pages, variants
 from reelforge_gateway.api.auth import Caller, authenticate, moderate, owned_job, require_scope
-from reelforge_gateway.api.problems import Problem
+from reelforge_gateway.api.problems import OPENAI_ERRORS, Problem
 from reelforge_gateway.settings import GatewaySettings
 
 router = APIRouter(prefix="/v1/videos", tags=["openai-compatible videos"])
 
-# The SDK's VideoModel literals; all render on our default route until the orchestrator routes by name.
+# The SDK's VideoModel literals, and ours: each is a route in the orchestrator (model_routes), priced by billing.
 OPENAI_MODELS = ("sora-2", "sora-2-pro", "sora-2-2025-10-06", "sora-2-pro-2025-10-06", "sora-2-2025-12-08")
-ROUTED_MODEL = "animatic"
+MODELS = (*OPENAI_MODELS, *validation.MODELS)
 SECONDS = ("4", "8", "12")
 SIZES = ("720x1280", "1280x720", "1024x1792", "1792x1024")
 VideoStatus = Literal["queued", "in_progress", "completed", "failed"]
 _STATUS: dict[str, VideoStatus] = {
     "queued": "queued", "admitted": "queued", "rendering": "in_progress", "postprocessing": "in_progress",
            "completed": "completed", "failed": "failed", "cancelled": "failed", "expired": "failed"}
+# Every OpenAI-shaped job is finished with a poster frame and a sprite sheet: the SDK's download variants.
+PREVIEWS = postprocess_pb2.PostprocessOptions(
+    thumbnails=postprocess_pb2.Thumbnails(thumbnail=True, sprite=True)).SerializeToString()
+_Body = TypeVar("_Body", bound=BaseModel)
 # Magic numbers of the reference formats accepted (images and MP4), to refuse anything else early.
 _REFERENCE_TYPES = {b"\x89PNG\r\n\x1a\n": ".png", b"\xff\xd8\xff": ".jpg"}
 
@@ -55,7 +60,7 @@ class VideoCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     prompt: str = Field(min_length=1, max_length=validation.MAX_PROMPT_CHARS)
-    model: str = Field(default="sora-2", description=f"One of {', '.join((*OPENAI_MODELS, ROUTED_MODEL))}")
+    model: str = Field(default="sora-2", description=f"One of {', '.join(MODELS)}")
     seconds: Literal["4", "8", "12"] = "4"
     size: Literal["720x1280", "1280x720", "1024x1792", "1792x1024"] = "720x1280"
     input_reference: InputReferenceObject | None = Field(
@@ -64,15 +69,13 @@ class VideoCreate(BaseModel):
     @field_validator("prompt")
     @classmethod
     def prompt_has_text(cls, value: str) -> str:
-        if not value.strip():
-            raise ValueError("prompt must contain text")
-        return validation.check_text(value.strip(), "prompt")
+        return validation.required_text(value, "prompt")
 
     @field_validator("model")
     @classmethod
     def known_model(cls, value: str) -> str:
-        if value not in (*OPENAI_MODELS, ROUTED_MODEL):
-            raise ValueError(f"model must be one of {', '.join((*OPENAI_MODELS, ROUTED_MODEL))}")
+        if value not in MODELS:
+            raise ValueError(f"model must be one of {', '.join(MODELS)}")
         return value
 
 
@@ -113,6 +116,7 @@ class Video(BaseModel):
             progress=100 if status == "completed" else min(int(row["progress"]), 99), prompt=row["prompt"],
             seconds=str(int(seconds)) if seconds.is_integer() else str(seconds),
             size=f"{row['width']}x{row['height']}", status=status,
+            remixed_from_video_id=row["source_job_id"] if row["source_operation"] == "remix" else None,
         )
 
 
@@ -130,26 +134,13 @@ class VideoDeleted(BaseModel):
     deleted: bool = True
 
 
-class OpenAIErrorDetail(BaseModel):
-    message: str
-    type: str
-    param: str | None
-    code: str | None
-
-
-class OpenAIError(BaseModel):
-    error: OpenAIErrorDetail
-
-
 AuthCaller = Annotated[Caller, Depends(authenticate)]
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    status: {"model": OpenAIError, "description": text}
-    for status, text in [(400, "Invalid request"), (401, "Missing or invalid API key"),
-                         (404, "No such video for this key"), (422, "Idempotency-Key reused")]
-}
-def _json_create_schema() -> dict[str, Any]:
-    schema = VideoCreate.model_json_schema(ref_template="#/components/schemas/{model}")
-    schema.pop("$defs", None)  # InputReferenceObject is added to components by the app
+_ERRORS = OPENAI_ERRORS
+
+
+def json_body_schema(model: type[BaseModel]) -> dict[str, Any]:
+    schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+    schema.pop("$defs", None)  # nested models are added to the components by the app
     return schema
 
 
@@ -166,7 +157,7 @@ _CREATE_BODY = {
                     "input_reference": {"type": "string", "format": "binary"},
                 },
             }},
-            "application/json": {"schema": _json_create_schema()},
+            "application/json": {"schema": json_body_schema(VideoCreate)},
         },
     }
 }
@@ -176,23 +167,39 @@ _CREATE_BODY = {
              openapi_extra=_CREATE_BODY)
 async def create_video(request: Request, caller: AuthCaller) -> JSONResponse:
     require_scope(caller, "jobs:write")
-    fields, upload = await _read_create_body(request)
-    try:
-        body = VideoCreate.model_validate(fields)
-    except ValidationError as exc:
-        raise RequestValidationError(exc.errors()) from None
+    fields, upload = await read_body(request, "input_reference")
+    body = parse(VideoCreate, fields)
     moderate(request, body.prompt)
     reference_bytes = upload if upload is not None else _decode_reference(body.input_reference)
     canonical = {**body.model_dump(mode="json"),
                  "input_reference": hashlib.sha256(reference_bytes).hexdigest() if reference_bytes else None}
     key = idempotency.from_request(request, canonical)
-    reference_uri = await _store_reference(request, reference_bytes) if reference_bytes else None
+    reference_uri = await store_upload(request, reference_bytes, "input_reference") if reference_bytes else None
     width, height = validation.parse_size(body.size)
-    job = store.NewJob(
-        tenant_id=caller.tenant_id, model=ROUTED_MODEL, requested_model=body.model, prompt=body.prompt,
-        seconds=float(body.seconds), width=width, height=height, narration=None, voice="en-us",
-        seed=secrets.randbelow(2**31), input_reference_uri=reference_uri,
+    return await submit_video(request, caller, key, new_video_job(
+        caller, body.model, body.prompt, float(body.seconds), width, height, input_reference_uri=reference_uri))
+
+
+def parse(model: type[_Body], fields: dict[str, Any]) -> _Body:
+    try:
+        return model.model_validate(fields)
+    except ValidationError as exc:
+        raise RequestValidationError(exc.errors()) from None
+
+
+def new_video_job(caller: Caller, requested_model: str, prompt: str, seconds: float, width: int, height: int,
+                  **extra: Any) -> store.NewJob:
+    """A job as the OpenAI routes make it: routed by the requested model's name, finished with a
+    poster frame and a sprite sheet (the thumbnail and spritesheet download variants)."""
+    return store.NewJob(
+        tenant_id=caller.tenant_id, model=requested_model, requested_model=requested_model, prompt=prompt,
+        seconds=seconds, width=width, height=height, narration=None, voice="en-us", seed=secrets.randbelow(2**31),
+        postprocess_options=PREVIEWS, **extra,
     )
+
+
+async def submit_video(request: Request, caller: Caller, key: store.Idempotency | None,
+                       job: store.NewJob) -> JSONResponse:
     try:
         submitted = await store.submit_job(
             request.app.state.pool, job, lambda row: Video.from_row(row).model_dump(mode="json"), 200, key,
@@ -213,12 +220,8 @@ async def list_videos(
 ) -> VideoList:
     require_scope(caller, "jobs:read")
     pool = request.app.state.pool
-    position = None
-    if after:
-        position = await store.job_position(pool, caller.tenant_id, after)
-        if position is None:
-            raise Problem(400, "invalid_cursor", "Invalid 'after'", f"No video {after!r} for this key",
-                          param="after")
+    position = await pages.position_after(after, lambda video_id: store.job_position(pool, caller.tenant_id, video_id),
+                                          "video")
     rows = await store.list_jobs(pool, caller.tenant_id, limit + 1, order == "desc", position)
     videos = [Video.from_row(row) for row in rows[:limit]]
     return VideoList(data=videos, first_id=videos[0].id if videos else None,
@@ -227,7 +230,7 @@ async def list_videos(
 
 @router.get("/{video_id}", response_model=Video, responses=_ERRORS)
 async def retrieve_video(video_id: str, request: Request, caller: AuthCaller) -> JSONResponse:
-    video = Video.from_row(await owned_job(request, caller, video_id, _not_found))
+    video = Video.from_row(await owned_job(request, caller, video_id, not_found))
     settings: GatewaySettings = request.app.state.settings
     headers = {"openai-poll-after-ms": str(settings.poll_after_ms)} if video.status in ("queued", "in_progress") else {}
     return JSONResponse(video.model_dump(mode="json"), headers=headers)
@@ -237,36 +240,31 @@ async def retrieve_video(video_id: str, request: Request, caller: AuthCaller) ->
 async def delete_video(video_id: str, request: Request, caller: AuthCaller) -> VideoDeleted:
     require_scope(caller, "jobs:write")
     if len(video_id) > 64 or not await store.delete_job(request.app.state.pool, caller.tenant_id, video_id):
-        raise _not_found(video_id)
+        raise not_found(video_id)
     return VideoDeleted(id=video_id)
 
 
 @router.get("/{video_id}/content", response_class=FileResponse,
-            responses={**_ERRORS, 200: {"content": {"video/mp4": {}}}, 409: _ERRORS[400]})
+            responses={**_ERRORS, 200: {"content": {"video/mp4": {}, "image/jpeg": {}}}, 409: _ERRORS[400]})
 async def download_video(
     video_id: str, request: Request, caller: AuthCaller,
     variant: Annotated[Literal["video", "thumbnail", "spritesheet"], Query()] = "video",
 ) -> FileResponse:
-    row = await owned_job(request, caller, video_id, _not_found)
+    """The MP4, or its poster frame (`thumbnail`) or sprite sheet (`spritesheet`), both JPEG."""
+    row = await owned_job(request, caller, video_id, not_found)
     if row["state"] != "completed" or not row["output_uri"]:
         raise Problem(409, "video_not_ready", "The video is not ready",
                       f"Video {video_id} is {_STATUS.get(row['state'], row['state'])}")
-    if variant != "video":
-        raise Problem(404, "variant_not_available", f"No {variant} for this video",
-                      "Only the 'video' variant is produced so far", param="variant")
-    content: ContentStore = request.app.state.content
-    try:
-        path = content.path_of(row["output_uri"])
-    except ContentNotFound:
-        raise Problem(404, "content_gone", "The video is no longer stored") from None
-    return FileResponse(path, media_type="video/mp4", filename=f"{video_id}.mp4")
+    return variants.file_response(request.app.state.content, row, variant, 404)
 
 
-def _not_found(video_id: str) -> Problem:
+def not_found(video_id: str) -> Problem:
     return Problem(404, "video_not_found", "No such video", f"No video {video_id[:64]!r} for this API key")
 
 
-async def _read_create_body(request: Request) -> tuple[dict[str, Any], bytes | None]:
+async def read_body(request: Request, file_field: str) -> tuple[dict[str, Any], bytes | None]:
+    """JSON or multipart (what the SDK sends): the fields, and the bytes of the one file part allowed.
+    Multipart spells nested objects as `name[key]` parts; they come back as {name: {key: value}}."""
     content_type = request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
     if content_type in ("multipart/form-data", "application/x-www-form-urlencoded"):
         try:
@@ -278,14 +276,13 @@ async def _read_create_body(request: Request) -> tuple[dict[str, Any], bytes | N
         fields: dict[str, Any] = {}
         upload: bytes | None = None
         for name, value in form.multi_items():
+            outer, bracket, inner = name.partition("[")
             if isinstance(value, UploadFile):
-                if name != "input_reference":
+                if name != file_field:
                     raise Problem(400, "invalid_value", "Unexpected file part", f"File part {name!r}", param=name)
                 upload = await value.read()
-            elif name == "input_reference[image_url]":
-                fields["input_reference"] = {"image_url": value}
-            elif name == "input_reference[file_id]":
-                fields["input_reference"] = {"file_id": value}
+            elif bracket and inner.endswith("]") and isinstance(fields.setdefault(outer, {}), dict):
+                fields[outer][inner[:-1]] = value
             else:
                 fields[name] = value
         return fields, upload
@@ -330,11 +327,12 @@ def reference_suffix(data: bytes) -> str | None:
     return None
 
 
-async def _store_reference(request: Request, data: bytes) -> str:
+async def store_upload(request: Request, data: bytes, param: str, only: tuple[str, ...] = ()) -> str:
+    """Puts an uploaded reference in the content store; its URI goes to the job (input_reference_uri)."""
     suffix = reference_suffix(data)
-    if suffix is None:
-        raise Problem(400, "invalid_input_reference", "input_reference must be a PNG, JPEG, WebP or MP4 file",
-                      param="input_reference")
+    if suffix is None or (only and suffix not in only):
+        kinds = "an MP4 file" if only == (".mp4",) else "a PNG, JPEG, WebP or MP4 file"
+        raise Problem(400, f"invalid_{param}", f"{param} must be {kinds}", param=param)
     content: ContentStore = request.app.state.content
 
     def put() -> str:
