@@ -26,7 +26,7 @@ from reelforge_billing.store import LedgerStore
 from reelforge_billing.usage import UsageRecorder, UsageRow
 from reelforge_core.content import ContentStore
 from reelforge_core.kafka import Event, PoisonMessage
-from reelforge_gateway import store
+from reelforge_gateway import endpoint_store
 from reelforge_gateway.api.app import create_app
 from reelforge_gateway.budget_alerts import BudgetAlertConsumer
 from reelforge_gateway.settings import GatewaySettings
@@ -208,11 +208,12 @@ def alert_event(tenant_id: str, pct: int, offset: int) -> Event:
 
 
 def test_budget_alerts_become_one_delivery_per_threshold_and_endpoint(gateway: Gateway) -> None:
-    subscribed = gateway.run(store.create_webhook_endpoint(
-        gateway.pool, gateway.tenant_id, "https://example.com/hook", ["billing.budget_alert", "job.completed"],
-        "whsec_x", 16))
-    gateway.run(store.create_webhook_endpoint(gateway.pool, gateway.tenant_id, "https://example.com/jobs",
-                                              ["job.completed"], "whsec_y", 16))
+    subscribed = gateway.run(endpoint_store.create(
+        gateway.pool, gateway.tenant_id, "alerts", "https://example.com/hook",
+        ["billing.budget_alert", "job.completed"], "whsec_x", 16))
+    assert subscribed is not None
+    gateway.run(endpoint_store.create(gateway.pool, gateway.tenant_id, "jobs", "https://example.com/jobs",
+                                      ["job.completed"], "whsec_y", 16))
     consumer = BudgetAlertConsumer(gateway.pool)
     # The 80% alert arrives twice (re-published by the relay, as a new record), then the 100% one.
     for event in (alert_event(gateway.tenant_id, 80, 1), alert_event(gateway.tenant_id, 80, 2),
