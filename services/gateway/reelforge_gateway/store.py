@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import secrets
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -14,7 +14,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from reelforge.jobs.v1 import jobs_pb2
 from reelforge_core import outbox, topics
-from reelforge_gateway import keys, validation, webhooks
+from reelforge_gateway import batch_completion, keys, validation, webhooks
 
 
 @dataclass(frozen=True)
@@ -32,6 +32,9 @@ class NewJob:
     metadata: dict[str, str] = field(default_factory=dict)
     input_reference_uri: str | None = None
     batch_id: str | None = None
+    template: str | None = None
+    variant: int = 0
+    batch_line: int | None = None  # the line of a batch upload the job came from (1-based)
 
 
 @dataclass(frozen=True)
@@ -103,28 +106,44 @@ async def submit_job(
     wins; the others block on the index until it commits, roll their own job back and return the
     stored answer. A key first used with a different request raises IdempotencyKeyReused.
     """
+
+    async def write(conn: asyncpg.Connection) -> tuple[dict[str, Any], str]:
+        row = await _insert_job(conn, job)
+        return render(row), row["job_id"]
+
+    return await idempotent_write(pool, job.tenant_id, idempotency, status_code, write)
+
+
+async def idempotent_write(
+    pool: asyncpg.Pool,
+    tenant_id: str,
+    idempotency: Idempotency | None,
+    status_code: int,
+    write: Callable[[asyncpg.Connection], Awaitable[tuple[dict[str, Any], str | None]]],
+) -> Submitted:
+    """Runs `write` (which returns the answer and the job id it made, if one) in a transaction that,
+    with a key, also stores the answer: see submit_job for the race between duplicates."""
     async with pool.acquire() as conn:
         if idempotency is not None:
-            stored = await _stored_answer(conn, job.tenant_id, idempotency)
+            stored = await _stored_answer(conn, tenant_id, idempotency)
             if stored is not None:
                 return stored
         try:
             async with conn.transaction():
-                row = await _insert_job(conn, job)
-                body = render(row)
+                body, job_id = await write(conn)
                 if idempotency is not None:
                     claimed = await conn.fetchval(
                         "INSERT INTO idempotency_keys (tenant_id, key, request_hash, status_code, response, job_id)"
                         " VALUES ($1, $2, $3, $4, $5::json, $6) ON CONFLICT DO NOTHING RETURNING true",
-                        job.tenant_id, idempotency.key, idempotency.request_hash, status_code, json.dumps(body),
-                        row["job_id"],
+                        tenant_id, idempotency.key, idempotency.request_hash, status_code, json.dumps(body),
+                        job_id,
                     )
                     if not claimed:
                         raise _Duplicate
                 return Submitted(status_code, body, replayed=False)
         except _Duplicate:
             assert idempotency is not None
-            stored = await _stored_answer(conn, job.tenant_id, idempotency)
+            stored = await _stored_answer(conn, tenant_id, idempotency)
             if stored is None:  # the winner's key expired in between: vanishingly rare, still answer
                 raise IdempotencyKeyReused from None
             return stored
@@ -157,16 +176,23 @@ async def _insert_job(conn: asyncpg.Connection, job: NewJob) -> asyncpg.Record:
     timeline = [{"status": "queued", "at": now.isoformat()}]
     row = await conn.fetchrow(
         "INSERT INTO jobs (job_id, tenant_id, model, prompt, seconds, width, height, narration, voice, seed,"
-        " timeline, created_at, updated_at, requested_model, metadata, input_reference_uri, batch_id)"
-        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11::jsonb, $12, $12, $13, $14::jsonb, $15, $16)"
-        " RETURNING *",
+        " timeline, created_at, updated_at, requested_model, metadata, input_reference_uri, batch_id,"
+        " template, variant, batch_line)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11::jsonb, $12, $12, $13, $14::jsonb, $15, $16,"
+        " $17, $18, $19) RETURNING *",
         job_id, job.tenant_id, job.model, job.prompt, job.seconds, job.width, job.height, job.narration,
         job.voice, job.seed, json.dumps(timeline), now, job.requested_model, json.dumps(job.metadata),
-        job.input_reference_uri, job.batch_id,
+        job.input_reference_uri, job.batch_id, job.template, job.variant, job.batch_line,
     )
+    await outbox.enqueue(conn, topics.JOBS_SUBMITTED, job_id, submitted_event(job_id, job, now), job.tenant_id)
+    assert row is not None
+    return row
+
+
+def submitted_event(job_id: str, job: NewJob, at: datetime) -> jobs_pb2.JobSubmitted:
     submitted_at = Timestamp()
-    submitted_at.FromDatetime(now)
-    event = jobs_pb2.JobSubmitted(
+    submitted_at.FromDatetime(at)
+    return jobs_pb2.JobSubmitted(
         job_id=job_id,
         tenant_id=job.tenant_id,
         submitted_at=submitted_at,
@@ -174,11 +200,9 @@ async def _insert_job(conn: asyncpg.Connection, job: NewJob) -> asyncpg.Record:
             prompt=job.prompt, seconds=job.seconds, width=job.width, height=job.height,
             narration=job.narration or "", model=job.model, seed=job.seed, voice=job.voice,
             metadata=job.metadata, input_reference_uri=job.input_reference_uri or "", batch_id=job.batch_id or "",
+            template=job.template or "", variant=job.variant,
         ),
     )
-    await outbox.enqueue(conn, topics.JOBS_SUBMITTED, job_id, event, job.tenant_id)
-    assert row is not None
-    return row
 
 
 async def get_job(pool: asyncpg.Pool, tenant_id: str, job_id: str) -> asyncpg.Record | None:
@@ -304,6 +328,8 @@ async def apply_status(pool: asyncpg.Pool, status: jobs_pb2.JobStatusChanged) ->
         )
         if row is not None and row["state"] in TERMINAL_STATES:
             await webhooks.enqueue_for_job(conn, row)
+            if row["batch_id"]:
+                await batch_completion.on_job_ended(conn, row["tenant_id"], row["batch_id"])
     return row is not None
 
 

@@ -10,7 +10,7 @@ from fastapi import FastAPI
 
 from reelforge_core.asgi_tracing import TracingMiddleware
 from reelforge_core.content import ContentStore
-from reelforge_gateway.api import downloads, jobs, problems, videos, webhook_endpoints
+from reelforge_gateway.api import batches, downloads, jobs, problems, templates, videos, webhook_endpoints
 from reelforge_gateway.api.auth import KeyCache
 from reelforge_gateway.api.limits import BodySizeLimit
 from reelforge_gateway.api.ratelimit import RateLimiter, RateLimitHeaders
@@ -43,8 +43,10 @@ def create_app(pool: asyncpg.Pool, content: ContentStore, settings: GatewaySetti
     app.include_router(downloads.router)
     app.include_router(videos.router)
     app.include_router(webhook_endpoints.router)
+    app.include_router(batches.router)
+    app.include_router(templates.router)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes, max_upload_bytes=settings.max_upload_bytes,
-                       upload_paths=("/v1/videos",))
+                       upload_paths=("/v1/videos",), path_limits={"/v1/batches": settings.batch_max_bytes})
     app.add_middleware(RateLimitHeaders)
     app.add_middleware(TracingMiddleware)
     _document_problems(app)
@@ -61,6 +63,8 @@ def _document_problems(app: FastAPI) -> None:
             components = schema.setdefault("components", {}).setdefault("schemas", {})
             components["ProblemDetails"] = problems.ProblemDetails.model_json_schema()
             components["InputReferenceObject"] = videos.InputReferenceObject.model_json_schema()
+            batches.document(schema)
+            templates.document(schema)
             app.openapi_schema = schema
         return app.openapi_schema
 
