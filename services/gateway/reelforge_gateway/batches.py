@@ -32,7 +32,7 @@ class NewBatch:
 
 
 async def insert_batch(conn: asyncpg.Connection, batch: NewBatch, jobs: list[store.NewJob]) -> asyncpg.Record:
-    """Inside the caller's transaction: the batch row, its jobs and their JobSubmitted events."""
+    """Inside the caller's transaction: the batch row, its jobs (made with its batch_id) and their events."""
     now = datetime.now(UTC)
     row = await conn.fetchrow(
         "INSERT INTO batches (batch_id, tenant_id, kind, line_count, job_count, created_at)"
@@ -40,15 +40,18 @@ async def insert_batch(conn: asyncpg.Connection, batch: NewBatch, jobs: list[sto
         batch.batch_id, batch.tenant_id, batch.kind, batch.line_count, len(jobs), now,
     )
     timeline = json.dumps([{"status": "queued", "at": now.isoformat()}])
+    submitted_at = Timestamp()
+    submitted_at.FromDatetime(now)
     records = []
     events = []
     for job in jobs:
+        assert job.batch_id == batch.batch_id
         job_id = store.new_id("job")
         records.append((job_id, job.tenant_id, job.model, job.prompt, job.seconds, job.width, job.height,
                         job.narration, job.voice, job.seed, timeline, now, now, job.requested_model,
-                        json.dumps(job.metadata), job.input_reference_uri, batch.batch_id, job.template,
+                        json.dumps(job.metadata), job.input_reference_uri, job.batch_id, job.template,
                         job.variant, job.batch_line))
-        events.append((job_id, store.submitted_event(job_id, job, now)))
+        events.append((job_id, store.submitted_event(job_id, job, submitted_at)))
     await conn.copy_records_to_table("jobs", records=records, columns=_JOB_COLUMNS)
     await outbox.enqueue_many(conn, topics.JOBS_SUBMITTED, events, batch.tenant_id)
     assert row is not None

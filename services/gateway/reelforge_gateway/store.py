@@ -189,9 +189,12 @@ async def _insert_job(conn: asyncpg.Connection, job: NewJob) -> asyncpg.Record:
     return row
 
 
-def submitted_event(job_id: str, job: NewJob, at: datetime) -> jobs_pb2.JobSubmitted:
-    submitted_at = Timestamp()
-    submitted_at.FromDatetime(at)
+def submitted_event(job_id: str, job: NewJob, at: datetime | Timestamp) -> jobs_pb2.JobSubmitted:
+    if isinstance(at, Timestamp):
+        submitted_at = at
+    else:
+        submitted_at = Timestamp()
+        submitted_at.FromDatetime(at)
     return jobs_pb2.JobSubmitted(
         job_id=job_id,
         tenant_id=job.tenant_id,

@@ -119,13 +119,14 @@ async def create_batch(request: Request, caller: AuthCaller) -> JSONResponse:
         raise Problem(422, "batch_empty", "The batch has no lines", "Send one JSON job body per line")
     errors: list[dict[str, Any]] = [{"line": e.line, "code": e.code, "message": e.message} for e in syntax_errors]
     jobs: list[store.NewJob] = []
+    batch_id = store.new_id("batch")
     found = await _templates_named(pool, caller.tenant_id, lines)
     for line in lines:
         try:
             request_line = _job_request(line.value)
             template = found.get(request_line.template) if request_line.template else None
             jobs += new_jobs(expand(request_line, template, request.app.state.moderator), caller.tenant_id,
-                             line.number)
+                             batch_id, line.number)
         except JobRejected as exc:
             errors.append({"line": line.number, "code": exc.code, "message": exc.title, "errors": exc.errors})
     if errors:
@@ -138,7 +139,7 @@ async def create_batch(request: Request, caller: AuthCaller) -> JSONResponse:
                       f"The lines expand to {len(jobs)} jobs (variants included);"
                       f" the limit is {settings.batch_max_jobs}")
     key = idempotency.from_request(request, [line.value for line in lines])
-    batch = batches.NewBatch(store.new_id("batch"), caller.tenant_id, "upload", line_count=len(lines))
+    batch = batches.NewBatch(batch_id, caller.tenant_id, "upload", line_count=len(lines))
 
     async def write(conn: asyncpg.Connection) -> tuple[dict[str, Any], str | None]:
         row = await batches.insert_batch(conn, batch, jobs)

@@ -95,9 +95,10 @@ def expand(job: JobRequest, template: templates.Template | None, moderator: Mode
     return expanded
 
 
-def new_jobs(expanded: list[ExpandedJob], tenant_id: str, batch_line: int | None = None) -> list[store.NewJob]:
-    return [to_new_job(job.spec, tenant_id, template=job.template, variant=job.variant, batch_line=batch_line)
-            for job in expanded]
+def new_jobs(expanded: list[ExpandedJob], tenant_id: str, batch_id: str | None = None,
+             batch_line: int | None = None) -> list[store.NewJob]:
+    return [to_new_job(job.spec, tenant_id, template=job.template, variant=job.variant, batch_id=batch_id,
+                       batch_line=batch_line) for job in expanded]
 
 
 class JobGroup(BaseModel):
@@ -118,14 +119,16 @@ async def create_from_request(body: JobRequest, request: Request, caller: Caller
     except JobRejected as exc:
         raise exc.problem() from None
     key = idempotency.from_request(request, body.model_dump(mode="json"))
-    jobs = new_jobs(expanded, caller.tenant_id)
+    batch_id = store.new_id("batch") if len(expanded) > 1 else None
+    jobs = new_jobs(expanded, caller.tenant_id, batch_id)
     try:
         if len(jobs) == 1:
             submitted = await store.submit_job(pool, jobs[0], lambda row: JobView.from_row(row).model_dump(mode="json"),
                                                202, key)
             location = f"/v1/jobs/{submitted.body['id']}"
         else:
-            batch = batches.NewBatch(store.new_id("batch"), caller.tenant_id, "variants", line_count=1)
+            assert batch_id is not None
+            batch = batches.NewBatch(batch_id, caller.tenant_id, "variants", line_count=1)
 
             async def write(conn: asyncpg.Connection) -> tuple[dict[str, Any], str | None]:
                 await batches.insert_batch(conn, batch, jobs)
