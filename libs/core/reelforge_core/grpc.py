@@ -13,6 +13,7 @@ from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from reelforge_core import telemetry
+from reelforge_core.grpc_guard import GuardServerInterceptor
 
 _tracer = trace.get_tracer(__name__)
 
@@ -83,7 +84,8 @@ class _TracingClientInterceptor(grpc.aio.UnaryUnaryClientInterceptor):  # type: 
 
 def create_server(service_names: Iterable[str]) -> tuple[grpc.aio.Server, health.HealthServicer]:
     """A server with tracing, health checking and reflection for `service_names` (full names)."""
-    server = grpc.aio.server(interceptors=[_TracingServerInterceptor()], options=_OPTIONS)
+    interceptors = [GuardServerInterceptor(), _TracingServerInterceptor()]
+    server = grpc.aio.server(interceptors=interceptors, options=_OPTIONS)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     names = list(service_names)

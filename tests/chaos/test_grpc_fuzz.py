@@ -1,0 +1,127 @@
+"""Every gRPC method of the running platform, fed malformed, oversized, zero-deadline and randomly
+filled messages (unknown enum values, huge and odd strings, extreme numbers): each call gets a clear
+status code (never UNKNOWN, never an INTERNAL that leaks), and the servers keep serving."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Iterator
+from typing import Any
+
+import grpc
+from google.protobuf import descriptor as pb_descriptor
+from google.protobuf import message as pb_message
+from google.protobuf import symbol_database
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from reelforge.billing.v1 import billing_pb2
+from reelforge_core import grpc as core_grpc
+from reelforge_local.stack import Stack
+
+RANDOM_CALLS_PER_METHOD = 25
+UNDECODABLE = b"\x0f\xff\xff\xff"
+FD = pb_descriptor.FieldDescriptor
+_ODD_STRINGS = ["", " ", "\x00", "../../etc/passwd", "' OR 1=1 --", "\u202e\ufeff", "ж" * 300, "x" * 70_000,
+                "00000000-0000-0000-0000-000000000000", "%s%n", "{{7*7}}"]
+_ODD_INTS = [0, -1, 1, 2**31 - 1, -(2**31), 2**53 + 1]
+
+
+def _targets(stack: Stack) -> list[tuple[str, pb_descriptor.ServiceDescriptor]]:
+    billing_port = stack.services["billing"].env["REELFORGE_BILLING_GRPC_PORT"]
+    return [(f"127.0.0.1:{billing_port}", billing_pb2.DESCRIPTOR.services_by_name["BillingService"])]
+
+
+def _methods(stack: Stack) -> Iterator[tuple[str, pb_descriptor.MethodDescriptor]]:
+    for target, service in _targets(stack):
+        for method in service.methods:
+            if not method.client_streaming:
+                yield target, method
+
+
+def _message_class(descriptor: pb_descriptor.Descriptor) -> type[pb_message.Message]:
+    cls: type[pb_message.Message] = symbol_database.Default().GetSymbol(descriptor.full_name)
+    return cls
+
+
+def _fill(message: pb_message.Message, rng: random.Random, depth: int = 0) -> None:
+    for field in message.DESCRIPTOR.fields:
+        if rng.random() < 0.3:
+            continue
+        repeated = field.is_repeated
+        for _ in range(rng.randint(1, 3) if repeated else 1):
+            if field.type == FD.TYPE_MESSAGE:
+                if depth >= 2 or field.message_type.GetOptions().map_entry:
+                    continue
+                child = getattr(message, field.name).add() if repeated else getattr(message, field.name)
+                _fill(child, rng, depth + 1)
+                if not repeated:
+                    getattr(message, field.name).SetInParent()
+                continue
+            value = _value(field, rng)
+            if repeated:
+                getattr(message, field.name).append(value)
+            else:
+                setattr(message, field.name, value)
+
+
+def _value(field: pb_descriptor.FieldDescriptor, rng: random.Random) -> Any:
+    if field.type == FD.TYPE_STRING:
+        return rng.choice(_ODD_STRINGS)
+    if field.type == FD.TYPE_BYTES:
+        return rng.randbytes(rng.choice([0, 1, 64, 4096]))
+    if field.type == FD.TYPE_BOOL:
+        return rng.random() < 0.5
+    if field.type == FD.TYPE_ENUM:
+        return rng.choice([*(v.number for v in field.enum_type.values), 9999, -7])
+    if field.type in (FD.TYPE_DOUBLE, FD.TYPE_FLOAT):
+        return rng.choice([0.0, -1.0, 1e308, float("nan"), float("inf"), 3.5])
+    unsigned = field.type in (FD.TYPE_UINT32, FD.TYPE_UINT64, FD.TYPE_FIXED32, FD.TYPE_FIXED64)
+    small = field.type in (FD.TYPE_INT32, FD.TYPE_SINT32, FD.TYPE_SFIXED32, FD.TYPE_UINT32, FD.TYPE_FIXED32)
+    candidates = [v for v in _ODD_INTS if not (unsigned and v < 0) and not (small and abs(v) >= 2**31)]
+    return rng.choice(candidates)
+
+
+async def _call(target: str, method: pb_descriptor.MethodDescriptor, payload: bytes,
+                deadline: float | None = 10) -> grpc.StatusCode:
+    path = f"/{method.containing_service.full_name}/{method.name}"
+    async with grpc.aio.insecure_channel(target, options=[("grpc.max_send_message_length", 16 * 1024 * 1024)]) as ch:
+        try:
+            if method.server_streaming:
+                [_ async for _ in ch.unary_stream(path)(payload, timeout=deadline)]
+            else:
+                await ch.unary_unary(path)(payload, timeout=deadline)
+        except grpc.aio.AioRpcError as error:
+            assert error.code() not in (grpc.StatusCode.UNKNOWN, grpc.StatusCode.INTERNAL), \
+                f"{path}: {error.code().name} {error.details()}"
+            return error.code()
+    return grpc.StatusCode.OK
+
+
+async def _fuzz(stack: Stack) -> dict[str, set[str]]:
+    rng = random.Random(20261125)
+    seen: dict[str, set[str]] = {}
+    for target, method in _methods(stack):
+        name = f"{method.containing_service.name}.{method.name}"
+        codes = seen.setdefault(name, set())
+        assert await _call(target, method, UNDECODABLE) is grpc.StatusCode.INVALID_ARGUMENT, name
+        assert await _call(target, method, b"x" * (core_grpc.MAX_MESSAGE_BYTES + 1)) \
+            is grpc.StatusCode.RESOURCE_EXHAUSTED, name
+        assert await _call(target, method, b"", deadline=0) is grpc.StatusCode.DEADLINE_EXCEEDED, name
+        codes.add((await _call(target, method, b"")).name)
+        request_class = _message_class(method.input_type)
+        for _ in range(RANDOM_CALLS_PER_METHOD):
+            request = request_class()
+            _fill(request, rng)
+            codes.add((await _call(target, method, request.SerializeToString())).name)
+    for target, _service in _targets(stack):
+        async with grpc.aio.insecure_channel(target) as channel:
+            health = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
+            assert health.status == health_pb2.HealthCheckResponse.SERVING, target
+    return seen
+
+
+def test_every_grpc_method_answers_bad_input_clearly(stack: Stack) -> None:
+    seen = asyncio.run(_fuzz(stack))
+    assert seen, "no gRPC methods were found to fuzz"
+    print({name: sorted(codes) for name, codes in seen.items()})
