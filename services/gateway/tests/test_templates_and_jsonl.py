@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
+from reelforge_core.content import ContentStore
 from reelforge_gateway import jsonl, templates
+from reelforge_gateway.api.app import create_app
 from reelforge_gateway.api.job_templates import JobRejected, expand
 from reelforge_gateway.api.jobs import JobRequest, validate_job
 from reelforge_gateway.moderation import Moderator
+from reelforge_gateway.settings import GatewaySettings
 from reelforge_gateway.templates import Template, TemplateBody
 
 
@@ -152,3 +156,23 @@ def test_jsonl_limits_and_encoding() -> None:
     with pytest.raises(jsonl.NotUtf8):
         jsonl.parse(b'{"prompt": "\xff"}', 10)
     assert jsonl.parse(b"", 10) == ([], [])
+
+
+def test_openapi_documents_batches_templates_and_the_job_request(tmp_path: Path) -> None:
+    schema = create_app(None, ContentStore(tmp_path), GatewaySettings()).openapi()  # type: ignore[arg-type]
+    paths = schema["paths"]
+    routes = {("post", "/v1/batches"), ("get", "/v1/batches"), ("get", "/v1/batches/{batch_id}"),
+              ("post", "/v1/batches/{batch_id}/cancel"), ("get", "/v1/batches/{batch_id}/results"),
+              ("get", "/v1/templates"), ("post", "/v1/templates"), ("get", "/v1/templates/{name}"),
+              ("patch", "/v1/templates/{name}"), ("delete", "/v1/templates/{name}")}
+    for method, path in routes:
+        responses = paths[path][method]["responses"]
+        problem = responses["422"]["content"]["application/problem+json"]["schema"]
+        assert problem == {"$ref": "#/components/schemas/ProblemDetails"}, (method, path)
+    upload = paths["/v1/batches"]["post"]["requestBody"]["content"]
+    assert {"application/jsonl", "application/x-ndjson", "multipart/form-data"} <= set(upload)
+    components = schema["components"]["schemas"]
+    request = components["JobRequest"]
+    assert {"prompt", "seconds", "size", "template", "variables", "variants"} <= set(request["properties"])
+    assert request["additionalProperties"] is False
+    assert "ResultLine" in components and "ProblemDetails" in components
