@@ -107,22 +107,27 @@ async def list_batches(pool: asyncpg.Pool, tenant_id: str, limit: int,
 
 
 async def cancel_batch(pool: asyncpg.Pool, tenant_id: str, batch_id: str, reason: str) -> asyncpg.Record | None:
-    """Asks to cancel every job of the batch that has not ended and was not asked before (one event each)."""
+    """Asks to cancel every job of the batch that has not ended and was not asked before (one event each).
+
+    Jobs are locked before the batch row, the order a status update takes them in (job, then batch on
+    its last job), so the two cannot deadlock.
+    """
     async with pool.acquire() as conn, conn.transaction():
-        batch = await conn.fetchrow(
-            "SELECT * FROM batches WHERE batch_id = $1 AND tenant_id = $2 FOR UPDATE", batch_id, tenant_id)
-        if batch is None:
-            return None
         now = datetime.now(UTC)
-        if batch["cancel_requested_at"] is None and batch["completed_at"] is None:
-            batch = await conn.fetchrow(
-                "UPDATE batches SET cancel_requested_at = $2 WHERE batch_id = $1 RETURNING *", batch_id, now)
         job_ids = await conn.fetch(
             "UPDATE jobs SET cancel_requested_at = $3 WHERE tenant_id = $1 AND batch_id = $2"
             " AND cancel_requested_at IS NULL AND state NOT IN ('completed', 'failed', 'cancelled', 'expired')"
             " RETURNING job_id",
             tenant_id, batch_id, now,
         )
+        batch = await conn.fetchrow(
+            "UPDATE batches SET cancel_requested_at = CASE WHEN completed_at IS NULL"
+            " THEN coalesce(cancel_requested_at, $3) ELSE cancel_requested_at END"
+            " WHERE batch_id = $1 AND tenant_id = $2 RETURNING *",
+            batch_id, tenant_id, now,
+        )
+        if batch is None:
+            return None
         requested_at = Timestamp()
         requested_at.FromDatetime(now)
         events = [(row["job_id"], jobs_pb2.JobCancelRequested(job_id=row["job_id"], tenant_id=tenant_id,

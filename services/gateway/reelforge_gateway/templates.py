@@ -185,6 +185,20 @@ def _builtin(name: str, **body: Any) -> Template:
     return Template(name=name, body=TemplateBody.model_validate(body), builtin=True)
 
 
+def _listing(name: str, description: str, framing: str, size: str) -> Template:
+    return _builtin(
+        name,
+        description=description,
+        prompt=f"{{{{product}}}} on a {{{{background}}}} background, {{{{style}}}}, {framing} framing, product centred",
+        narration="{{product}}. {{benefit}}. Only {{price}}.",
+        variables=[*_PRODUCT_VARIABLES,
+                   {"name": "background", "type": "string", "default": "plain white"},
+                   {"name": "price", "type": "string", "required": False, "default": "today", "max_length": 40}],
+        preset={"model": "animatic", "seconds": 8.0, "size": size, "voice": "en-us"},
+        variations=["turntable spin", "close-up on details", "in use"],
+    )
+
+
 _PRODUCT_VARIABLES = [
     {"name": "product", "type": "string", "description": "What is advertised, e.g. 'a stainless water purifier'"},
     {"name": "benefit", "type": "string", "required": False, "default": "made for everyday life",
@@ -203,27 +217,10 @@ BUILTINS: dict[str, Template] = {template.name: template for template in (
         preset={"model": "animatic", "seconds": 12.0, "size": "1280x720", "voice": "en-us"},
         variations=["hero close-up", "wide establishing shot", "hands-on demo", "top-down flat lay"],
     ),
-    _builtin(
-        "ecommerce-listing-9x16",
-        description="A vertical (9:16) marketplace listing clip for stories and reels",
-        prompt="{{product}} on a {{background}} background, {{style}}, vertical framing, product centred",
-        narration="{{product}}. {{benefit}}. Only {{price}}.",
-        variables=[*_PRODUCT_VARIABLES,
-                   {"name": "background", "type": "string", "default": "plain white"},
-                   {"name": "price", "type": "string", "required": False, "default": "today",
-                    "max_length": 40}],
-        preset={"model": "animatic", "seconds": 8.0, "size": "720x1280", "voice": "en-us"},
-        variations=["turntable spin", "close-up on details", "in use"],
-    ),
-    _builtin(
-        "ecommerce-listing-1x1",
-        description="A square (1:1) marketplace listing clip for feeds and product pages",
-        prompt="{{product}} on a {{background}} background, {{style}}, square framing, product centred",
-        narration="{{product}}. {{benefit}}.",
-        variables=[*_PRODUCT_VARIABLES, {"name": "background", "type": "string", "default": "plain white"}],
-        preset={"model": "animatic", "seconds": 8.0, "size": "1024x1024", "voice": "en-us"},
-        variations=["turntable spin", "close-up on details", "in use"],
-    ),
+    _listing("ecommerce-listing-9x16", "A vertical (9:16) marketplace listing clip for stories and reels",
+             "vertical", "720x1280"),
+    _listing("ecommerce-listing-1x1", "A square (1:1) marketplace listing clip for feeds and product pages",
+             "square", "1024x1024"),
     _builtin(
         "explainer",
         description="A narrated explainer in a given number of steps",
