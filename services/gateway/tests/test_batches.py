@@ -317,3 +317,31 @@ def test_tenants_are_isolated_on_every_batch_and_template_route(gateway: Gateway
     assert api.get("/v1/batches/not-an-id").json()["code"] == "batch_not_found"
     unauthenticated = httpx.get(f"{gateway.url}/v1/batches/{mine['id']}")
     assert unauthenticated.status_code == 401
+
+
+def test_jobs_ending_at_once_complete_the_batch_exactly_once(gateway: Gateway, api: httpx.Client) -> None:
+    """The last jobs' status updates race in separate transactions; one of them must see the batch done."""
+    import asyncio
+
+    from google.protobuf.timestamp_pb2 import Timestamp
+
+    from reelforge_gateway import store
+
+    api.post("/v1/webhook_endpoints", json={"url": "http://127.0.0.1:9/hooks", "events": ["batch.completed"]})
+    for round_ in range(5):
+        batch = _upload(api, *[{"prompt": f"r{round_} p{i}", "seconds": 4} for i in range(4)])
+        job_ids = [r["job_id"] for r in _results(api, batch["id"])]
+        at = Timestamp()
+        at.GetCurrentTime()
+
+        events = [jobs_pb2.JobStatusChanged(job_id=job_id, state=jobs_pb2.JOB_STATE_FAILED, at=at, sequence=1,
+                                            error_code="x") for job_id in job_ids]
+
+        async def end_all(events: list[jobs_pb2.JobStatusChanged]) -> None:
+            await asyncio.gather(*[store.apply_status(gateway.pool, event) for event in events])
+
+        gateway.run(end_all(events))
+        assert api.get(f"/v1/batches/{batch['id']}").json()["status"] == "completed"
+        deliveries = gateway.run(gateway.pool.fetchval(
+            "SELECT count(*) FROM webhook_deliveries WHERE payload::jsonb -> 'data' ->> 'id' = $1", batch["id"]))
+        assert deliveries == 1
