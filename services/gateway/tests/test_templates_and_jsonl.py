@@ -176,3 +176,6 @@ def test_openapi_documents_batches_templates_and_the_job_request(tmp_path: Path)
     assert {"prompt", "seconds", "size", "template", "variables", "variants"} <= set(request["properties"])
     assert request["additionalProperties"] is False
     assert "ResultLine" in components and "ProblemDetails" in components
+    created = paths["/v1/jobs"]["post"]["responses"]["202"]["content"]["application/json"]["schema"]
+    assert {"$ref": "#/components/schemas/JobGroup"} in created["anyOf"]
+    assert components["JobGroup"]["properties"]["data"]["items"] == {"$ref": "#/components/schemas/JobView"}

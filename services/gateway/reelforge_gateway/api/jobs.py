@@ -220,7 +220,6 @@ _AUTH_ERRORS: dict[int | str, dict[str, Any]] = {
 
 @router.post("", status_code=202, response_model=JobView,
              responses={**_AUTH_ERRORS, 400: _problem("Malformed JSON or Idempotency-Key"),
-                        404: _problem("No such template"),
                         413: _problem("Body too large"), 415: _problem("Unsupported media type")})
 async def create_job(request_body: Annotated[JobRequest, Body()], request: Request, caller: AuthCaller) -> JSONResponse:
     """Accepts a job. With an `Idempotency-Key` header, a retry with the same body returns the original

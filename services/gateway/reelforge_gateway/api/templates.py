@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from reelforge_gateway import batches, templates
 from reelforge_gateway.api.auth import Caller, authenticate, require_scope
-from reelforge_gateway.api.job_templates import field_errors, find_template
+from reelforge_gateway.api.job_templates import JobGroup, field_errors, find_template
 from reelforge_gateway.api.jobs import CreateJob, validate_job
 from reelforge_gateway.api.problems import Problem
 from reelforge_gateway.settings import GatewaySettings
@@ -178,3 +178,9 @@ def document(schema: dict[str, Any]) -> None:
     request["anyOf"] = [{"required": job.get("required", [])}, {"required": ["template"]}]
     request["description"] = (request.get("description") or "") + " `prompt` and `seconds` are required" \
         " unless a template provides them."
+    group = JobGroup.model_json_schema(ref_template="#/components/schemas/{model}")
+    for name, definition in group.pop("$defs", {}).items():
+        components.setdefault(name, definition)
+    components.setdefault("JobGroup", group)
+    created = schema["paths"]["/v1/jobs"]["post"]["responses"]["202"]["content"]["application/json"]
+    created["schema"] = {"anyOf": [created["schema"], {"$ref": "#/components/schemas/JobGroup"}]}
