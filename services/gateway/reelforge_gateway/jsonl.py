@@ -54,8 +54,8 @@ def parse(data: bytes, max_lines: int) -> tuple[list[Line], list[LineError]]:
             raise TooManyLines(f"a batch may have at most {max_lines} lines")
         try:
             value = json.loads(raw)
-        except ValueError as exc:
-            errors.append(LineError(number, "malformed_json", f"not valid JSON: {exc}"))
+        except (ValueError, RecursionError) as exc:  # RecursionError: nesting too deep to parse
+            errors.append(LineError(number, "malformed_json", f"not valid JSON: {str(exc)[:200]}"))
             continue
         if not isinstance(value, dict):
             errors.append(LineError(number, "malformed_json", "each line must be a JSON object (a job body)"))

@@ -156,6 +156,8 @@ def test_jsonl_limits_and_encoding() -> None:
     with pytest.raises(jsonl.NotUtf8):
         jsonl.parse(b'{"prompt": "\xff"}', 10)
     assert jsonl.parse(b"", 10) == ([], [])
+    deep = jsonl.parse(b"[" * 100_000 + b"\n{}", 10)
+    assert [e.line for e in deep[1]] == [1] and len(deep[0]) == 1
 
 
 def test_openapi_documents_batches_templates_and_the_job_request(tmp_path: Path) -> None:
