@@ -9,7 +9,7 @@ PostgreSQL, without Kafka (the relay is not what is measured). Prints:
 The gateway runs in its own process (uvicorn, one worker, rate limit off); the load generator is a
 minimal keep-alive HTTP/1.1 client on asyncio streams in this process. Both share this machine's cores.
 
-    ./run bench bench/gateway_submit.py [--seconds 6] [--rates 200,500] [--connections 32]
+    ./run bench bench/gateway_submit.py [--seconds 6] [--rates 200,500] [--connections 32] [--rate-limit 100000000]
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ JOB = json.dumps({"prompt": "A water purifier on a kitchen counter", "seconds": 
                   "metadata": {"customer": "bench"}}).encode()
 
 
-def serve(dsn: str, port: int, content_dir: str) -> None:
+def serve(dsn: str, port: int, content_dir: str, rate_limit: int = 0) -> None:
     import uvicorn
 
     from reelforge_core.content import ContentStore
@@ -49,7 +49,10 @@ def serve(dsn: str, port: int, content_dir: str) -> None:
 
     async def main() -> None:
         pool = await db.create_pool(dsn, SCHEMA, 20)
-        settings = GatewaySettings(rate_limit_per_minute=0)
+        # --rate-limit N: per key and per tenant (where the gateway has a tenant limit), high enough never
+        # to refuse, so the figures show what checking the limit costs.
+        limits = {"rate_limit_per_minute": rate_limit, "tenant_rate_limit_per_minute": rate_limit}
+        settings = GatewaySettings(**{k: v for k, v in limits.items() if k in GatewaySettings.model_fields})
         app = create_app(pool, ContentStore(Path(content_dir)), settings)
         config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error", access_log=False,
                                 lifespan="off")
@@ -178,7 +181,7 @@ async def wait_for_port(port: int) -> None:
 async def run(args: argparse.Namespace, dsn: str, port: int) -> None:
     _, key = await prepare(dsn)
     process = multiprocessing.get_context("spawn").Process(
-        target=serve, args=(dsn, port, str(CACHE / "bench-gateway" / "content")), daemon=True)
+        target=serve, args=(dsn, port, str(CACHE / "bench-gateway" / "content"), args.rate_limit), daemon=True)
     process.start()
     try:
         await wait_for_port(port)
@@ -211,8 +214,10 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--rates", type=lambda text: [int(r) for r in text.split(",")], default=[50, 100, 500])
     parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--rate-limit", type=int, default=0, help="requests per minute per key and tenant (0: off)")
     args = parser.parse_args()
-    print(f"machine: {multiprocessing.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at start")
+    print(f"machine: {multiprocessing.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at start;"
+          f" rate limit {args.rate_limit or 'off'}")
     data = CACHE / "bench-gateway"
     shutil.rmtree(data, ignore_errors=True)
     postgres = PostgresServer.start(data / "postgres")

@@ -137,13 +137,16 @@ def main_up(run_dir: Path, cache_dir: Path, replicas: int = 1) -> int:
     with Stack(run_dir, cache_dir, progress=lambda line: say(f"  {line}"), replicas=replicas) as stack:
         stack.start()
         tenant = stack.create_tenant("demo")
+        admin_key = stack.admin_key()
         state.touch(mode=0o600)
         state.write_text(json.dumps({
             "pid": os.getpid(), "gateway_url": stack.gateway_url, "api_key": tenant.api_key,
             "services": {p.label: p.url for p in stack.processes()},
+            "gateway_grpc": stack.gateway_grpc_target, "admin_api_key": admin_key,
         }))
-        say(f"gateway: {stack.gateway_url}  (docs at {stack.gateway_url}/docs)")
+        say(f"gateway: {stack.gateway_url}  (docs at {stack.gateway_url}/docs; gRPC at {stack.gateway_grpc_target})")
         say(f"demo API key: {tenant.api_key}")
+        say(f"admin API key (tenants and keys: `reelforge tenants|keys ...`): {admin_key}")
         say(f"logs: {stack.logs_dir}   Ctrl-C (or `reelforge down`) stops everything")
         try:
             while not stopping.is_set():

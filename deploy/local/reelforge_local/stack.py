@@ -120,6 +120,10 @@ class ServiceProcess:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
 
 
+def grpc_target(process: ServiceProcess) -> str:
+    return f"127.0.0.1:{process.env[f'REELFORGE_{process.spec.env_prefix}_GRPC_PORT']}"
+
+
 @dataclass(frozen=True)
 class Tenant:
     tenant_id: str
@@ -142,6 +146,7 @@ class Stack:
         self.content_dir = self.run_dir / "content"
         self.logs_dir = self.run_dir / "logs"
         self.traces_dir = self.run_dir / "traces"
+        self._admin_key: str | None = None
 
     def start(self, timeout: float = 120.0) -> None:
         """Brings everything up. The services start while the broker boots (they wait for it),
@@ -187,6 +192,8 @@ class Stack:
             group = []
             for instance in range(self.replicas):
                 extra = {"GRPC_PORT": str(billing_ports[instance])} if spec.name == "billing" else {}
+                if spec.name == "gateway":
+                    extra["GRPC_PORT"] = str(free_port())  # the partner gRPC JobsService
                 if spec.name == "orchestrator":
                     extra["BILLING_TARGET"] = billing_target
                 group.append(self._service(spec, instance, extra))
@@ -220,6 +227,8 @@ class Stack:
         port = free_port()
         env = {**base.env, f"{prefix}HTTP_PORT": str(port), f"{prefix}INSTANCE_ID": str(instance),
                f"{prefix}TRACE_FILE": str(self.traces_dir / f"{service}-{instance}.jsonl")}
+        if f"{prefix}GRPC_PORT" in env:
+            env[f"{prefix}GRPC_PORT"] = str(free_port())
         process = ServiceProcess(base.spec, env, port, self.logs_dir / f"{service}-{instance}.log", instance)
         group.append(process)
         return process
@@ -227,6 +236,17 @@ class Stack:
     @property
     def gateway_url(self) -> str:
         return self.services["gateway"].url
+
+    @property
+    def gateway_grpc_target(self) -> str:
+        """host:port of the gateway's partner gRPC JobsService (the first instance)."""
+        return grpc_target(self.services["gateway"])
+
+    def admin_key(self) -> str:
+        """An `admin`-scoped key for the admin API (/v1/admin), made on first use."""
+        if self._admin_key is None:
+            self._admin_key = json.loads(self.cli("gateway", "create-admin-key"))["api_key"]
+        return self._admin_key
 
     def cli(self, service: str, *args: str) -> str:
         """Runs a service's admin command (e.g. gateway create-tenant) with that service's settings."""

@@ -11,6 +11,8 @@ from fastapi import APIRouter, FastAPI, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from reelforge_core.security_headers import SecurityHeaders
+
 ReadinessCheck = Callable[[], Awaitable[bool]]
 
 
@@ -45,7 +47,8 @@ class _Server(uvicorn.Server):
 
 
 async def serve_http(app: FastAPI, host: str, port: int) -> None:
-    config = uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False, lifespan="off")
+    config = uvicorn.Config(SecurityHeaders(app), host=host, port=port, log_config=None, access_log=False,
+                            lifespan="off", server_header=False)
     server = _Server(config)
     try:
         await server.serve()

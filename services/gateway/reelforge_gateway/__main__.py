@@ -1,4 +1,5 @@
-"""`python -m reelforge_gateway [serve]` runs the gateway; `create-tenant NAME` makes a tenant and prints a key."""
+"""`python -m reelforge_gateway [serve]` runs the gateway; `create-tenant NAME` makes a tenant and prints a key;
+`create-admin-key` prints a key with the `admin` scope, the way to reach the admin API the first time."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import httpx
 from reelforge_core import db, topics
 from reelforge_core.content import ContentStore
 from reelforge_core.service import ServiceRuntime, run_service
-from reelforge_gateway import store, webhooks
+from reelforge_gateway import grpc_api, key_changes, store, tenancy, webhooks
 from reelforge_gateway.api.app import create_app
 from reelforge_gateway.settings import GatewaySettings
 from reelforge_gateway.status_consumer import StatusConsumer
@@ -29,8 +30,11 @@ async def start(runtime: ServiceRuntime) -> None:
     settings = runtime.settings
     assert isinstance(settings, GatewaySettings)
     pool = await runtime.database(SCHEMA, MIGRATIONS)
-    runtime.http_app = create_app(pool, ContentStore(settings.content_dir), settings)
+    app = runtime.http_app = create_app(pool, ContentStore(settings.content_dir), settings)
     await runtime.consume("gateway", [topics.JOBS_STATUS], StatusConsumer(pool).handle)
+    await grpc_api.serve(runtime, app.state, settings.grpc_host, settings.grpc_port)
+    runtime.add_task("key-changes", lambda: key_changes.follow(pool, app.state.key_cache))
+    runtime.add_task("rate-bucket-expiry", lambda: tenancy.forget_idle_rate_buckets(pool))
 
     async def forget_old_idempotency_keys() -> None:
         while True:
@@ -72,16 +76,31 @@ async def create_tenant(settings: GatewaySettings, name: str) -> dict[str, str]:
     return {"tenant_id": tenant_id, "api_key": key.plaintext}
 
 
+async def create_admin_key(settings: GatewaySettings, tenant_name: str) -> dict[str, str]:
+    """The first admin key (bootstrap): an `admin`-scoped key of the operators' tenant, made if missing."""
+    pool = await db.create_pool(settings.database_url.get_secret_value(), SCHEMA, 2)
+    try:
+        await db.migrate(pool, SCHEMA, MIGRATIONS)
+        tenant_id, key_id, key = await tenancy.bootstrap_admin_key(pool, tenant_name)
+    finally:
+        await pool.close()
+    return {"tenant_id": tenant_id, "key_id": key_id, "api_key": key.plaintext}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="reelforge-gateway")
     sub = parser.add_subparsers(dest="command")
     sub.add_parser("serve", help="run the gateway (default)")
     tenant_cmd = sub.add_parser("create-tenant", help="create a tenant (or reuse one by name) and print a new key")
     tenant_cmd.add_argument("name")
+    admin_cmd = sub.add_parser("create-admin-key", help="print a new admin-scoped key (for the admin API)")
+    admin_cmd.add_argument("--tenant", default="platform", help="the operators' tenant (made if missing)")
     args = parser.parse_args()
     settings = GatewaySettings()
     if args.command == "create-tenant":
         print(json.dumps(asyncio.run(create_tenant(settings, args.name))))
+    elif args.command == "create-admin-key":
+        print(json.dumps(asyncio.run(create_admin_key(settings, args.tenant))))
     else:
         run_service(settings, start)
 

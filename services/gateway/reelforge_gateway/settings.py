@@ -17,7 +17,7 @@ class GatewaySettings(ServiceSettings):
     poll_after_ms: int = Field(default=1000, ge=50)
     # SSE: how often a stream looks for a new status (a database read per open stream per interval).
     events_poll_seconds: float = Field(default=0.25, gt=0)
-    # Requests per minute per API key (token bucket per gateway instance); 0 turns the limit off.
+    # Requests per minute per API key (shared by every instance, see api/ratelimit.py); 0 = no limit.
     rate_limit_per_minute: int = Field(default=6000, ge=0)
     # Prompts (and narration) containing any of these words or phrases are refused with `prompt_blocked`.
     blocked_terms: list[str] = Field(default_factory=list)
@@ -39,3 +39,12 @@ class GatewaySettings(ServiceSettings):
     batch_max_jobs: int = Field(default=10_000, ge=1)
     batch_max_bytes: int = Field(default=16 * 1024 * 1024, gt=0)
     max_templates_per_tenant: int = Field(default=200, ge=0)
+    # Defaults for tenants without limits of their own (set per tenant with the admin API); 0 = no limit.
+    # Requests per minute per API key (above) and per tenant are token buckets shared by every instance.
+    tenant_rate_limit_per_minute: int = Field(default=30000, ge=0)
+    # Jobs accepted and not yet terminal, and jobs queued (not yet admitted), per tenant: 429 beyond.
+    tenant_max_concurrent_jobs: int = Field(default=0, ge=0)
+    tenant_max_backlog_jobs: int = Field(default=0, ge=0)
+    # The partner gRPC JobsService (reelforge.jobs.v1); port 0 picks a free port (logged).
+    grpc_host: str = "127.0.0.1"
+    grpc_port: int = Field(default=50052, ge=0, le=65535)

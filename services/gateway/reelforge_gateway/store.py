@@ -80,8 +80,10 @@ async def create_tenant(pool: asyncpg.Pool, name: str) -> tuple[str, keys.NewKey
 
 async def find_active_key(pool: asyncpg.Pool, prefix: str) -> asyncpg.Record | None:
     row: asyncpg.Record | None = await pool.fetchrow(
-        "SELECT key_id, tenant_id, key_hash, scopes FROM api_keys"
-        " WHERE prefix = $1 AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > now())",
+        "SELECT k.key_id, k.tenant_id, k.key_hash, k.scopes, k.expires_at, k.rate_limit_per_minute AS key_rate_limit,"
+        " t.rate_limit_per_minute AS tenant_rate_limit, t.max_concurrent_jobs, t.max_backlog_jobs,"
+        " t.status AS tenant_status FROM api_keys k JOIN tenants t ON t.tenant_id = k.tenant_id"
+        " WHERE k.prefix = $1 AND k.revoked_at IS NULL AND (k.expires_at IS NULL OR k.expires_at > now())",
         prefix,
     )
     return row
@@ -99,15 +101,19 @@ async def submit_job(
     render: Callable[[asyncpg.Record], dict[str, Any]],
     status_code: int,
     idempotency: Idempotency | None,
+    admit: Callable[[asyncpg.Connection], Awaitable[None]] | None = None,
 ) -> Submitted:
     """Stores the job, its event and (with a key) the answer, all in one transaction.
 
     With an Idempotency-Key, concurrent duplicates race on the key's primary key: the first insert
     wins; the others block on the index until it commits, roll their own job back and return the
     stored answer. A key first used with a different request raises IdempotencyKeyReused.
+    `admit` (e.g. the tenant's job limits) runs in the transaction before the insert; a replay skips it.
     """
 
     async def write(conn: asyncpg.Connection) -> tuple[dict[str, Any], str]:
+        if admit is not None:
+            await admit(conn)
         row = await _insert_job(conn, job)
         return render(row), row["job_id"]
 

@@ -10,10 +10,10 @@ from fastapi import FastAPI
 
 from reelforge_core.asgi_tracing import TracingMiddleware
 from reelforge_core.content import ContentStore
-from reelforge_gateway.api import batches, downloads, jobs, problems, templates, videos, webhook_endpoints
-from reelforge_gateway.api.auth import KeyCache
+from reelforge_gateway.api import admin, batches, downloads, jobs, problems, templates, videos, webhook_endpoints
+from reelforge_gateway.api.auth import Gatekeeper, KeyCache, Limits
 from reelforge_gateway.api.limits import BodySizeLimit
-from reelforge_gateway.api.ratelimit import RateLimiter, RateLimitHeaders
+from reelforge_gateway.api.ratelimit import RateLimitHeaders, SharedRateLimiter
 from reelforge_gateway.moderation import Moderator
 from reelforge_gateway.settings import GatewaySettings
 from reelforge_gateway.signing import UrlSigner
@@ -31,9 +31,12 @@ def create_app(pool: asyncpg.Pool, content: ContentStore, settings: GatewaySetti
     app.state.pool = pool
     app.state.content = content
     app.state.settings = settings
-    app.state.limiter = RateLimiter(settings.rate_limit_per_minute) if settings.rate_limit_per_minute else None
+    app.state.limiter = SharedRateLimiter(pool)
     app.state.moderator = Moderator(settings.blocked_terms)
     app.state.key_cache = KeyCache(settings.key_cache_seconds)
+    app.state.gatekeeper = Gatekeeper(pool, app.state.key_cache, app.state.limiter, Limits(
+        settings.rate_limit_per_minute, settings.tenant_rate_limit_per_minute, settings.tenant_max_concurrent_jobs,
+        settings.tenant_max_backlog_jobs))
     secret = settings.download_signing_secret
     # Without a configured secret, URLs are signed with a per-process key (fine for one instance).
     app.state.signer = UrlSigner(secret.get_secret_value().encode() if secret else secrets.token_bytes(32),
@@ -43,6 +46,7 @@ def create_app(pool: asyncpg.Pool, content: ContentStore, settings: GatewaySetti
     app.include_router(downloads.router)
     app.include_router(videos.router)
     app.include_router(webhook_endpoints.router)
+    app.include_router(admin.router)
     app.include_router(batches.router)
     app.include_router(templates.router)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes, max_upload_bytes=settings.max_upload_bytes,

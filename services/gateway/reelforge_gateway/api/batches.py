@@ -19,7 +19,7 @@ from starlette.datastructures import UploadFile
 
 from reelforge_gateway import batches, jsonl, store, templates
 from reelforge_gateway.api import idempotency
-from reelforge_gateway.api.auth import Caller, authenticate, require_scope
+from reelforge_gateway.api.auth import Caller, Gatekeeper, authenticate, require_scope
 from reelforge_gateway.api.job_templates import JobRejected, expand, field_errors, new_jobs
 from reelforge_gateway.api.jobs import JobRequest, _decode_cursor, _encode_cursor, signed_video_url
 from reelforge_gateway.api.problems import Problem
@@ -141,7 +141,12 @@ async def create_batch(request: Request, caller: AuthCaller) -> JSONResponse:
     key = idempotency.from_request(request, [line.value for line in lines])
     batch = batches.NewBatch(batch_id, caller.tenant_id, "upload", line_count=len(lines))
 
+    gatekeeper: Gatekeeper = request.app.state.gatekeeper
+    admit = gatekeeper.job_admission(caller)  # the tenant's job limits, as for one job
+
     async def write(conn: asyncpg.Connection) -> tuple[dict[str, Any], str | None]:
+        if admit is not None:
+            await admit(conn)
         row = await batches.insert_batch(conn, batch, jobs)
         queued = batches.Progress({"queued": len(jobs)}, 0)
         return BatchView.from_row(row, queued).model_dump(mode="json"), None

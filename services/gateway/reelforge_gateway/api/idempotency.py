@@ -20,11 +20,16 @@ def from_request(request: Request, canonical_body: Any) -> Idempotency | None:
     key = request.headers.get(HEADER)
     if key is None:
         return None
+    return for_request(key, request.method, request.url.path, canonical_body)
+
+
+def for_request(key: str, method: str, path: str, canonical_body: Any, param: str = HEADER) -> Idempotency:
+    """The key for a request to `method path`; the gRPC CreateJob uses POST /v1/jobs, so a key is shared."""
     key = key.strip()
     if not key or len(key) > MAX_KEY_CHARS or not key.isprintable():
-        raise Problem(400, "invalid_idempotency_key", "Invalid Idempotency-Key",
-                      f"Use 1 to {MAX_KEY_CHARS} printable characters, e.g. a UUID", param=HEADER)
-    fingerprint = json.dumps([request.method, request.url.path, canonical_body], sort_keys=True, default=str)
+        raise Problem(400, "invalid_idempotency_key", "Invalid idempotency key",
+                      f"Use 1 to {MAX_KEY_CHARS} printable characters, e.g. a UUID", param=param)
+    fingerprint = json.dumps([method, path, canonical_body], sort_keys=True, default=str)
     return Idempotency(key=key, request_hash=hashlib.sha256(fingerprint.encode()).hexdigest())
 
 

@@ -18,7 +18,7 @@ from pydantic import BaseModel, ValidationError
 
 from reelforge_gateway import batches, store, templates
 from reelforge_gateway.api import idempotency
-from reelforge_gateway.api.auth import Caller
+from reelforge_gateway.api.auth import Caller, Gatekeeper
 from reelforge_gateway.api.jobs import CreateJob, JobRequest, JobView, to_new_job, validate_job
 from reelforge_gateway.api.problems import Problem
 from reelforge_gateway.moderation import Moderator
@@ -121,16 +121,20 @@ async def create_from_request(body: JobRequest, request: Request, caller: Caller
     key = idempotency.from_request(request, body.model_dump(mode="json"))
     batch_id = store.new_id("batch") if len(expanded) > 1 else None
     jobs = new_jobs(expanded, caller.tenant_id, batch_id)
+    gatekeeper: Gatekeeper = request.app.state.gatekeeper
+    admit = gatekeeper.job_admission(caller)
     try:
         if len(jobs) == 1:
             submitted = await store.submit_job(pool, jobs[0], lambda row: JobView.from_row(row).model_dump(mode="json"),
-                                               202, key)
+                                               202, key, admit=admit)
             location = f"/v1/jobs/{submitted.body['id']}"
         else:
             assert batch_id is not None
             batch = batches.NewBatch(batch_id, caller.tenant_id, "variants", line_count=1)
 
             async def write(conn: asyncpg.Connection) -> tuple[dict[str, Any], str | None]:
+                if admit is not None:
+                    await admit(conn)
                 await batches.insert_batch(conn, batch, jobs)
                 rows = await batches.batch_jobs(conn, caller.tenant_id, batch.batch_id)
                 group = JobGroup(batch_id=batch.batch_id, template=body.template,

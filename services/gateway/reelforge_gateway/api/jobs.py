@@ -18,11 +18,12 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 from opentelemetry import trace
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from starlette.datastructures import State
 
 from reelforge_core.content import ContentNotFound, ContentStore
 from reelforge_gateway import store, templates, validation
 from reelforge_gateway.api import idempotency
-from reelforge_gateway.api.auth import Caller, authenticate, moderate, owned_job, require_scope
+from reelforge_gateway.api.auth import Caller, Gatekeeper, authenticate, moderate_text, owned_job, require_scope
 from reelforge_gateway.api.problems import Problem
 from reelforge_gateway.signing import UrlSigner
 
@@ -233,21 +234,28 @@ async def create_job(request_body: Annotated[JobRequest, Body()], request: Reque
 
         return await job_templates.create_from_request(request_body, request, caller)
     body = validate_job(request_body.job_fields())
-    moderate(request, body.prompt, body.narration)
     key = idempotency.from_request(request, body.model_dump(mode="json"))
-    job = to_new_job(body, caller.tenant_id)
-    try:
-        submitted = await store.submit_job(
-            request.app.state.pool, job, lambda row: JobView.from_row(row).model_dump(mode="json"), 202, key)
-    except store.IdempotencyKeyReused:
-        assert key is not None
-        raise idempotency.reused(key) from None
+    submitted = await accept_job(request.app.state, caller, body, key)
     job_id = submitted.body["id"]
     trace.get_current_span().set_attribute("reelforge.job_id", job_id)
     headers = {"Location": f"/v1/jobs/{job_id}"}
     if submitted.replayed:
         headers["Idempotent-Replayed"] = "true"
     return JSONResponse(submitted.body, status_code=submitted.status_code, headers=headers)
+
+
+async def accept_job(state: State, caller: Caller, body: CreateJob, key: store.Idempotency | None) -> store.Submitted:
+    """Moderates, applies the tenant's job limits and stores the job (idempotently with a key): the one
+    path by which REST and gRPC accept a native job. The answer is the job as REST renders it."""
+    moderate_text(state.moderator, body.prompt, body.narration)
+    job = to_new_job(body, caller.tenant_id)
+    gatekeeper: Gatekeeper = state.gatekeeper
+    try:
+        return await store.submit_job(state.pool, job, lambda row: JobView.from_row(row).model_dump(mode="json"),
+                                      202, key, admit=gatekeeper.job_admission(caller))
+    except store.IdempotencyKeyReused:
+        assert key is not None
+        raise idempotency.reused(key) from None
 
 
 @router.get("", response_model=JobList, responses=_AUTH_ERRORS)
@@ -274,8 +282,13 @@ async def list_jobs(
     where = store.JobFilter(status=status, created_after=_timestamp(created_after, "created_after"),
                             created_before=_timestamp(created_before, "created_before"),
                             metadata=wanted, batch_id=batch_id)
-    rows = await store.list_jobs(request.app.state.pool, caller.tenant_id, limit + 1, True,
-                                 _decode_cursor(cursor) if cursor else None, where)
+    return await page_of_jobs(request.app.state.pool, caller.tenant_id, limit, cursor, where)
+
+
+async def page_of_jobs(pool: asyncpg.Pool, tenant_id: str, limit: int, cursor: str | None,
+                       where: store.JobFilter) -> JobList:
+    """Newest first, `limit` jobs after `cursor` (a next_cursor), for REST and gRPC."""
+    rows = await store.list_jobs(pool, tenant_id, limit + 1, True, _decode_cursor(cursor) if cursor else None, where)
     page = rows[:limit]
     more = len(rows) > limit
     return JobList(data=[JobView.from_row(row) for row in page], has_more=more,
@@ -337,12 +350,17 @@ async def cancel_job(job_id: str, request: Request, caller: AuthCaller) -> JobVi
     """Asks the orchestrator to cancel (jobs.v1.cancel-requested); the job shows `cancelled` once it has.
     Asking again is harmless; a job that already ended is a 409 `job_not_cancellable`."""
     require_scope(caller, "jobs:write")
-    row = await store.request_cancel(request.app.state.pool, caller.tenant_id, job_id[:64], "requested by partner")
+    return JobView.from_row(await cancel(request.app.state.pool, caller, job_id))
+
+
+async def cancel(pool: asyncpg.Pool, caller: Caller, job_id: str) -> asyncpg.Record:
+    """Requests cancellation of the caller's job (REST and gRPC); 404 if not theirs, 409 if it ended."""
+    row = await store.request_cancel(pool, caller.tenant_id, job_id[:64], "requested by partner")
     if row is None or len(job_id) > 64:
         raise _job_not_found(job_id)
     if row["state"] in store.TERMINAL_STATES:
         raise Problem(409, "job_not_cancellable", "The job already ended", f"The job is {row['state']}")
-    return JobView.from_row(row)
+    return row
 
 
 @router.get("/{job_id}/events", response_class=StreamingResponse,

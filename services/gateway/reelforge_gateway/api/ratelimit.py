@@ -1,24 +1,23 @@
-"""Requests per minute per API key: a token bucket per key, in this process.
+"""Requests per minute per API key and per tenant: token buckets shared by every gateway instance.
 
-In-process on purpose: a check costs no database round trip, which matters at thousands of
-requests per second. With N gateway instances behind a balancer a key may get up to N times its
-limit; the orchestrator's per-tenant admission (concurrency, RPM) is the platform-wide bound.
+A bucket lives in PostgreSQL (gateway.rate_buckets, refilled at its limit per minute, burst = the
+limit). An instance does not ask the database per request: it leases a few tokens at a time (about 2%
+of the limit, at least one) in one statement and spends them locally, and remembers an empty bucket
+until it refills. So the platform-wide count never exceeds the limit plus one unspent lease per
+instance, and a check costs a database round trip only once per lease.
 Headers follow the IETF RateLimit fields draft (RateLimit-Limit/-Remaining/-Reset) plus Retry-After.
 """
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
+import asyncpg
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
-
-
-@dataclass
-class _Bucket:
-    tokens: float
-    updated: float
 
 
 @dataclass(frozen=True)
@@ -37,28 +36,123 @@ class Decision:
         return headers
 
 
-class RateLimiter:
-    def __init__(self, per_minute: int, max_keys: int = 100_000) -> None:
-        self.per_minute = per_minute
-        self._rate = per_minute / 60.0
-        self._buckets: dict[str, _Bucket] = {}
-        self._max_keys = max_keys
+@dataclass(frozen=True)
+class Limit:
+    """One bucket to take a token from: e.g. `key:<key id>` at 600 requests per minute."""
 
-    def take(self, key: str, now: float | None = None) -> Decision:
-        now = time.monotonic() if now is None else now
-        bucket = self._buckets.get(key)
-        if bucket is None:
-            if len(self._buckets) >= self._max_keys:
-                self._buckets.clear()  # a crude bound on memory; only ever forgives
-            bucket = self._buckets[key] = _Bucket(tokens=float(self.per_minute), updated=now)
-        bucket.tokens = min(float(self.per_minute), bucket.tokens + (now - bucket.updated) * self._rate)
-        bucket.updated = now
-        allowed = bucket.tokens >= 1.0
-        if allowed:
-            bucket.tokens -= 1.0
-        full_in = math.ceil((self.per_minute - bucket.tokens) / self._rate) if self._rate else 0
-        retry_after = 0 if allowed else max(1, math.ceil((1.0 - bucket.tokens) / self._rate))
-        return Decision(allowed, self.per_minute, int(bucket.tokens), full_in, retry_after)
+    bucket: str
+    per_minute: int
+    code: str = "rate_limited"  # the problem code when this bucket is the one that is empty
+
+
+@dataclass
+class _Lease:
+    per_minute: int
+    tokens: int = 0              # leased from the shared bucket, not yet spent
+    shared_left: float = 0.0     # the shared bucket's tokens after our last lease
+    empty_until: float = 0.0     # monotonic time before which asking again is pointless
+
+
+_LEASE = """
+INSERT INTO rate_buckets AS b (bucket, capacity, tokens, wanted, granted, updated_at)
+SELECT name, cap, cap - least(want, floor(cap)), want, least(want, floor(cap))::int, clock_timestamp()
+FROM unnest($1::text[], $2::float8[], $3::int[]) AS r(name, cap, want)
+ORDER BY name
+ON CONFLICT (bucket) DO UPDATE SET
+    capacity = EXCLUDED.capacity,
+    wanted = EXCLUDED.wanted,
+    granted = least(EXCLUDED.wanted, floor(rate_refilled(b.tokens, b.updated_at, EXCLUDED.updated_at,
+                                                         EXCLUDED.capacity)))::int,
+    tokens = rate_refilled(b.tokens, b.updated_at, EXCLUDED.updated_at, EXCLUDED.capacity)
+             - least(EXCLUDED.wanted, floor(rate_refilled(b.tokens, b.updated_at, EXCLUDED.updated_at,
+                                                          EXCLUDED.capacity))),
+    updated_at = EXCLUDED.updated_at
+RETURNING bucket, tokens, granted
+"""
+
+
+class SharedRateLimiter:
+    """Token buckets in PostgreSQL, spent through small local leases (see the module docstring)."""
+
+    def __init__(self, pool: asyncpg.Pool, lease_fraction: float = 0.02, max_lease: int = 100,
+                 max_buckets: int = 100_000) -> None:
+        self._pool = pool
+        self._lease_fraction = lease_fraction
+        self._max_lease = max_lease
+        self._max_buckets = max_buckets
+        self._leases: dict[str, _Lease] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    def lease_size(self, per_minute: int) -> int:
+        return max(1, min(self._max_lease, int(per_minute * self._lease_fraction)))
+
+    async def take(self, limits: Sequence[Limit]) -> tuple[Decision, Limit] | None:
+        """Spends one token from every bucket, or none if any is empty. Returns the decision to report
+        (the denying bucket's, else the one with the fewest tokens left) and its limit; None if no limit applies."""
+        active = sorted((limit for limit in limits if limit.per_minute > 0), key=lambda limit: limit.bucket)
+        if not active:
+            return None
+        now = time.monotonic()
+        leases = [self._lease(limit) for limit in active]
+        if any(lease.tokens < 1 and lease.empty_until <= now for lease in leases):
+            await self._refill(active, leases)
+            now = time.monotonic()
+        for limit, lease in zip(active, leases, strict=True):
+            if lease.tokens < 1:
+                return self._denied(limit, lease, now), limit
+        for lease in leases:
+            lease.tokens -= 1
+        tightest = min(zip(active, leases, strict=True), key=lambda pair: self._remaining(pair[1]))
+        return self._allowed(*tightest), tightest[0]
+
+    def _lease(self, limit: Limit) -> _Lease:
+        lease = self._leases.get(limit.bucket)
+        if lease is None or lease.per_minute != limit.per_minute:
+            if len(self._leases) >= self._max_buckets:
+                self._leases.clear()  # forgets unspent leases: only ever stricter
+                self._locks.clear()
+            lease = self._leases[limit.bucket] = _Lease(per_minute=limit.per_minute)
+        return lease
+
+    async def _refill(self, limits: list[Limit], leases: list[_Lease]) -> None:
+        # One lock per bucket, taken in name order: concurrent requests of one instance share a lease
+        # instead of each asking the database.
+        locks = [self._locks.setdefault(limit.bucket, asyncio.Lock()) for limit in limits]
+        for lock in locks:
+            await lock.acquire()
+        try:
+            now = time.monotonic()
+            wanted = [(limit, lease) for limit, lease in zip(limits, leases, strict=True)
+                      if lease.tokens < 1 and lease.empty_until <= now]
+            if not wanted:
+                return
+            rows = await self._pool.fetch(
+                _LEASE, [limit.bucket for limit, _ in wanted], [float(limit.per_minute) for limit, _ in wanted],
+                [self.lease_size(limit.per_minute) for limit, _ in wanted])
+            by_bucket = {row["bucket"]: row for row in rows}
+            for limit, lease in wanted:
+                row = by_bucket[limit.bucket]
+                lease.tokens += int(row["granted"])
+                lease.shared_left = float(row["tokens"])
+                if lease.tokens < 1:
+                    lease.empty_until = now + (1.0 - lease.shared_left) * 60.0 / limit.per_minute
+        finally:
+            for lock in reversed(locks):
+                lock.release()
+
+    @staticmethod
+    def _remaining(lease: _Lease) -> int:
+        return lease.tokens + int(lease.shared_left)
+
+    def _allowed(self, limit: Limit, lease: _Lease) -> Decision:
+        remaining = self._remaining(lease)
+        full_in = math.ceil((limit.per_minute - remaining) * 60.0 / limit.per_minute)
+        return Decision(True, limit.per_minute, remaining, max(0, full_in), 0)
+
+    @staticmethod
+    def _denied(limit: Limit, lease: _Lease, now: float) -> Decision:
+        retry_after = max(1, math.ceil(lease.empty_until - now))
+        return Decision(False, limit.per_minute, 0, retry_after, retry_after)
 
 
 class RateLimitHeaders:

@@ -195,7 +195,8 @@ async def create_video(request: Request, caller: AuthCaller) -> JSONResponse:
     )
     try:
         submitted = await store.submit_job(
-            request.app.state.pool, job, lambda row: Video.from_row(row).model_dump(mode="json"), 200, key)
+            request.app.state.pool, job, lambda row: Video.from_row(row).model_dump(mode="json"), 200, key,
+            admit=request.app.state.gatekeeper.job_admission(caller))
     except store.IdempotencyKeyReused:
         assert key is not None
         raise idempotency.reused(key) from None

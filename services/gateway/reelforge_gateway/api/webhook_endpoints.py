@@ -76,12 +76,17 @@ class DeliveryList(BaseModel):
 @router.post("", status_code=201, response_model=Endpoint, responses=_ERRORS)
 async def create_endpoint(body: CreateEndpoint, request: Request, caller: AuthCaller) -> Endpoint:
     require_scope(caller, "jobs:write")
+    return await create_for_tenant(request, caller.tenant_id, body)
+
+
+async def create_for_tenant(request: Request, tenant_id: str, body: CreateEndpoint) -> Endpoint:
+    """Checks the URL against the SSRF guard and stores the endpoint (also used by the admin API)."""
     allowed = frozenset(request.app.state.settings.webhook_allowed_hosts)
     try:
         await asyncio.to_thread(webhooks.check_url, body.url, allowed)
     except webhooks.UrlForbidden as exc:
         raise Problem(422, "webhook_url_forbidden", "The webhook URL is not allowed", str(exc), param="url") from None
-    row = await store.create_webhook_endpoint(request.app.state.pool, caller.tenant_id, body.url,
+    row = await store.create_webhook_endpoint(request.app.state.pool, tenant_id, body.url,
                                               sorted(set(body.events)), webhooks.new_secret(), MAX_ENDPOINTS)
     if row is None:
         raise Problem(422, "too_many_webhook_endpoints", f"At most {MAX_ENDPOINTS} endpoints per tenant")
