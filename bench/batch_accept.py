@@ -26,6 +26,7 @@ from pathlib import Path
 
 import asyncpg
 import httpx
+from starlette.datastructures import State
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -44,6 +45,7 @@ from reelforge_local.infra import PostgresServer, free_port  # noqa: E402
 from tests.conftest import CACHE  # noqa: E402
 
 BATCH_ID = store.new_id("batch")
+STATE = State({"moderator": Moderator([]), "content": None})  # what finishing a job reads (no options here)
 
 
 def catalogue(lines: int, round_: int) -> bytes:
@@ -66,7 +68,7 @@ def validate(data: bytes, tenant_id: str) -> list[store.NewJob]:
     for line in parsed:
         request = JobRequest.model_validate(line.value)
         template = BUILTINS[request.template] if request.template else None
-        jobs += new_jobs(expand(request, template, moderator), tenant_id, BATCH_ID, line.number)
+        jobs += new_jobs(expand(request, template, moderator), STATE, tenant_id, BATCH_ID, line.number)
     return jobs
 
 

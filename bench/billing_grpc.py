@@ -1,11 +1,16 @@
 """Reserve+Settle pairs over gRPC against a real billing server process and PostgreSQL.
 
-    ./run bench bench/billing_grpc.py [--seconds 20] [--concurrency 32] [--tenants 64]
+    ./run bench bench/billing_grpc.py [--seconds 20] [--concurrency 32] [--tenants 64] [--pool 20]
+        [--synchronous-commit off]
 
 Starts PostgreSQL and `python -m reelforge_billing serve` (usage consumer off: no Kafka needed),
 grants every tenant credit, then runs `concurrency` workers, each doing Reserve then Settle for a
 new job of a random tenant, for `seconds`. Prints pairs/s and latency percentiles, then checks that
 the ledger balances and every pair was charged exactly once. Target: 2,000 pairs/s, p99 < 10 ms.
+
+Every Reserve and every Settle is one durable commit, so the WAL flush time of the machine's disk is
+a floor under each latency. `--synchronous-commit off` (set on the throwaway database only, never by
+the service) shows what the service itself costs without that floor.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import random
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import asyncpg
 from billing_common import percentile, postgres
@@ -50,6 +56,7 @@ def start_server(dsn: str, args: argparse.Namespace) -> tuple[subprocess.Popen[b
         "REELFORGE_BILLING_GRPC_PORT": str(port),
         "REELFORGE_BILLING_HTTP_PORT": "0",
         "REELFORGE_BILLING_CONSUME_USAGE": "false",
+        "REELFORGE_BILLING_PUBLISH_EVENTS": "false",
         "REELFORGE_BILLING_RECONCILE_INTERVAL_SECONDS": "0",
         "REELFORGE_BILLING_DATABASE_POOL_SIZE": str(args.pool),
         "REELFORGE_BILLING_LOG_LEVEL": "WARNING",
@@ -66,6 +73,7 @@ async def run(dsn: str, server: subprocess.Popen[bytes], port: int, args: argpar
     try:
         await wait_serving(stub, server)
         tenants = [f"bench-tenant-{i}" for i in range(args.tenants)]
+        flush = await _commit_latency(dsn)
         pool = await db.create_pool(dsn, SCHEMA, 2)
         try:
             store = LedgerStore(pool)
@@ -105,15 +113,23 @@ async def run(dsn: str, server: subprocess.Popen[bytes], port: int, args: argpar
         stop_at = time.monotonic() + 2
         await asyncio.gather(*(worker(True) for _ in range(args.concurrency)))
         errors = 0
+        backends = await _backend_pids(dsn)
+        cpu_before = _cpu_seconds([server.pid]), _cpu_seconds(backends)
         stop_at = time.monotonic() + args.seconds
         started = time.monotonic()
         await asyncio.gather(*(worker(False) for _ in range(args.concurrency)))
         elapsed = time.monotonic() - started
+        cpu_server = _cpu_seconds([server.pid]) - cpu_before[0]
+        cpu_postgres = _cpu_seconds(backends) - cpu_before[1]
 
         pairs = len(pair_latencies)
         print(f"billing gRPC Reserve+Settle: {pairs} pairs in {elapsed:.1f} s over {args.concurrency} workers, "
-              f"{args.tenants} tenants, DB pool {args.pool}")
+              f"{args.tenants} tenants, DB pool {args.pool}, synchronous_commit {args.synchronous_commit}")
+        print(f"  one INSERT commit on this machine: p50 {flush[0] * 1000:.2f} ms, p90 {flush[1] * 1000:.2f} ms")
         print(f"  throughput: {pairs / elapsed:,.0f} pairs/s ({2 * pairs / elapsed:,.0f} RPC/s)  errors: {errors}")
+        # CPU per pair does not depend on what else the machine runs, unlike the rates and latencies.
+        print(f"  CPU per pair: billing server {cpu_server / max(pairs, 1) * 1000:.3f} ms, PostgreSQL backends "
+              f"{cpu_postgres / max(pairs, 1) * 1000:.3f} ms (machine load average {os.getloadavg()[0]:.1f})")
         for name, values in (("pair", pair_latencies), ("reserve", reserve_latencies), ("settle", settle_latencies)):
             values.sort()
             print(f"  {name:8s} latency ms: p50 {percentile(values, 50) * 1000:.2f}  "
@@ -144,14 +160,66 @@ async def run(dsn: str, server: subprocess.Popen[bytes], port: int, args: argpar
         await channel.close(grace=None)
 
 
+async def _backend_pids(dsn: str) -> list[int]:
+    """The PostgreSQL backends serving the billing server's pool (its connections to the bench database)."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        rows = await conn.fetch("SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
+                                " AND pid <> pg_backend_pid()")
+    finally:
+        await conn.close()
+    return [row["pid"] for row in rows]
+
+
+def _cpu_seconds(pids: list[int]) -> float:
+    """User plus system CPU time of live processes, from /proc."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / ticks
+
+
+async def _commit_latency(dsn: str) -> tuple[float, float]:
+    """p50 and p90 of a one-row INSERT commit: the floor the disk puts under every Reserve and Settle."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute("CREATE TABLE public.commit_probe (n int)")
+        latencies = []
+        for n in range(50):
+            started = time.perf_counter()
+            await conn.execute("INSERT INTO public.commit_probe VALUES ($1)", n)
+            latencies.append(time.perf_counter() - started)
+        await conn.execute("DROP TABLE public.commit_probe")
+    finally:
+        await conn.close()
+    latencies.sort()
+    return percentile(latencies, 50), percentile(latencies, 90)
+
+
+async def _set_database(dsn: str, name: str, value: str) -> None:
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute(f"ALTER DATABASE {dsn.rsplit('/', 1)[1]} SET {name} = {value}")
+    finally:
+        await conn.close()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=float, default=20)
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--tenants", type=int, default=64)
     parser.add_argument("--pool", type=int, default=20)
+    parser.add_argument("--synchronous-commit", choices=["on", "off"], default="on")
     args = parser.parse_args()
     with postgres("billing-grpc") as dsn:
+        if args.synchronous_commit == "off":
+            asyncio.run(_set_database(dsn, "synchronous_commit", "off"))
         server, port = start_server(dsn, args)
         try:
             return asyncio.run(run(dsn, server, port, args))

@@ -7,7 +7,10 @@ provider runs in a separate process so its CPU is not counted. Phases:
   2. steady state with all 2,000 in flight, polled every POLL_INTERVAL s with jitter: polls/s, RSS per job;
   3. a sample of renders completes (download, ffprobe, content store, outbox) and the rest are cancelled
      (cancel at the provider, outbox): CPU per 1,000 of each.
-Prints the figures; bounded well under 60 s. Usage: ./run bench bench/render_adapter_inflight.py
+Prints each figure as its phase ends. Bounded by BENCH_LIMIT seconds (55 by default); on a timeout it prints
+every task's await chain, gives the cancellation 15 s, closes its PostgreSQL clients and exits non-zero
+instead of hanging. BENCH_JOBS sets the number in flight (2,000). Usage:
+./run bench bench/render_adapter_inflight.py
 """
 
 from __future__ import annotations
@@ -23,8 +26,9 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import httpx
@@ -42,7 +46,12 @@ POLL_INTERVAL = 5.0  # providers ask for polls every few seconds; 2,000 jobs at 
 STEADY_SECONDS = 10.0
 COMPLETE_SAMPLE = 40
 T0 = time.perf_counter()
+POOLS: list[asyncpg.Pool] = []  # closed hard after a timeout: PostgreSQL's shutdown waits for its clients
 ROOT = Path(__file__).resolve().parent.parent
+
+
+class BenchTimeout(Exception):
+    pass
 
 
 def cpu_self() -> float:
@@ -66,8 +75,18 @@ async def wait_until(predicate: Callable[[], Awaitable[bool]], what: str, limit:
     deadline = time.monotonic() + limit
     while not await predicate():
         if time.monotonic() > deadline:
-            raise SystemExit(f"bench: timed out waiting for {what}")
+            # not SystemExit: raised inside the event loop it would skip the adapter's clean shutdown
+            raise BenchTimeout(f"bench: timed out waiting for {what}")
         await asyncio.sleep(0.1)
+
+
+async def each(count: int, step: Callable[[int], Awaitable[None]], concurrency: int = 32) -> None:
+    slots = asyncio.Semaphore(concurrency)
+
+    async def one(i: int) -> None:
+        async with slots:
+            await step(i)
+    await asyncio.gather(*(one(i) for i in range(count)))
 
 
 async def run(dsn: str, fake_url: str, content_dir: Path) -> None:
@@ -75,6 +94,7 @@ async def run(dsn: str, fake_url: str, content_dir: Path) -> None:
     config = ProviderConfig(kind="openai", base_url=f"{fake_url}/v1", api_key_env="BENCH_FAKE_KEY",
                             poll_interval_seconds=POLL_INTERVAL, max_connections=64, timeout_seconds=600)
     pool = await db.create_pool(dsn, SCHEMA, 10)
+    POOLS.append(pool)
     await db.migrate(pool, SCHEMA, MIGRATIONS)
     spec = jobs_pb2.JobSpec(prompt="A teapot, rendered slowly.", seconds=4, width=320, height=180, model="sora-2")
     async with httpx.AsyncClient(base_url=fake_url) as fake, adapter(
@@ -83,15 +103,15 @@ async def run(dsn: str, fake_url: str, content_dir: Path) -> None:
         # warm up: one render end to end, so pools, imports and the fake's MP4 exist before measuring
         await fake.post("/_fake/behaviour", json={"latency_s": 0.2})
         await a.request("warmup/r1", "sora", spec)
-        await a.result("warmup/r1", within=30)
+        await a.result("warmup/r1", within=60)
         await fake.post("/_fake/behaviour", json={"latency_s": 3600})
         rss_before = rss_kb()
         print(f"bench: warm after {time.perf_counter() - T0:.1f} s; accepting and submitting", flush=True)
 
         # 1. accept and submit
         cpu0, t0 = cpu_self(), time.perf_counter()
-        for i in range(JOBS):
-            await a.request(f"job{i}/r1", "sora", spec)
+        # Requests arrive on many Kafka partitions at once; 32 handled concurrently, each one INSERT.
+        await each(JOBS, lambda i: a.request(f"job{i}/r1", "sora", spec))
         accept_s, accept_cpu = time.perf_counter() - t0, cpu_self() - cpu0
         print(f"bench: accepted {JOBS} in {accept_s:.1f} s", flush=True)
 
@@ -100,6 +120,9 @@ async def run(dsn: str, fake_url: str, content_dir: Path) -> None:
         await wait_until(all_submitted, "submissions", 60)
         submit_s, submit_cpu = time.perf_counter() - t0, cpu_self() - cpu0
         created = (await fake.get("/_fake/stats")).json()["created"]
+        duplicates = (await fake.get("/_fake/submissions")).json()["duplicates"]
+        print(f"bench: the fake created {created - 1} jobs for {JOBS} renders; "
+              f"{len(duplicates)} submitted twice", flush=True)
 
         # 2. steady state: everything in flight, polled
         print(f"bench: {JOBS} submitted in {submit_s:.1f} s; measuring steady state", flush=True)
@@ -111,6 +134,12 @@ async def run(dsn: str, fake_url: str, content_dir: Path) -> None:
         poll_cpu = cpu_self() - cpu1
         rss_in_flight = rss_kb()
         in_flight = len(a.tracker)
+        print(f"status polls sustained:        {polls / window:8.1f} polls/s over {window:.1f} s "
+              f"with {in_flight} in flight "
+              f"(poll interval {POLL_INTERVAL:g} s ±20%; {1000 * poll_cpu / max(polls, 1):.3f} CPU-s per 1,000 polls)")
+        print(f"memory per in-flight job:      {(rss_in_flight - rss_before) / JOBS:8.2f} KB RSS "
+              f"({rss_before / 1024:.1f} MB before, {rss_in_flight / 1024:.1f} MB with {in_flight} in flight)",
+              flush=True)
 
         # 3a. a sample completes: download, ffprobe, content store, outbox
         finished0, cpu2, child2, t2 = a.tracker.finished, cpu_self(), cpu_children(), time.perf_counter()
@@ -125,8 +154,7 @@ async def run(dsn: str, fake_url: str, content_dir: Path) -> None:
         # 3b. the rest are cancelled: cancel at the provider, result through the outbox
         rest = len(a.tracker)
         cpu3, t3 = cpu_self(), time.perf_counter()
-        for i in range(JOBS):
-            await a.cancel(f"job{i}/r1", "sora")
+        await each(JOBS, lambda i: a.cancel(f"job{i}/r1", "sora"))
 
         async def all_done() -> bool:
             return len(a.tracker) == 0
@@ -136,17 +164,11 @@ async def run(dsn: str, fake_url: str, content_dir: Path) -> None:
         stats = (await fake.get("/_fake/stats")).json()
     await pool.close()
 
-    per_job_kb = (rss_in_flight - rss_before) / JOBS
     print(json.dumps({"jobs_in_flight": in_flight, "submitted_at_provider": created - 1}))
     print(f"accept {JOBS} requests:        {accept_s:6.2f} s wall, {accept_cpu:6.2f} CPU-s "
           f"({1000 * accept_cpu / JOBS:.2f} CPU-s per 1,000)")
     print(f"accept + submit {JOBS}:        {submit_s:6.2f} s wall, {submit_cpu:6.2f} CPU-s "
           f"({1000 * submit_cpu / JOBS:.2f} CPU-s per 1,000 jobs)")
-    print(f"status polls sustained:        {polls / window:8.1f} polls/s over {window:.1f} s "
-          f"with {in_flight} in flight "
-          f"(poll interval {POLL_INTERVAL:g} s ±20%; {1000 * poll_cpu / max(polls, 1):.3f} CPU-s per 1,000 polls)")
-    print(f"memory per in-flight job:      {per_job_kb:8.2f} KB RSS "
-          f"({rss_before / 1024:.1f} MB before, {rss_in_flight / 1024:.1f} MB with {in_flight} in flight)")
     print(f"complete {COMPLETE_SAMPLE} (download+ffprobe+store+outbox): {complete_s:.2f} s wall, "
           f"{1000 * complete_cpu / COMPLETE_SAMPLE:.2f} CPU-s per 1,000 in the adapter "
           f"+ {1000 * complete_child / COMPLETE_SAMPLE:.2f} CPU-s per 1,000 in ffprobe")
@@ -159,6 +181,46 @@ async def run(dsn: str, fake_url: str, content_dir: Path) -> None:
           f"(accept+submit, {polls_per_job_60s:.0f} polls, download+probe+store+report)")
     print(f"results in the outbox: {results} (expected {JOBS + 1}); fake saw {stats['requests']} requests, "
           f"{stats['throttled']} throttled")
+
+
+def await_chain(task: asyncio.Task[Any]) -> list[str]:
+    """The coroutines a task is awaiting, outermost first (Task.get_stack shows only the outermost)."""
+    chain: list[str] = []
+    coro: Any = task.get_coro()
+    while coro is not None:
+        frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
+        if frame is None:
+            break
+        chain.append(f"{Path(frame.f_code.co_filename).name}:{frame.f_lineno} {frame.f_code.co_name}")
+        coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
+    return chain
+
+
+def print_tasks(title: str) -> None:
+    """Where the tasks are waiting: each distinct await chain once, with how many tasks wait there."""
+    print(title, flush=True)
+    waiting: dict[str, int] = {}
+    for task in asyncio.all_tasks():
+        if task is not asyncio.current_task():
+            where = " > ".join(await_chain(task))
+            waiting[where] = waiting.get(where, 0) + 1
+    for where, count in sorted(waiting.items(), key=lambda item: -item[1]):
+        print(f"  {count:5d} x {where}", flush=True)
+
+
+async def bounded(work: Coroutine[Any, Any, None], limit: float) -> None:
+    """Runs `work` for at most `limit` seconds; on timeout prints what every task was waiting for,
+    cancels it and gives up waiting for the cancellation after 15 s (the caller then exits)."""
+    task = asyncio.ensure_future(work)
+    done, _ = await asyncio.wait([task], timeout=limit)
+    if not done:
+        print_tasks(f"bench: still running after {limit:g} s; tasks:")
+        task.cancel()
+        await asyncio.wait([task], timeout=15)
+        if not task.done():
+            print_tasks("bench: cancelling did not finish within 15 s; pending tasks:")
+        raise BenchTimeout(f"bench: timed out after {limit:g} s")
+    task.result()
 
 
 def main() -> None:
@@ -190,12 +252,27 @@ def main() -> None:
             dsn = postgres.dsn.rsplit("/", 1)[0] + f"/{name}"
             # Bounded: 55 s by default; BENCH_LIMIT raises it on a machine shared with other work.
             limit = float(os.environ.get("BENCH_LIMIT", "55"))
-            asyncio.run(asyncio.wait_for(run(dsn, line.split()[1], Path(content)), timeout=limit))
+            # Not asyncio.run: after a timeout its clean-up would wait for every task to finish cancelling.
+            loop = asyncio.new_event_loop()
+            loop.run_until_complete(bounded(run(dsn, line.split()[1], Path(content)), limit))
+            loop.close()
+    except BenchTimeout as exc:
+        print(exc, flush=True)
+        for pool in POOLS:
+            pool.terminate()
+        failed = True
+    else:
+        failed = False
     finally:
         fake.terminate()
-        fake.wait(10)
+        try:
+            fake.wait(10)
+        except subprocess.TimeoutExpired:
+            fake.kill()
         postgres.stop()
     print(f"bench took {time.monotonic() - started:.1f} s")
+    if failed:
+        os._exit(1)  # tasks that would not cancel must not keep the process alive
 
 
 if __name__ == "__main__":

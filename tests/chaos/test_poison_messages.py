@@ -17,6 +17,8 @@ from tests.e2e.helpers import submit, wait_for
 
 CONSUMED = {
     "gateway": [topics.JOBS_STATUS],
+    "gateway-qc": [topics.POSTPROCESS_RESULT],
+    "gateway-budget-alerts": [topics.BILLING_BUDGET_ALERT],
     "orchestrator": [topics.JOBS_SUBMITTED, topics.JOBS_CANCEL_REQUESTED, topics.RENDER_RESULT,
                      topics.POSTPROCESS_RESULT],
     "render-adapter": [topics.RENDER_REQUESTED, topics.RENDER_CANCEL_REQUESTED],

@@ -62,8 +62,16 @@ def victim_ids(stack: Stack, other: Tenant) -> Iterator[dict[str, str]]:
             "batch_id": batch.json()["id"], "name": template.json()["name"],
             "job_id": job["id"], "video_id": job["id"], "endpoint_id": endpoint_id,
             "delivery_id": deliveries[0]["id"] if deliveries else str(uuid.uuid4()),
-            "tenant_id": other.tenant_id,
+            "tenant_id": other.tenant_id, "key_id": _a_key_id_of(stack, other),
         }
+
+
+def _a_key_id_of(stack: Stack, tenant: Tenant) -> str:
+    with _client(stack, stack.admin_key()) as admin:
+        keys = admin.get(f"/v1/admin/tenants/{tenant.tenant_id}/keys")
+        assert keys.status_code == 200, keys.text
+        key_id: str = keys.json()["data"][0]["id"]
+        return key_id
 
 
 def _routes(stack: Stack) -> list[tuple[str, str]]:
@@ -119,6 +127,41 @@ def test_a_real_prefix_with_a_wrong_secret_is_refused(stack: Stack, attacker: Te
     assert response.status_code == 401
 
 
+def test_function_level_authorisation_partner_keys_on_admin_routes(
+    stack: Stack, attacker: Tenant, victim_ids: dict[str, str]
+) -> None:
+    spec = httpx.get(f"{stack.gateway_url}/openapi.json", timeout=15).json()
+    admin_routes = [(m.upper(), p) for p, ops in spec["paths"].items() for m in ops if p.startswith("/v1/admin")]
+    assert len(admin_routes) >= 6, admin_routes
+    with _client(stack, attacker.api_key) as client:
+        for method, path in admin_routes:
+            url = _PATH_PARAM.sub(lambda m: victim_ids[m.group(1)], path)
+            response = client.request(method, url, json={} if method in ("POST", "PUT", "PATCH") else None)
+            assert response.status_code == 403, f"{method} {path} with a partner key: {response.status_code}"
+            assert response.json()["code"], response.text
+
+
+def test_revoked_and_expired_keys_are_refused(stack: Stack, attacker: Tenant) -> None:
+    with _client(stack, stack.admin_key()) as admin:
+        made = admin.post(f"/v1/admin/tenants/{attacker.tenant_id}/keys", json={"name": "to-revoke"})
+        assert made.status_code == 201, made.text
+        key, key_id = made.json()["key"], made.json()["id"]
+        assert httpx.get(f"{stack.gateway_url}/v1/jobs", headers={"Authorization": f"Bearer {key}"},
+                         timeout=15).status_code == 200
+        assert admin.delete(f"/v1/admin/keys/{key_id}").status_code in (200, 204)
+        assert httpx.get(f"{stack.gateway_url}/v1/jobs", headers={"Authorization": f"Bearer {key}"},
+                         timeout=15).status_code == 401
+
+        rotated = admin.post(f"/v1/admin/tenants/{attacker.tenant_id}/keys", json={"name": "to-rotate"})
+        old_key, old_id = rotated.json()["key"], rotated.json()["id"]
+        new = admin.post(f"/v1/admin/keys/{old_id}/rotate", json={"grace_seconds": 0})
+        assert new.status_code in (200, 201), new.text
+        assert httpx.get(f"{stack.gateway_url}/v1/jobs", headers={"Authorization": f"Bearer {old_key}"},
+                         timeout=15).status_code == 401
+        assert httpx.get(f"{stack.gateway_url}/v1/jobs", headers={"Authorization": f"Bearer {new.json()['key']}"},
+                         timeout=15).status_code == 200
+
+
 def test_property_level_authorisation(stack: Stack, attacker: Tenant, other: Tenant) -> None:
     """Fields a partner must not set are refused, never silently honoured."""
     with _client(stack, attacker.api_key) as client:
@@ -141,7 +184,7 @@ def test_security_headers_on_every_kind_of_response(stack: Stack, attacker: Tena
 
 
 @pytest.mark.parametrize("url", [
-    "http://127.0.0.1:9/x", "http://localhost/x", "http://[::1]/x", "http://10.1.2.3/x", "http://192.168.0.1/x",
+    "http://127.0.0.2:9/x", "http://localhost/x", "http://[::1]/x", "http://10.1.2.3/x", "http://192.168.0.1/x",
     "http://172.16.5.4/x", "http://169.254.169.254/latest/meta-data/", "http://[fe80::1]/x", "http://0.0.0.0/x",
     "http://[::ffff:127.0.0.1]/x", "http://2130706433/x", "http://0x7f.0.0.1/x", "file:///etc/passwd",
     "gopher://127.0.0.1:25/x", "http://user:pass@93.184.215.14/x", "http://metadata.google.internal/x",

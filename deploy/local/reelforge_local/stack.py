@@ -196,6 +196,11 @@ class Stack:
                     extra["GRPC_PORT"] = str(free_port())  # the partner gRPC JobsService
                 if spec.name == "orchestrator":
                     extra["BILLING_TARGET"] = billing_target
+                if spec.name == "gateway":
+                    extra["BILLING_TARGET"] = billing_target
+                    # A local platform delivers webhooks to receivers on this machine (the guard refuses
+                    # every other private address).
+                    extra["WEBHOOK_ALLOWED_HOSTS"] = '["127.0.0.1"]'
                 group.append(self._service(spec, instance, extra))
             self.instances[spec.name] = group
             self.services[spec.name] = group[0]

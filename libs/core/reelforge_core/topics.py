@@ -11,13 +11,16 @@ POSTPROCESS_RESULT = "postprocess.v1.result"
 JOBS_CANCEL_REQUESTED = "jobs.v1.cancel-requested"
 RENDER_CANCEL_REQUESTED = "render.v1.cancel-requested"
 USAGE_RECORDED = "usage.v1.recorded"
+BILLING_BUDGET_ALERT = "billing.v1.budget-alert"
 
 ALL = [
     JOBS_SUBMITTED, JOBS_STATUS, JOBS_CANCEL_REQUESTED, RENDER_REQUESTED, RENDER_RESULT, RENDER_CANCEL_REQUESTED,
-    POSTPROCESS_REQUESTED, POSTPROCESS_RESULT, USAGE_RECORDED,
+    POSTPROCESS_REQUESTED, POSTPROCESS_RESULT, USAGE_RECORDED, BILLING_BUDGET_ALERT,
 ]
 
-CONSUMER_GROUPS = ["gateway", "orchestrator", "render-adapter", "postprocess", "billing"]
+CONSUMER_GROUPS = [
+    "gateway", "gateway-qc", "gateway-budget-alerts", "orchestrator", "render-adapter", "postprocess", "billing",
+]
 
 
 def dead_letter_topic(group: str) -> str:

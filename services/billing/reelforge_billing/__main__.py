@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 async def start(runtime: ServiceRuntime) -> None:
     settings = runtime.settings
     assert isinstance(settings, BillingSettings)
-    pool = await runtime.database(SCHEMA, MIGRATIONS, outbox=False)
+    pool = await runtime.database(SCHEMA, MIGRATIONS, outbox=settings.publish_events)
     server, _ = await start_server(
         LedgerStore(pool), settings.currency, settings.grpc_host, settings.grpc_port, settings.reconcile_grace_seconds
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 import grpc
@@ -78,16 +79,12 @@ class BillingServicer(billing_pb2_grpc.BillingServiceServicer):
         return self._balance(await self._store.balance(request.tenant_id))
 
     def _balance(self, balance: Balance) -> billing_pb2.GetBalanceResponse:
-        return billing_pb2.GetBalanceResponse(
-            available_micros=balance.available, reserved_micros=balance.reserved,
-            spent_micros=balance.spent, currency=self._currency, free_micros=balance.free_micros,
-            free_seconds=float(balance.free_seconds), credit_limit_micros=balance.credit_limit, mode=balance.mode,
-        )
+        return balance_message(balance, self._currency)
 
     async def CheckQuota(
         self, request: billing_pb2.CheckQuotaRequest, context: Context
     ) -> billing_pb2.CheckQuotaResponse:
-        await _require_tenant(request.tenant_id, context)
+        await require_tenant(request.tenant_id, context)
         if not 0 < request.seconds <= MAX_SECONDS:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"seconds must be in (0, {MAX_SECONDS}]")
         try:
@@ -116,9 +113,11 @@ class BillingServicer(billing_pb2_grpc.BillingServiceServicer):
         return billing_pb2.RefundResponse(refunded_micros=refunded, currency=self._currency)
 
     async def GetInvoice(self, request: billing_pb2.GetInvoiceRequest, context: Context) -> billing_pb2.Invoice:
-        await _require_tenant(request.tenant_id, context)
+        await require_tenant(request.tenant_id, context)
         month = await _month(request.month or reports.current_month(), context)
-        invoice = await reports.invoice(self._store.pool, request.tenant_id, month)
+        return self._invoice(await reports.invoice(self._store.pool, request.tenant_id, month))
+
+    def _invoice(self, invoice: reports.Invoice) -> billing_pb2.Invoice:
         return billing_pb2.Invoice(
             tenant_id=invoice.tenant_id, month=invoice.month, currency=self._currency,
             total_micros=invoice.total, free_micros=invoice.free,
@@ -132,10 +131,39 @@ class BillingServicer(billing_pb2_grpc.BillingServiceServicer):
             ],
         )
 
+    async def ListInvoices(
+        self, request: billing_pb2.ListInvoicesRequest, context: Context
+    ) -> billing_pb2.ListInvoicesResponse:
+        await require_tenant(request.tenant_id, context)
+        months = await reports.invoice_months(self._store.pool, request.tenant_id, min(request.limit or 24, 120))
+        return billing_pb2.ListInvoicesResponse(invoices=[
+            self._invoice(await reports.invoice(self._store.pool, request.tenant_id, month)) for month in months
+        ])
+
+    async def GetUsage(self, request: billing_pb2.GetUsageRequest, context: Context) -> billing_pb2.UsageReport:
+        await require_tenant(request.tenant_id, context)
+        now = datetime.now(UTC)
+        start = await instant(request, "start", context) or reports.month_bounds(reports.current_month())[0]
+        end = await instant(request, "end", context) or now
+        if end <= start:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "end must be after start")
+        try:
+            rows = await reports.usage_summary(self._store.pool, request.tenant_id, start, end, list(request.group_by))
+        except ValueError as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        report = billing_pb2.UsageReport(tenant_id=request.tenant_id, currency=self._currency, rows=[
+            billing_pb2.UsageRow(model=r.model, resolution=r.resolution, day=r.day, jobs=r.jobs,
+                                 seconds=float(r.seconds), charged_micros=r.charged)
+            for r in rows
+        ])
+        report.start.FromDatetime(start)
+        report.end.FromDatetime(end)
+        return report
+
     async def ExportUsage(
         self, request: billing_pb2.ExportUsageRequest, context: Context
     ) -> billing_pb2.ExportUsageResponse:
-        await _require_tenant(request.tenant_id, context)
+        await require_tenant(request.tenant_id, context)
         month = await _month(request.month, context) if request.month else None
         text, rows = await reports.usage_csv(self._store.pool, request.tenant_id, month)
         return billing_pb2.ExportUsageResponse(csv=text, rows=rows)
@@ -194,22 +222,47 @@ class BillingServicer(billing_pb2_grpc.BillingServiceServicer):
         )
 
 
+def balance_message(balance: Balance, currency: str) -> billing_pb2.GetBalanceResponse:
+    return billing_pb2.GetBalanceResponse(
+        available_micros=balance.available, reserved_micros=balance.reserved,
+        spent_micros=balance.spent, currency=currency, free_micros=balance.free_micros,
+        free_seconds=float(balance.free_seconds), credit_limit_micros=balance.credit_limit, mode=balance.mode,
+    )
+
+
 async def start_server(
     store: LedgerStore, currency: str, host: str, port: int, reconcile_grace_seconds: float = 300.0
 ) -> tuple[grpc.aio.Server, int]:
     """Starts the billing gRPC server (with health and reflection); returns it and its bound port."""
-    server, _ = core_grpc.create_server([billing_pb2.DESCRIPTOR.services_by_name["BillingService"].full_name])
+    from reelforge_billing.admin_api import BillingAdminServicer  # it builds on this module's helpers
+
+    services = billing_pb2.DESCRIPTOR.services_by_name
+    server, _ = core_grpc.create_server(
+        [services["BillingService"].full_name, services["BillingAdminService"].full_name]
+    )
     billing_pb2_grpc.add_BillingServiceServicer_to_server(
         BillingServicer(store, currency, reconcile_grace_seconds), server
     )
+    billing_pb2_grpc.add_BillingAdminServiceServicer_to_server(BillingAdminServicer(store, currency), server)
     bound = server.add_insecure_port(f"{host}:{port}")
     await server.start()
     return server, bound
 
 
-async def _require_tenant(tenant_id: str, context: Context) -> None:
+async def require_tenant(tenant_id: str, context: Context) -> None:
     if not tenant_id or len(tenant_id) > 100:
         await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "tenant_id is required (at most 100 chars)")
+
+
+async def instant(request: Any, field: str, context: Context) -> datetime | None:
+    """A Timestamp field as an aware datetime; None when unset; INVALID_ARGUMENT when out of range."""
+    if not request.HasField(field):
+        return None
+    try:
+        value: datetime = getattr(request, field).ToDatetime(UTC)
+    except (ValueError, OverflowError):
+        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{field} is not a valid time")
+    return value
 
 
 async def _month(month: str, context: Context) -> str:

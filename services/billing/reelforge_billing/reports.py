@@ -123,6 +123,53 @@ async def usage_csv(conn: asyncpg.Connection | asyncpg.Pool, tenant_id: str, mon
     return out.getvalue(), len(rows)
 
 
+GROUPINGS = ("model", "resolution", "day")
+
+# A grouping that is off yields NULL for every row, so GROUP BY 1, 2, 3 groups by the chosen ones only.
+_USAGE_SUMMARY = """
+SELECT CASE WHEN $4 THEN model END AS model,
+       CASE WHEN $5 THEN width::text || 'x' || height::text END AS resolution,
+       CASE WHEN $6 THEN to_char(occurred_at AT TIME ZONE 'UTC', 'YYYY-MM-DD') END AS day,
+       count(DISTINCT job_id) AS jobs, sum(seconds) AS seconds, sum(charged_micros) AS charged
+FROM usage_records
+WHERE tenant_id = $1 AND occurred_at >= $2 AND occurred_at < $3
+GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
+"""
+
+
+@dataclass(frozen=True)
+class UsageRow:
+    model: str
+    resolution: str
+    day: str
+    jobs: int
+    seconds: Decimal
+    charged: int
+
+
+async def usage_summary(
+    conn: asyncpg.Connection | asyncpg.Pool, tenant_id: str, start: datetime, end: datetime,
+    group_by: list[str],
+) -> list[UsageRow]:
+    """The tenant's metered usage in [start, end), summed by the chosen groupings (GROUPINGS)."""
+    unknown = set(group_by) - set(GROUPINGS)
+    if unknown:
+        raise ValueError(f"group_by must be among {', '.join(GROUPINGS)}; got {', '.join(sorted(unknown))}")
+    rows = await conn.fetch(_USAGE_SUMMARY, tenant_id, start, end, *(g in group_by for g in GROUPINGS))
+    return [UsageRow(r["model"] or "", r["resolution"] or "", r["day"] or "", r["jobs"], r["seconds"],
+                     int(r["charged"])) for r in rows]
+
+
+async def invoice_months(conn: asyncpg.Connection | asyncpg.Pool, tenant_id: str, limit: int) -> list[str]:
+    """The months ("YYYY-MM", newest first) in which the tenant had charges or refunds."""
+    rows = await conn.fetch(
+        "SELECT DISTINCT to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM') AS month FROM ledger_transactions"
+        " WHERE tenant_id = $1 AND kind IN ('settle', 'refund') ORDER BY month DESC LIMIT $2",
+        tenant_id, limit,
+    )
+    return [r["month"] for r in rows]
+
+
 @dataclass(frozen=True)
 class MarginLine:
     tenant_id: str

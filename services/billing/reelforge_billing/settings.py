@@ -14,6 +14,8 @@ class BillingSettings(ServiceSettings):
     currency: str = "USD"
     # Consume usage.v1.recorded into usage rows (metering for reports; never charges).
     consume_usage: bool = True
+    # Publish the outbox (budget alerts on billing.v1.budget-alert); off only where no Kafka runs (benches).
+    publish_events: bool = True
     # How often the reconciliation job compares usage with the ledger (0 = never; the RPC still works).
     reconcile_interval_seconds: float = Field(default=3600.0, ge=0)
     # A settlement this young may still be waiting for its usage event.

@@ -126,12 +126,18 @@ class LedgerStore:
         return self._pool
 
     # -- configuration ------------------------------------------------------------------------
-    async def grant(self, tenant_id: str, amount: int) -> None:
-        """Adds prepaid credit (a top-up or a purchase) to the tenant's available balance."""
+    async def grant(self, tenant_id: str, amount: int, reference: str | None = None) -> bool:
+        """Adds prepaid credit (a top-up or a purchase) to the tenant's available balance.
+
+        With a `reference` (the payment's id) it is applied once: False when it already was."""
         await self._ensure_accounts(tenant_id)
-        async with self._pool.acquire() as conn, conn.transaction():
-            await self._lock_tenant(conn, tenant_id)
-            await self._post(conn, "grant", tenant_id, None, ledger.grant(tenant_id, amount))
+        try:
+            async with self._pool.acquire() as conn, conn.transaction():
+                await self._lock_tenant(conn, tenant_id)
+                await self._post(conn, "grant", tenant_id, None, ledger.grant(tenant_id, amount), ref=reference)
+        except asyncpg.UniqueViolationError:
+            return False
+        return True
 
     async def add_free_grant(
         self, tenant_id: str, unit: Literal["seconds", "micros"], amount: Decimal, expires_at: datetime | None
@@ -237,6 +243,16 @@ class LedgerStore:
     ) -> int:
         """Holds the job's price (free grants first); returns the held amount (the same on a repeated call)."""
         await self._ensure_accounts(tenant_id)
+        status, amount = await self._fast("SELECT * FROM reserve_fast($1, $2, $3, $4, $5, $6)",
+                                          tenant_id, job_id, model, width, height, seconds)
+        if status == "held":
+            return int(amount or 0)
+        if status == "unknown":
+            raise UnknownReservation("no reservation for this job and tenant")
+        if status == "no_rate":
+            raise NoRate(f"no rate for model {model!r} at {width}x{height}")
+        if status == "insufficient":
+            raise InsufficientCredit(f"job needs more micros than the tenant has ({amount} available)")
         async with self._pool.acquire() as conn, conn.transaction():
             # One round trip: lock the tenant, read its profile and any earlier reservation of this job.
             state = await conn.fetchrow(_RESERVE_STATE, ledger.available(tenant_id), job_id, tenant_id)
@@ -273,6 +289,13 @@ class LedgerStore:
     async def settle(self, tenant_id: str, job_id: str, seconds: Decimal) -> int:
         """Charges the actual seconds (never more than held); returns the charge."""
         await self._ensure_accounts(tenant_id)
+        status, amount = await self._fast("SELECT * FROM settle_fast($1, $2, $3)", tenant_id, job_id, seconds)
+        if status == "settled":
+            return int(amount or 0)
+        if status == "unknown":
+            raise UnknownReservation(f"no reservation for job {job_id}")
+        if status == "released":
+            raise ReservationClosed(f"reservation for {job_id} was released")
         async with self._pool.acquire() as conn, conn.transaction():
             row = await conn.fetchrow(_SETTLE_STATE, ledger.available(tenant_id), job_id, tenant_id)
             if row is None:
@@ -382,6 +405,11 @@ class LedgerStore:
         )
 
     # -- helpers ------------------------------------------------------------------------------
+    async def _fast(self, query: str, *args: object) -> tuple[str, int | None]:
+        """One of the single-statement fast paths (migration 0003): (status, amount)."""
+        row = await self._pool.fetchrow(query, *args)
+        return row["status"], row["amount"]
+
     async def _use_grants(self, conn: asyncpg.Connection, job_id: str, funding: Funding) -> None:
         if not funding.allocations:
             return

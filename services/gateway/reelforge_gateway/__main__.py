@@ -15,8 +15,9 @@ import httpx
 from reelforge_core import db, topics
 from reelforge_core.content import ContentStore
 from reelforge_core.service import ServiceRuntime, run_service
-from reelforge_gateway import grpc_api, key_changes, store, tenancy, webhooks
+from reelforge_gateway import grpc_api, key_changes, qc_reports, store, tenancy, webhooks
 from reelforge_gateway.api.app import create_app
+from reelforge_gateway.budget_alerts import BudgetAlertConsumer
 from reelforge_gateway.settings import GatewaySettings
 from reelforge_gateway.status_consumer import StatusConsumer
 
@@ -32,9 +33,16 @@ async def start(runtime: ServiceRuntime) -> None:
     pool = await runtime.database(SCHEMA, MIGRATIONS)
     app = runtime.http_app = create_app(pool, ContentStore(settings.content_dir), settings)
     await runtime.consume("gateway", [topics.JOBS_STATUS], StatusConsumer(pool).handle)
+    await runtime.consume(qc_reports.CONSUMER_GROUP, [topics.POSTPROCESS_RESULT],
+                          qc_reports.QcReportConsumer(pool).handle)
     await grpc_api.serve(runtime, app.state, settings.grpc_host, settings.grpc_port)
     runtime.add_task("key-changes", lambda: key_changes.follow(pool, app.state.key_cache))
     runtime.add_task("rate-bucket-expiry", lambda: tenancy.forget_idle_rate_buckets(pool))
+    if runtime.http_app.state.billing is not None:
+        runtime.on_close(runtime.http_app.state.billing.close)
+    if settings.consume_budget_alerts:
+        await runtime.consume("gateway-budget-alerts", [topics.BILLING_BUDGET_ALERT],
+                              BudgetAlertConsumer(pool).handle)
 
     async def forget_old_idempotency_keys() -> None:
         while True:

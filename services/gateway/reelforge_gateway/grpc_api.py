@@ -190,7 +190,7 @@ class JobsServicer(jobs_service_pb2_grpc.JobsServiceServicer):
         if request.HasField("seed"):
             fields["seed"] = request.seed
         body = jobs.CreateJob.model_validate(fields)
-        key = (idempotency.for_request(request.idempotency_key, "POST", "/v1/jobs", body.model_dump(mode="json"),
+        key = (idempotency.for_request(request.idempotency_key, "POST", "/v1/jobs", jobs.fingerprint(body),
                                        param="idempotency_key") if request.idempotency_key else None)
         submitted = await jobs.accept_job(self._state, caller, body, key)
         return jobs_service_pb2.CreateJobResponse(job=job_message(jobs.JobView.model_validate(submitted.body)),

@@ -48,3 +48,7 @@ class GatewaySettings(ServiceSettings):
     # The partner gRPC JobsService (reelforge.jobs.v1); port 0 picks a free port (logged).
     grpc_host: str = "127.0.0.1"
     grpc_port: int = Field(default=50052, ge=0, le=65535)
+    # The billing service's gRPC target (GET /v1/usage, /v1/invoices, /v1/balance); unset: those answer 503.
+    billing_target: str | None = None
+    # Deliver billing's budget alerts (billing.v1.budget-alert) as `billing.budget_alert` webhooks.
+    consume_budget_alerts: bool = True

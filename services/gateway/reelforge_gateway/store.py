@@ -35,6 +35,7 @@ class NewJob:
     template: str | None = None
     variant: int = 0
     batch_line: int | None = None  # the line of a batch upload the job came from (1-based)
+    postprocess_options: bytes = b""  # serialized reelforge.postprocess.v1.PostprocessOptions
 
 
 @dataclass(frozen=True)
@@ -210,6 +211,7 @@ def submitted_event(job_id: str, job: NewJob, at: datetime | Timestamp) -> jobs_
             narration=job.narration or "", model=job.model, seed=job.seed, voice=job.voice,
             metadata=job.metadata, input_reference_uri=job.input_reference_uri or "", batch_id=job.batch_id or "",
             template=job.template or "", variant=job.variant,
+            postprocess_options=job.postprocess_options,
         ),
     )
 

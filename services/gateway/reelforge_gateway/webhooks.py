@@ -28,7 +28,7 @@ import httpx
 log = logging.getLogger(__name__)
 
 EventType = Literal["job.completed", "job.failed", "job.cancelled", "job.expired", "video.completed", "video.failed",
-                    "batch.completed"]
+                    "billing.budget_alert", "batch.completed"]
 EVENT_TYPES: tuple[EventType, ...] = get_args(EventType)
 DEFAULT_EVENTS: tuple[EventType, ...] = ("job.completed", "job.failed", "job.cancelled")
 

@@ -1,8 +1,9 @@
 """The sound track: narration segments placed at their start times, the input's own audio as a bed,
 a music bed ducked under the voice (sidechain compression), fitted to the video's exact length,
-then optionally normalised to a loudness target in two passes (measure, then linear loudnorm).
+then optionally normalised to a loudness target in two passes (measure, then gain + limiter),
+ending as an AAC file that remux.py muxes beside the stream-copied video.
 
-Filtergraph builders are pure; `render_mix` and `fitted_chain` run ffmpeg (the mux is in pipeline.py).
+Filtergraph builders are pure; `render_mix` and `encode_normalised` run ffmpeg.
 """
 
 from __future__ import annotations
@@ -142,6 +143,10 @@ def interpolate(points: list[tuple[float, float]], target: float) -> float:
     return points[-1][0]
 
 
+def _aac(out: Path) -> list[str]:
+    return ["-c:a", "aac", "-aac_coder", "fast", "-b:a", AUDIO_BITRATE, "-f", "mp4", file_arg(out)]
+
+
 async def fitted_chain(plan: LoudnessPlan, measured: LoudnessMeasure, mix_wav: Path, timeout_s: float) -> str:
     """The pass-two chain. A limiter that bites costs loudness, so then one trial run measures the
     result at a few extra gains and the gain is interpolated to land on the target."""
@@ -161,6 +166,13 @@ async def fitted_chain(plan: LoudnessPlan, measured: LoudnessMeasure, mix_wav: P
     return normalise_chain(plan, measured, max(0.0, min(correction, MAX_CORRECTION_DB)))
 
 
+async def encode_normalised(plan: LoudnessPlan, measured: LoudnessMeasure, mix_wav: Path, out: Path,
+                            timeout_s: float) -> None:  # fmt: skip
+    """Pass two, straight to AAC (trial runs only measure: encoding AAC is the costly part)."""
+    chain = await fitted_chain(plan, measured, mix_wav, timeout_s)
+    await run_tool([*QUIET, "-i", file_arg(mix_wav), "-af", chain, *_aac(out)], timeout_s)
+
+
 def gain_db(plan: LoudnessPlan, measured: LoudnessMeasure) -> float:
     return plan.integrated_lufs - measured.integrated_lufs
 
@@ -177,19 +189,17 @@ def normalise_chain(plan: LoudnessPlan, measured: LoudnessMeasure, correction_db
     return ",".join([*steps, _FORMAT])
 
 
-async def render_mix(
-    input_args: list[str], graph: str, out_wav: Path, measure: bool, timeout_s: float
-) -> LoudnessMeasure | None:
-    """Write the mix to a WAV; with `measure`, also measure its loudness in the same run (pass one)."""
+async def render_mix(input_args: list[str], graph: str, out: Path, timeout_s: float) -> LoudnessMeasure | None:
+    """Pass one. With `out` a .wav: the mix as float PCM, measured in the same run (ebur128).
+    Otherwise (no loudness target): the mix straight to AAC, unmeasured."""
     args = [FFMPEG, "-nostdin", "-hide_banner", "-nostats", "-y", *input_args]
-    if not measure:
-        args += ["-v", "error", "-filter_complex", graph, "-map", "[aout]", "-c:a", "pcm_f32le", file_arg(out_wav)]
-        await run_tool(args, timeout_s)
+    if out.suffix != ".wav":
+        await run_tool([*args, "-v", "error", "-filter_complex", graph, "-map", "[aout]", *_aac(out)], timeout_s)
         return None
     graph += f";[aout]asplit=2[mixed][probe];[probe]{MEASURE_CHAIN}[measured]"
     args += [
         "-v", "info", "-filter_complex", graph,
-        "-map", "[mixed]", "-c:a", "pcm_f32le", file_arg(out_wav),
+        "-map", "[mixed]", "-c:a", "pcm_f32le", file_arg(out),
         "-map", "[measured]", "-f", "null", "-",
     ]  # fmt: skip
     return parse_ebur128(await run_tool(args, timeout_s, output="stderr"))

@@ -1,11 +1,14 @@
 """The finishing pipeline: run the steps a FinishPlan asks for, in order, inside a work directory.
 
+  probe (in process)  ->  QC picture analysis of the rendered video, in the background
   narration (espeak-ng per segment, measured)  ->  cues per subtitle language (SRT/WebVTT files)
-  sound (segments + bed + ducked music [-> loudness pass one])  ->  master mux: video stream-copied,
-  AAC sound [loudness pass two], one mov_text track per language, faststart
-  pictures (burn-in, watermark, renditions; one encode run, or none)  ->  thumbnails  ->  QC
+  sound (segments + bed + ducked music [-> loudness pass one -> pass two]) as an AAC file
+  master mux (in process): video stream-copied, the AAC sound, one mov_text track per language, faststart
+  pictures (burn-in, watermark, renditions; one encode run, or none)
+  thumbnails and QC sound analysis side by side  ->  QC judged per output
 
-Every step is skipped when the plan does not ask for it; timings are kept per stage.
+Every step is skipped when the plan does not ask for it; wall and CPU time are kept per stage
+(stages that overlap, such as qc_pictures, share the CPU time of the moments they overlap).
 """
 
 from __future__ import annotations
@@ -13,22 +16,22 @@ from __future__ import annotations
 import asyncio
 import resource
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
-from reelforge_core.media import FFMPEG, MediaError, ProbeResult, file_arg, probe, run_tool
-from reelforge_postprocess import audio, qc
+from reelforge_core.media import MediaError, ProbeResult, file_arg
+from reelforge_postprocess import audio, qc, remux
 from reelforge_postprocess.narration import SpokenSegment, speak_narration
 from reelforge_postprocess.options import FinishPlan
 from reelforge_postprocess.subtitles import Cue, segment_cues, to_ass, to_srt, to_webvtt
 from reelforge_postprocess.thumbnails import ThumbnailFiles, make_thumbnails
 from reelforge_postprocess.video import Picture, encode_pictures
 
-QUIET = [FFMPEG, "-nostdin", "-hide_banner", "-v", "error", "-y"]
 MAIN = "main"
-PARALLEL_QC = 2
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -78,13 +81,14 @@ def video_seconds(info: ProbeResult) -> float:
     return info.video.duration_s or info.duration_s
 
 
-def _child_cpu_s() -> float:
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
+def _cpu_s() -> float:
+    """CPU seconds of this process (in-process muxing) and of the tools it ran and reaped."""
+    own, tools = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + tools.ru_utime + tools.ru_stime
 
 
 class _Stopwatch:
-    """Wall seconds per stage, and CPU seconds of the tools each stage ran (ffmpeg, espeak-ng)."""
+    """Wall seconds per stage, and CPU seconds spent meanwhile (in process and in ffmpeg, espeak-ng)."""
 
     def __init__(self) -> None:
         self.timings: dict[str, float] = {}
@@ -92,12 +96,12 @@ class _Stopwatch:
 
     @asynccontextmanager
     async def stage(self, name: str) -> AsyncIterator[None]:
-        started, cpu = time.perf_counter(), _child_cpu_s()
+        started, cpu = time.perf_counter(), _cpu_s()
         try:
             yield
         finally:
             self.timings[name] = round(self.timings.get(name, 0.0) + time.perf_counter() - started, 4)
-            self.cpu[name] = round(self.cpu.get(name, 0.0) + _child_cpu_s() - cpu, 4)
+            self.cpu[name] = round(self.cpu.get(name, 0.0) + _cpu_s() - cpu, 4)
 
 
 def language_cues(plan: FinishPlan, spoken: list[SpokenSegment]) -> dict[str, list[Cue]]:
@@ -132,44 +136,24 @@ def write_subtitle_files(plan: FinishPlan, cues: dict[str, list[Cue]], workdir: 
     return files
 
 
-def remux_args(video_in: Path, out: Path) -> list[str]:
-    return [*QUIET, "-i", file_arg(video_in), "-map", "0:v:0", "-map", "0:a?", "-c", "copy",
-            "-movflags", "+faststart", "-f", "mp4", file_arg(out)]  # fmt: skip
-
-
-def mux_args(
-    inputs: list[str],
-    graph: str,
-    subtitles: list[SubtitleFiles],
-    first_subtitle_input: int,
-    audio_language: str,
-    out: Path,
-) -> list[str]:
-    args = [*QUIET, *inputs]
-    for track in subtitles:
-        assert track.srt is not None
-        args += ["-i", file_arg(track.srt)]
-    args += ["-filter_complex", graph, "-map", "0:v:0", "-map", "[aout]"]
-    for k in range(len(subtitles)):
-        args += ["-map", f"{first_subtitle_input + k}:s:0"]
-    args += ["-c:v", "copy", "-c:a", "aac", "-aac_coder", "fast", "-b:a", audio.AUDIO_BITRATE, "-c:s", "mov_text",
-             "-metadata:s:a:0", f"language={audio_language}"]  # fmt: skip
-    for k, track in enumerate(subtitles):
-        args += [f"-metadata:s:s:{k}", f"language={track.language}"]
-    return [*args, "-movflags", "+faststart", "-f", "mp4", file_arg(out)]
+def subtitle_tracks(cues: dict[str, list[Cue]]) -> list[remux.SubtitleTrack]:
+    return [remux.SubtitleTrack(language, track) for language, track in cues.items()]
 
 
 async def _master(
-    video_in: Path, info: ProbeResult, plan: FinishPlan, spoken: list[SpokenSegment], subtitles: list[SubtitleFiles],
+    video_in: Path, info: ProbeResult, plan: FinishPlan, spoken: list[SpokenSegment], cues: dict[str, list[Cue]],
     music_path: Path | None, workdir: Path, watch: _Stopwatch, timeout_s: float,
 ) -> Path:  # fmt: skip
-    """Sound and soft subtitles around the stream-copied video."""
+    """Sound and soft subtitles around the stream-copied video: the sound is made by ffmpeg as an
+    AAC file (the video is neither decoded nor rewritten), then everything is muxed in process."""
     master = workdir / "master.mp4"
     seconds = video_seconds(info)
     has_music = plan.music is not None and music_path is not None
+    language = plan.narration.language if plan.narration else None
+    tracks = subtitle_tracks(cues)
     if not (spoken or has_music or (plan.loudness and info.audio)):
         async with watch.stage("mux"):
-            await run_tool(remux_args(video_in, master), timeout_s)
+            await asyncio.to_thread(remux.mux, master, video_in, video_in if info.audio else None, tracks)
         return master
     inputs = ["-i", file_arg(video_in)] + [a for s in spoken for a in ("-i", file_arg(s.wav))]
     speech = tuple((i + 1, s) for i, s in enumerate(spoken))
@@ -180,21 +164,19 @@ async def _master(
         inputs += audio.music_input_args(music_path)
     sources = audio.AudioSources("0:a:0" if info.audio else None, speech, music_index)
     graph = audio.mix_graph(sources, seconds, plan.music)
-    language = plan.narration.language if plan.narration else "und"
+    sound = workdir / "sound.m4a"
     if plan.loudness is None:
-        async with watch.stage("mux"):
-            first_subtitle = len(spoken) + 1 + (1 if has_music else 0)
-            await run_tool(mux_args(inputs, graph, subtitles, first_subtitle, language, master), timeout_s)
-        return master
-    mix = workdir / "mix.wav"
-    async with watch.stage("loudness_measure"):
-        measured = await audio.render_mix(inputs, graph, mix, True, timeout_s)
-    assert measured is not None
-    async with watch.stage("loudness_fit"):
-        chain = await audio.fitted_chain(plan.loudness, measured, mix, timeout_s)
+        async with watch.stage("sound"):
+            await audio.render_mix(inputs, graph, sound, timeout_s)
+    else:
+        mix = workdir / "mix.wav"
+        async with watch.stage("loudness_measure"):
+            measured = await audio.render_mix(inputs, graph, mix, timeout_s)
+        assert measured is not None
+        async with watch.stage("loudness_apply"):
+            await audio.encode_normalised(plan.loudness, measured, mix, sound, timeout_s)
     async with watch.stage("mux"):
-        inputs = ["-i", file_arg(video_in), "-i", file_arg(mix)]
-        await run_tool(mux_args(inputs, f"[1:a]{chain}[aout]", subtitles, 2, language, master), timeout_s)
+        await asyncio.to_thread(remux.mux, master, video_in, sound, tracks, language)
     return master
 
 
@@ -223,11 +205,6 @@ def _pictures(
     return list(pictures.values()), shapes
 
 
-async def _measure(gate: asyncio.Semaphore, path: Path, plan: FinishPlan, timeout_s: float) -> qc.Measures:
-    async with gate:
-        return await qc.measure(path, plan.qc, timeout_s)
-
-
 async def run_pipeline(
     video_in: Path,
     plan: FinishPlan,
@@ -241,42 +218,62 @@ async def run_pipeline(
     """Run every step the plan asks for; all files are written inside `workdir`."""
     watch = _Stopwatch()
     async with watch.stage("probe"):
-        info = await probe(video_in)
+        info = await asyncio.to_thread(remux.probe, video_in)
     seconds = video_seconds(info)
     assert info.video is not None
     width, height = info.video.width or 0, info.video.height or 0
-    spoken: list[SpokenSegment] = []
-    if plan.narration is not None:
-        async with watch.stage("narration"):
-            spoken = await speak_narration(plan.narration, seconds, workdir, timeout_s)
-    async with watch.stage("subtitles"):
-        cues = language_cues(plan, spoken)
-        subtitles = write_subtitle_files(plan, cues, workdir)
-    master = await _master(video_in, info, plan, spoken, subtitles, music_path, workdir, watch, timeout_s)
-    pictures, shapes = _pictures(plan, width, height, cues, workdir)
-    if pictures:
-        async with watch.stage("pictures"):
-            await encode_pictures(master, pictures, plan.watermark, x264_preset, x264_crf, timeout_s)
-    encoded = {p.name: p.path for p in pictures}
-    paths = {name: encoded[picture] if picture else master for name, (picture, _, _) in shapes.items()}
-    main_path = paths[MAIN]
-    async with watch.stage("thumbnails"):
-        thumbs = await make_thumbnails(main_path, seconds, width, height, plan.thumbnails, workdir, timeout_s)
+    # QC's picture analysis needs only the rendered video: it runs beside all the sound work.
+    pictures_qc = asyncio.create_task(_timed(watch, "qc_pictures", qc.measure_pictures(video_in, seconds, plan.qc,
+                                                                                        timeout_s)))  # fmt: skip
+    try:
+        spoken: list[SpokenSegment] = []
+        if plan.narration is not None:
+            async with watch.stage("narration"):
+                spoken = await speak_narration(plan.narration, seconds, workdir, timeout_s)
+        async with watch.stage("subtitles"):
+            cues = language_cues(plan, spoken)
+            subtitles = write_subtitle_files(plan, cues, workdir)
+        master = await _master(video_in, info, plan, spoken, cues, music_path, workdir, watch, timeout_s)
+        pictures, shapes = _pictures(plan, width, height, cues, workdir)
+        if pictures:
+            async with watch.stage("pictures"):
+                await encode_pictures(master, pictures, plan.watermark, x264_preset, x264_crf, timeout_s)
+        encoded = {p.name: p.path for p in pictures}
+        paths = {name: encoded[picture] if picture else master for name, (picture, _, _) in shapes.items()}
+        main_path = paths[MAIN]
+        names = [MAIN, *(r.name for r in plan.renditions)]
+        master_info = await asyncio.to_thread(remux.probe, master)
+        sound_qc = (
+            _timed(watch, "qc_sound", qc.measure_sound(master, master_info.duration_s, plan.qc, timeout_s))
+            if master_info.audio else _nothing()
+        )  # fmt: skip
+        thumbs, sound_measures, picture_measures = await asyncio.gather(
+            _timed(watch, "thumbnails", make_thumbnails(main_path, seconds, width, height, plan.thumbnails, workdir,
+                                                        timeout_s)),
+            sound_qc,
+            pictures_qc,
+        )  # fmt: skip
+    finally:
+        pictures_qc.cancel()
     expect = qc.Expectations(
         duration_s=seconds,
         audio=bool(spoken) or plan.music is not None or info.audio is not None,
         subtitle_languages=tuple(cues),
         loudness=plan.loudness,
     )
-    names = [MAIN, *(r.name for r in plan.renditions)]
-    unique = list(dict.fromkeys(paths[name] for name in names))
-    gate = asyncio.Semaphore(PARALLEL_QC)
-    async with watch.stage("qc"):
-        measured = await asyncio.gather(*(_measure(gate, p, plan, timeout_s) for p in unique))
-    by_path = dict(zip(unique, measured, strict=True))
     outputs = []
     for name in names:
         picture, w, h = shapes[name]
-        report = qc.judge(by_path[paths[name]], expect, plan.qc, name)
-        outputs.append(Output(name, paths[name], w, h, picture is None, report))
+        output_info = master_info if paths[name] == master else await asyncio.to_thread(remux.probe, paths[name])
+        measures = qc.combine(output_info, picture_measures, sound_measures)
+        outputs.append(Output(name, paths[name], w, h, picture is None, qc.judge(measures, expect, plan.qc, name)))
     return PipelineResult(outputs[0], outputs[1:], subtitles, cues, spoken, thumbs, watch.timings, watch.cpu)
+
+
+async def _timed(watch: _Stopwatch, stage: str, work: Awaitable[T]) -> T:
+    async with watch.stage(stage):
+        return await work
+
+
+async def _nothing() -> None:
+    return None

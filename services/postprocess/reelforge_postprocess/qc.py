@@ -1,5 +1,11 @@
-"""Quality control of a finished output: measure (ffprobe + one ffmpeg analysis pass), then judge
-the measures against thresholds (pure).
+"""Quality control of a finished output: measure (an in-process probe, a picture analysis and a
+sound analysis), then judge the measures against thresholds (pure).
+
+The pipeline runs the picture analysis once, on the rendered video, side by side with the sound
+work: every output's pictures come from it by stream copy, or by scaling, padding, cropping and
+drawing subtitles or a watermark, none of which can remove a black or frozen stretch (a watermark
+over a black render could hide it from blackdetect: the render is what QC judges). The sound
+analysis runs once, on the master, whose sound every rendition copies.
 
 Measured: duration, size, fps, streams, audio/video sync (start and duration differences), black
 stretches (blackdetect), frozen stretches (freezedetect), silence (silencedetect), integrated
@@ -9,13 +15,18 @@ fix it (`rerender`: black, frozen, missing or truncated video) or not (our own s
 
 from __future__ import annotations
 
+import asyncio
 import re
+from collections.abc import Awaitable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from reelforge_core.media import FFMPEG, ProbeResult, file_arg, probe, run_tool
+from reelforge_core.media import FFMPEG, ProbeResult, file_arg, run_tool
+from reelforge_postprocess import remux
 from reelforge_postprocess.options import LoudnessPlan, QcPlan
+
+T = TypeVar("T")
 
 ANALYSIS_WIDTH = 320  # detection runs on a downscaled picture: the thresholds are relative
 MIN_BLACK_S = 0.1
@@ -133,30 +144,57 @@ def parse_analysis(stderr: str, duration_s: float) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def analysis_args(path: Path, info: ProbeResult, plan: QcPlan) -> list[str] | None:
-    graphs, maps = [], []
-    if info.video is not None:
-        graphs.append(
-            f"[0:v:0]scale={ANALYSIS_WIDTH}:-2,blackdetect=d={MIN_BLACK_S}:pix_th={plan.black_pixel_threshold:g},"
-            f"freezedetect=n={plan.freeze_noise_db:g}dB:d={MIN_FREEZE_S}[vq]"
-        )
-        maps += ["-map", "[vq]", "-f", "null", "-"]
-    if info.audio is not None:
-        graphs.append(
-            f"[0:a:0]silencedetect=n={plan.silence_noise_db:g}dB:d={MIN_SILENCE_S},"
-            "ebur128=peak=true:framelog=verbose[aq]"
-        )
-        maps += ["-map", "[aq]", "-f", "null", "-"]
-    if not graphs:
-        return None
-    return [FFMPEG, "-nostdin", "-hide_banner", "-nostats", "-v", "info", "-i", file_arg(path),
-            "-filter_complex", ";".join(graphs), *maps]  # fmt: skip
+# Decoding is most of the cost; the deblocking filter is skipped (the analysis picture is tiny).
+FAST_DECODE = ["-skip_loop_filter", "all", "-flags2", "fast"]
 
 
-async def measure(path: Path, plan: QcPlan, timeout_s: float) -> Measures:
-    info = await probe(path)
-    args = analysis_args(path, info, plan)
-    found = parse_analysis(await run_tool(args, timeout_s, output="stderr"), info.duration_s) if args else {}
+@dataclass(frozen=True)
+class PictureMeasures:
+    black: list[Interval]
+    frozen: list[Interval]
+
+
+@dataclass(frozen=True)
+class SoundMeasures:
+    silence: list[Interval]
+    integrated_lufs: float | None
+    loudness_range_lu: float | None
+    true_peak_dbtp: float | None
+
+
+def _analysis(path: Path, stream: str, chain: str, decode: list[str]) -> list[str]:
+    return [FFMPEG, "-nostdin", "-hide_banner", "-nostats", "-v", "info", *decode, "-i", file_arg(path),
+            "-filter_complex", f"[{stream}]{chain}[q]", "-map", "[q]", "-f", "null", "-"]  # fmt: skip
+
+
+def picture_args(path: Path, plan: QcPlan) -> list[str]:
+    chain = (f"scale={ANALYSIS_WIDTH}:-2:flags=fast_bilinear,"
+             f"blackdetect=d={MIN_BLACK_S}:pix_th={plan.black_pixel_threshold:g},"
+             f"freezedetect=n={plan.freeze_noise_db:g}dB:d={MIN_FREEZE_S}")  # fmt: skip
+    return _analysis(path, "0:v:0", chain, ["-an", "-sn", *FAST_DECODE])
+
+
+def sound_args(path: Path, plan: QcPlan) -> list[str]:
+    chain = f"silencedetect=n={plan.silence_noise_db:g}dB:d={MIN_SILENCE_S},ebur128=peak=true:framelog=verbose"
+    return _analysis(path, "0:a:0", chain, ["-vn", "-sn"])
+
+
+async def measure_pictures(path: Path, duration_s: float, plan: QcPlan, timeout_s: float) -> PictureMeasures:
+    """Black and frozen stretches of the first video stream (decoded fast, analysed small)."""
+    found = parse_analysis(await run_tool(picture_args(path, plan), timeout_s, output="stderr"), duration_s)
+    return PictureMeasures(found["black"], found["frozen"])
+
+
+async def measure_sound(path: Path, duration_s: float, plan: QcPlan, timeout_s: float) -> SoundMeasures:
+    """Silence, integrated loudness, loudness range and true peak of the first audio stream."""
+    found = parse_analysis(await run_tool(sound_args(path, plan), timeout_s, output="stderr"), duration_s)
+    return SoundMeasures(found["silence"], found["integrated_lufs"], found["loudness_range_lu"],
+                         found["true_peak_dbtp"])  # fmt: skip
+
+
+def combine(info: ProbeResult, pictures: PictureMeasures | None, sound: SoundMeasures | None) -> Measures:
+    """One output's measures: its own streams (probed), with the picture and sound analyses that
+    apply to it (its pictures came from the analysed ones; its sound is the analysed sound)."""
     streams: dict[str, list[str]] = {}
     for stream in info.streams:
         if not stream.attached_pic:
@@ -174,8 +212,25 @@ async def measure(path: Path, plan: QcPlan, timeout_s: float) -> Measures:
         video_duration_s=video.duration_s if video else None,
         audio_start_s=audio.start_s if audio else None,
         audio_duration_s=audio.duration_s if audio else None,
-        **found,
+        black=pictures.black if pictures and video else [],
+        frozen=pictures.frozen if pictures and video else [],
+        silence=sound.silence if sound and audio else [],
+        integrated_lufs=sound.integrated_lufs if sound and audio else None,
+        loudness_range_lu=sound.loudness_range_lu if sound and audio else None,
+        true_peak_dbtp=sound.true_peak_dbtp if sound and audio else None,
     )
+
+
+async def measure(path: Path, plan: QcPlan, timeout_s: float) -> Measures:
+    """Everything about one file, each analysis on the file itself (the two run side by side)."""
+    info = await asyncio.to_thread(remux.probe, path)
+    pictures = measure_pictures(path, info.duration_s, plan, timeout_s) if info.video else None
+    sound = measure_sound(path, info.duration_s, plan, timeout_s) if info.audio else None
+    return combine(info, *await asyncio.gather(_maybe(pictures), _maybe(sound)))
+
+
+async def _maybe(work: Awaitable[T] | None) -> T | None:
+    return await work if work is not None else None
 
 
 # --- judging (pure) ---------------------------------------------------------------------------

@@ -13,5 +13,5 @@ class PostprocessSettings(ServiceSettings):
     service_name: str = "postprocess"
     finish_timeout_seconds: float = Field(default=300.0, gt=0)
     # Re-encodes (burn-in, watermark, renditions): x264 speed/size trade-off and quality.
-    x264_preset: Literal["ultrafast", "superfast", "veryfast", "faster", "fast", "medium"] = "veryfast"
+    x264_preset: Literal["ultrafast", "superfast", "veryfast", "faster", "fast", "medium"] = "superfast"
     x264_crf: int = Field(default=21, ge=0, le=51)

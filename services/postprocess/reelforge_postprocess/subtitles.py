@@ -28,13 +28,13 @@ class Cue:
     text: str
 
 
-def _is_wide(ch: str) -> bool:
+def is_wide(ch: str) -> bool:
     """CJK scripts and full-width punctuation: written without spaces between words."""
     return "\u2e80" <= ch <= "\u9fff" or "\uf900" <= ch <= "\ufaff" or "\uff00" <= ch <= "\uffef"
 
 
 def _joiner(left: str, right: str) -> str:
-    return "" if _is_wide(left[-1]) or _is_wide(right[0]) else " "
+    return "" if is_wide(left[-1]) or is_wide(right[0]) else " "
 
 
 def _pack(phrases: Sequence[str], max_chars: int) -> Iterator[str]:

@@ -13,8 +13,10 @@ from pathlib import Path
 
 from reelforge_core.media import FFMPEG, file_arg, run_tool
 from reelforge_postprocess.options import WatermarkPlan
+from reelforge_postprocess.subtitles import is_wide
 
 WATERMARK_FONT = Path("/usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf")
+WATERMARK_CJK_FONT = Path("/usr/share/fonts/truetype/wqy/wqy-microhei.ttc")  # drawtext does no font fallback
 WATERMARK_SIZE = 0.045  # of the shorter side
 WATERMARK_MARGIN = 0.03  # of the shorter side, from the top and right edges
 
@@ -52,8 +54,9 @@ def fit_filter(width: int, height: int, fit: str | None) -> list[str]:
 def watermark_filter(textfile: Path, width: int, height: int, plan: WatermarkPlan) -> str:
     size = max(10, round(min(width, height) * WATERMARK_SIZE))
     margin = max(4, round(min(width, height) * WATERMARK_MARGIN))
+    font = WATERMARK_CJK_FONT if any(is_wide(ch) for ch in plan.text) else WATERMARK_FONT
     options = {
-        "fontfile": escape_filter_value(str(WATERMARK_FONT)),
+        "fontfile": escape_filter_value(str(font)),
         "textfile": escape_filter_value(str(textfile)),
         "expansion": "none",
         "fontsize": str(size),

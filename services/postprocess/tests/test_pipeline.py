@@ -143,7 +143,7 @@ async def test_music_is_ducked_under_the_voice_and_loudness_lands_on_target(tmp_
     assert measured.integrated_lufs == pytest.approx(-14.0, abs=1.0)
     assert measured.true_peak_dbtp is not None and measured.true_peak_dbtp <= -1.0 + 0.5
     assert result.main.qc.passed, result.main.qc.failures
-    assert {"narration", "loudness_measure", "mux", "qc"} <= set(result.timings)
+    assert {"narration", "loudness_measure", "loudness_apply", "mux", "qc_pictures", "qc_sound"} <= set(result.timings)
 
 
 @pytest.mark.asyncio

@@ -90,7 +90,9 @@ async def test_full_finish_is_stored_recorded_and_reported_once(pool: asyncpg.Po
         "job-1|job-1/r1", "job-1", "job-1/r1", True)  # fmt: skip
     assert json.loads(row["qc_report"]) == report
     assert json.loads(row["outputs"])["renditions"] == {"9x16": rendition.uri}
-    assert {"narration", "mux", "pictures", "thumbnails", "qc"} <= set(json.loads(row["stage_seconds"]))
+    assert {"narration", "mux", "pictures", "thumbnails", "qc_pictures", "qc_sound"} <= set(
+        json.loads(row["stage_seconds"])
+    )
 
 
 @pytest.mark.asyncio

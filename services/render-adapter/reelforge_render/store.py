@@ -28,6 +28,7 @@ class InFlight:
     external_id: str = ""
     trace_headers: dict[str, str] = field(default_factory=dict)
     cancel_requested: bool = False
+    submit_pending: bool = False  # a submit went out and its answer is not recorded (see set_submit_pending)
     progress: int = 0
     polls: int = 0
     errors: int = 0  # consecutive transient errors (backoff grows with them)
@@ -42,6 +43,7 @@ def _in_flight(row: asyncpg.Record) -> InFlight:
         render_id=row["render_id"], job_id=row["job_id"], tenant_id=row["tenant_id"], provider=row["provider"],
         spec=spec, deadline=deadline.timestamp(), external_id=row["external_id"] or "",
         trace_headers=json.loads(row["trace_headers"]), cancel_requested=row["cancel_requested"],
+        submit_pending=row["submit_pending"],
     )
 
 
@@ -66,10 +68,17 @@ async def load_in_flight(pool: asyncpg.Pool) -> list[InFlight]:
     return [_in_flight(row) for row in rows]
 
 
+async def set_submit_pending(pool: asyncpg.Pool, render_id: str, pending: bool) -> None:
+    """The submission record: written before a non-idempotent submit, cleared once the provider answered."""
+    async with pool.acquire() as conn:
+        await conn.execute("UPDATE renders SET submit_pending = $2 WHERE render_id = $1 AND state = 'accepted'",
+                           render_id, pending)
+
+
 async def mark_submitted(pool: asyncpg.Pool, render_id: str, external_id: str) -> None:
     async with pool.acquire() as conn:
         await conn.execute(
-            "UPDATE renders SET external_id = $2, state = 'submitted', submitted_at = now()"
+            "UPDATE renders SET external_id = $2, state = 'submitted', submitted_at = now(), submit_pending = false"
             " WHERE render_id = $1 AND state = 'accepted'",
             render_id, external_id,
         )

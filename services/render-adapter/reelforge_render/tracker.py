@@ -194,6 +194,13 @@ class Tracker:
             await self._best_effort_cancel(provider, handle)
             await self._fail(job, ProviderError(TIMEOUT, f"{job.provider} did not finish the render in time"))
             return
+        if not job.external_id and job.submit_pending and not provider.idempotent_submit:
+            # A submit went out and we never recorded its answer (crash, timeout): it may have started a job
+            # there. Repeating it could start a second one, so this attempt ends; the orchestrator retries
+            # with a new attempt (a new render id) or another provider.
+            await self._fail(job, ProviderError(PROVIDER_UNAVAILABLE, f"{job.provider}: the outcome of the "
+                                                "submission is unknown; not submitting it twice"))
+            return
         try:
             if not job.external_id:
                 await self._submit(provider, job, handle)
@@ -203,7 +210,18 @@ class Tracker:
             await self._on_error(job, exc)
 
     async def _submit(self, provider: Provider, job: InFlight, handle: ProviderJob) -> None:
-        job.external_id = await provider.submit(handle)
+        guarded = not provider.idempotent_submit
+        if guarded:
+            await store.set_submit_pending(self._pool, job.render_id, True)
+            job.submit_pending = True
+        try:
+            external_id = await provider.submit(handle)
+        except ProviderError as exc:
+            if guarded and not exc.maybe_applied:  # the provider answered: nothing was started
+                await store.set_submit_pending(self._pool, job.render_id, False)
+                job.submit_pending = False
+            raise
+        job.external_id, job.submit_pending = external_id, False
         job.errors = 0
         self._by_external[(job.provider, job.external_id)] = job.render_id
         await store.mark_submitted(self._pool, job.render_id, job.external_id)

@@ -7,11 +7,12 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from reelforge_core.media import probe
 from reelforge_render.fakes.common import Behaviour, serving
-from reelforge_render.fakes.harness import adapter, fake_stats, set_behaviour, spec
+from reelforge_render.fakes.harness import adapter, fake_stats, fake_submissions, set_behaviour, spec
 from reelforge_render.fakes.openai import create_app
 from reelforge_render.providers.base import ProviderError, ProviderJob
 from reelforge_render.providers.config import ProviderConfig
@@ -206,6 +207,23 @@ async def test_restart_resumes_polling_without_submitting_twice(postgres_dsn: st
         assert len(await b.results()) == 1
     assert result.ok
     assert (await fake_stats(fake_url))["created"] == 1
+
+
+async def test_a_lost_submit_answer_is_retried_with_the_same_idempotency_key(postgres_dsn: str, tmp_path: Path,
+                                                                             fake_url: str) -> None:
+    # The provider dedupes on Idempotency-Key, so repeating a submit whose answer was lost is safe.
+    await set_behaviour(fake_url, answer_delay_s=0.6)
+    async with adapter(postgres_dsn, tmp_path, {"sora": provider(fake_url, request_timeout_seconds=0.3)}) as a:
+        await a.request("job1/r1", "sora", spec())
+        await asyncio.sleep(0.5)
+        await set_behaviour(fake_url, answer_delay_s=0.0)
+        result = await a.result("job1/r1")
+    assert result.ok, result.error_message
+    submissions = await fake_submissions(fake_url)
+    assert submissions == {"job1/r1": 1}
+    async with httpx.AsyncClient() as client:
+        requests = (await client.get(f"{fake_url}/_fake/submissions")).json()["requests_by_key"]
+    assert requests["job1/r1"] >= 2
 
 
 async def test_self_hosted_pool_reports_gpu_seconds(postgres_dsn: str, tmp_path: Path, fake_url: str) -> None:

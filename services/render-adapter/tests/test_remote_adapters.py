@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 from fastapi import FastAPI
 
-from reelforge_render.fakes import fal, replicate, runway, veo
+from reelforge_render.fakes import fal, replicate, runway, veo, vertex_veo, wavespeed
 from reelforge_render.fakes.common import Behaviour, serving
-from reelforge_render.fakes.harness import adapter, fake_stats, set_behaviour, spec
+from reelforge_render.fakes.harness import adapter, fake_stats, fake_submissions, set_behaviour, spec
 from reelforge_render.providers.base import Provider, ProviderJob
 from reelforge_render.providers.config import ProviderConfig
 from reelforge_render.providers.registry import create_provider
@@ -34,13 +34,20 @@ class Case:
     seconds: float = 4
     cdn: bool = True  # outputs come from another origin (SSRF guard applies)
     webhook: bool = False
+    cancel: bool = True  # the provider has a cancel endpoint
+    options: dict[str, str] = field(default_factory=dict)
 
 
 CASES = {
     "veo": Case("veo", veo.create_app, "veo-3.0-fast-generate-001", cdn=False),
+    # outputs in Cloud Storage (the fake serves its media download too, with our token)
+    "vertex_veo": Case("vertex_veo", vertex_veo.create_app, "veo-3.0-generate-001", cdn=False,
+                       options={"project": "p1", "location": "us-central1", "storage_uri": "gs://renders/out/"}),
     "runway": Case("runway", runway.create_app, "gen4_turbo", {"width": 320, "height": 180}, seconds=5),
     "fal": Case("fal", fal.create_app, "fal-ai/veo3/fast", webhook=True),
     "replicate": Case("replicate", replicate.create_app, "google/veo-3", webhook=True),
+    "wavespeed": Case("wavespeed", wavespeed.create_app, "wavespeed-ai/wan-2.1/t2v-720p",
+                      {"width": 320, "height": 180}, seconds=5, webhook=True, cancel=False),
 }
 
 
@@ -57,8 +64,10 @@ def fake_url(case: Case, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
 
 
 def make(case: Case, url: str, **overrides: object) -> Provider:
+    options = {**case.options, "gcs_base_url": url} if "storage_uri" in case.options else case.options
     fields: dict[str, object] = {"poll_interval_seconds": 0.05, "price_micros_per_second": 50_000,
-                                 "allow_output_hosts": LOOPBACK, "model": case.model, **overrides}
+                                 "allow_output_hosts": LOOPBACK, "model": case.model, "options": options,
+                                 **overrides}
     return create_provider(case.kind, ProviderConfig(kind=case.kind, base_url=url, api_key_env=KEY_ENV,
                                                      **fields))  # type: ignore[arg-type]
 
@@ -77,6 +86,7 @@ async def test_success(postgres_dsn: str, tmp_path: Path, case: Case, fake_url: 
     assert result.provider_cost_micros == round(case.seconds) * 50_000
     stats = await fake_stats(fake_url)
     assert stats["created"] == 1 and stats["downloads"] == 1 and stats["polls"] >= 2
+    assert await fake_submissions(fake_url) == {"job1/r1": 1}
 
 
 async def test_progress_and_queue_states(case: Case, fake_url: str) -> None:
@@ -94,7 +104,7 @@ async def test_progress_and_queue_states(case: Case, fake_url: str) -> None:
     await provider.close()
     assert states[-1] == "succeeded"
     assert "running" in states
-    if case.kind != "veo":  # Gemini operations have no queued state, only done or not
+    if "veo" not in case.kind:  # Google operations have no queued state, only done or not
         assert "queued" in states
 
 
@@ -108,6 +118,7 @@ async def test_429_honours_retry_after(postgres_dsn: str, tmp_path: Path, case: 
     assert time.monotonic() - started >= 1.2
     stats = await fake_stats(fake_url)
     assert stats["throttled"] == 2 and stats["created"] == 1
+    assert await fake_submissions(fake_url) == {"job1/r1": 1}
 
 
 @pytest.mark.parametrize(("prompt", "seconds", "code", "retriable"), [
@@ -135,7 +146,7 @@ async def test_cancel(postgres_dsn: str, tmp_path: Path, case: Case, fake_url: s
         await a.cancel("job1/r1", case.kind)
         result = await a.result("job1/r1")
     assert (result.error_code, result.retriable) == ("cancelled", False)
-    assert (await fake_stats(fake_url))["cancels"] == 1
+    assert (await fake_stats(fake_url))["cancels"] == (1 if case.cancel else 0)
 
 
 async def test_stuck_job_times_out(postgres_dsn: str, tmp_path: Path, case: Case, fake_url: str) -> None:
@@ -143,7 +154,7 @@ async def test_stuck_job_times_out(postgres_dsn: str, tmp_path: Path, case: Case
         await a.request("job1/r1", case.kind, job_spec(case, "Forever [stuck]"))  # type: ignore[arg-type]
         result = await a.result("job1/r1")
     assert (result.error_code, result.retriable) == ("timeout", True)
-    assert (await fake_stats(fake_url))["cancels"] == 1
+    assert (await fake_stats(fake_url))["cancels"] == (1 if case.cancel else 0)
 
 
 async def test_output_url_on_a_private_address_is_refused(postgres_dsn: str, tmp_path: Path, case: Case,
@@ -171,3 +182,68 @@ async def test_webhook_path(postgres_dsn: str, tmp_path: Path, case: Case, fake_
     assert result.ok
     stats = await fake_stats(fake_url)
     assert stats["webhooks_sent"] == 1 and stats["polls"] == 1  # one poll, right after the webhook
+
+
+async def test_a_lost_submit_answer_is_not_submitted_again(postgres_dsn: str, tmp_path: Path, case: Case,
+                                                           fake_url: str) -> None:
+    # The provider creates the job but its answer arrives after our request timeout: a retry would start a
+    # second job there (none of these providers dedupes), so the attempt ends retriable instead.
+    await set_behaviour(fake_url, answer_delay_s=1.0)
+    provider = make(case, fake_url, request_timeout_seconds=0.3)
+    async with adapter(postgres_dsn, tmp_path, {case.kind: provider}) as a:
+        await a.request("job1/r1", case.kind, job_spec(case))  # type: ignore[arg-type]
+        result = await a.result("job1/r1")
+    assert (result.ok, result.error_code, result.retriable) == (False, "provider_unavailable", True)
+    assert "not submitting it twice" in result.error_message
+    assert await fake_submissions(fake_url) == {"job1/r1": 1}
+
+
+async def test_a_crash_during_submit_is_not_submitted_again_after_restart(postgres_dsn: str, tmp_path: Path,
+                                                                         case: Case, fake_url: str) -> None:
+    await set_behaviour(fake_url, answer_delay_s=2.0)
+    async with adapter(postgres_dsn, tmp_path, {case.kind: make(case, fake_url)}) as a:
+        await a.request("job1/r1", case.kind, job_spec(case))  # type: ignore[arg-type]
+        for _ in range(200):
+            if (await fake_stats(fake_url))["created"]:
+                break
+            await asyncio.sleep(0.02)
+    # the adapter died while the provider was answering; a new one resumes from Postgres
+    await set_behaviour(fake_url, answer_delay_s=0.0)
+    async with adapter(postgres_dsn, tmp_path, {case.kind: make(case, fake_url)}) as b:
+        result = await b.result("job1/r1")
+    assert (result.ok, result.error_code, result.retriable) == (False, "provider_unavailable", True)
+    assert await fake_submissions(fake_url) == {"job1/r1": 1}
+
+
+async def test_a_refused_submit_is_retried_and_submits_once(postgres_dsn: str, tmp_path: Path, case: Case,
+                                                          fake_url: str) -> None:
+    # A 429 is an answer: nothing started there, so the record is cleared and the submit retried.
+    await set_behaviour(fake_url, throttle_next=1, retry_after_s=0.1)
+    async with adapter(postgres_dsn, tmp_path, {case.kind: make(case, fake_url)}) as a:
+        await a.request("job1/r1", case.kind, job_spec(case))  # type: ignore[arg-type]
+        result = await a.result("job1/r1")
+        pending = await a.pool.fetchval("SELECT submit_pending FROM renders WHERE render_id = 'job1/r1'")
+    assert result.ok and pending is False
+    assert await fake_submissions(fake_url) == {"job1/r1": 1}
+
+
+async def test_vertex_inline_video_and_a_refreshed_token(postgres_dsn: str, tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    # Without storage_uri Vertex returns the video inline (bytesBase64Encoded); the OAuth token is read from a
+    # file and re-read while running, so a rotated token keeps working.
+    token = tmp_path / "token"
+    token.write_text("old-token\n")
+    with serving(vertex_veo.create_app(Behaviour(latency_s=0.3, api_key="old-token"))) as url:
+        config = ProviderConfig(kind="vertex_veo", base_url=url, api_key_file=token, poll_interval_seconds=0.05,
+                                model="veo-3.0-generate-001", options={"project": "p1"})
+        provider = create_provider("vertex_veo", config)
+        provider._http.client.auth._ttl = 0.0  # type: ignore[attr-defined]  # re-read on every request here
+        async with adapter(postgres_dsn, tmp_path / "content", {"vertex": provider}) as a:
+            await a.request("job1/r1", "vertex", spec(width=1280, height=720))
+            await set_behaviour(url, api_key="new-token")
+            token.write_text("new-token\n")
+            result = await a.result("job1/r1")
+        stats = await fake_stats(url)
+    assert result.ok, result.error_message
+    assert a.content.path_of(result.output_uri).stat().st_size > 1000
+    assert stats["created"] == 1 and stats["throttled"] == 0

@@ -10,10 +10,12 @@ from fastapi import FastAPI
 
 from reelforge_core.asgi_tracing import TracingMiddleware
 from reelforge_core.content import ContentStore
-from reelforge_gateway.api import admin, batches, downloads, jobs, problems, templates, videos, webhook_endpoints
+from reelforge_gateway.api import admin, batches, downloads, jobs, problems, qc, templates, videos, webhook_endpoints
+from reelforge_gateway.api import usage as usage_api
 from reelforge_gateway.api.auth import Gatekeeper, KeyCache, Limits
 from reelforge_gateway.api.limits import BodySizeLimit
 from reelforge_gateway.api.ratelimit import RateLimitHeaders, SharedRateLimiter
+from reelforge_gateway.billing_client import BillingClient
 from reelforge_gateway.moderation import Moderator
 from reelforge_gateway.settings import GatewaySettings
 from reelforge_gateway.signing import UrlSigner
@@ -37,18 +39,22 @@ def create_app(pool: asyncpg.Pool, content: ContentStore, settings: GatewaySetti
     app.state.gatekeeper = Gatekeeper(pool, app.state.key_cache, app.state.limiter, Limits(
         settings.rate_limit_per_minute, settings.tenant_rate_limit_per_minute, settings.tenant_max_concurrent_jobs,
         settings.tenant_max_backlog_jobs))
+    app.state.billing = BillingClient(settings.billing_target) if settings.billing_target else None
     secret = settings.download_signing_secret
     # Without a configured secret, URLs are signed with a per-process key (fine for one instance).
     app.state.signer = UrlSigner(secret.get_secret_value().encode() if secret else secrets.token_bytes(32),
                                  settings.download_url_ttl_seconds)
     problems.install(app)
     app.include_router(jobs.router)
+    app.include_router(qc.router)
     app.include_router(downloads.router)
     app.include_router(videos.router)
     app.include_router(webhook_endpoints.router)
     app.include_router(admin.router)
     app.include_router(batches.router)
     app.include_router(templates.router)
+    if settings.billing_target:  # without billing there is no usage, invoice or balance API to offer
+        app.include_router(usage_api.router)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes, max_upload_bytes=settings.max_upload_bytes,
                        upload_paths=("/v1/videos",), path_limits={"/v1/batches": settings.batch_max_bytes})
     app.add_middleware(RateLimitHeaders)

@@ -125,8 +125,8 @@ async def create_batch(request: Request, caller: AuthCaller) -> JSONResponse:
         try:
             request_line = _job_request(line.value)
             template = found.get(request_line.template) if request_line.template else None
-            jobs += new_jobs(expand(request_line, template, request.app.state.moderator), caller.tenant_id,
-                             batch_id, line.number)
+            jobs += new_jobs(expand(request_line, template, request.app.state.moderator), request.app.state,
+                             caller.tenant_id, batch_id, line.number)
         except JobRejected as exc:
             errors.append({"line": line.number, "code": exc.code, "message": exc.title, "errors": exc.errors})
     if errors:

@@ -15,11 +15,12 @@ from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ValidationError
+from starlette.datastructures import State
 
 from reelforge_gateway import batches, store, templates
 from reelforge_gateway.api import idempotency
 from reelforge_gateway.api.auth import Caller, Gatekeeper
-from reelforge_gateway.api.jobs import CreateJob, JobRequest, JobView, to_new_job, validate_job
+from reelforge_gateway.api.jobs import CreateJob, JobRequest, JobView, finishing, to_new_job, validate_job
 from reelforge_gateway.api.problems import Problem
 from reelforge_gateway.moderation import Moderator
 
@@ -95,10 +96,16 @@ def expand(job: JobRequest, template: templates.Template | None, moderator: Mode
     return expanded
 
 
-def new_jobs(expanded: list[ExpandedJob], tenant_id: str, batch_id: str | None = None,
+def new_jobs(expanded: list[ExpandedJob], state: State, tenant_id: str, batch_id: str | None = None,
              batch_line: int | None = None) -> list[store.NewJob]:
-    return [to_new_job(job.spec, tenant_id, template=job.template, variant=job.variant, batch_id=batch_id,
-                       batch_line=batch_line) for job in expanded]
+    """The jobs to store; the postprocess options' own checks fail as a JobRejected with their code."""
+    try:
+        return [to_new_job(job.spec, tenant_id, template=job.template, variant=job.variant, batch_id=batch_id,
+                           batch_line=batch_line, postprocess_options=finishing(job.spec, state)) for job in expanded]
+    except Problem as problem:
+        raise JobRejected(problem.code, problem.title, problem.extra.get("errors") or [
+            {"field": problem.extra.get("param") or "postprocess", "message": problem.detail or problem.title,
+             "type": problem.code}]) from None
 
 
 class JobGroup(BaseModel):
@@ -120,7 +127,10 @@ async def create_from_request(body: JobRequest, request: Request, caller: Caller
         raise exc.problem() from None
     key = idempotency.from_request(request, body.model_dump(mode="json"))
     batch_id = store.new_id("batch") if len(expanded) > 1 else None
-    jobs = new_jobs(expanded, caller.tenant_id, batch_id)
+    try:
+        jobs = new_jobs(expanded, request.app.state, caller.tenant_id, batch_id)
+    except JobRejected as exc:
+        raise exc.problem() from None
     gatekeeper: Gatekeeper = request.app.state.gatekeeper
     admit = gatekeeper.job_admission(caller)
     try:

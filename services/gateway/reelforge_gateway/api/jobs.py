@@ -22,9 +22,11 @@ from starlette.datastructures import State
 
 from reelforge_core.content import ContentNotFound, ContentStore
 from reelforge_gateway import store, templates, validation
-from reelforge_gateway.api import idempotency
+from reelforge_gateway.api import idempotency, postprocess, qc
 from reelforge_gateway.api.auth import Caller, Gatekeeper, authenticate, moderate_text, owned_job, require_scope
+from reelforge_gateway.api.postprocess import Postprocess
 from reelforge_gateway.api.problems import Problem
+from reelforge_gateway.api.qc import QcSummary
 from reelforge_gateway.signing import UrlSigner
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
@@ -49,6 +51,10 @@ class CreateJob(BaseModel):
         f" at most {validation.MAX_METADATA_KEY_CHARS} characters, values of at most"
         f" {validation.MAX_METADATA_VALUE_CHARS}; echoed on the job and filterable on list",
     )
+
+    postprocess: Postprocess | None = Field(
+        default=None, description="How to finish the video: voice-over segments, subtitles, music, loudness, "
+        "renditions, thumbnails (the watermark follows the tenant's tier)")
 
     @field_validator("metadata")
     @classmethod
@@ -172,6 +178,8 @@ class JobView(BaseModel):
     completed_at: datetime | None
     template: str | None = None
     variant: int = 0
+    qc: QcSummary | None = Field(default=None, description="Quality control of the latest finish, once made;"
+                                    " the full report is at /v1/jobs/{id}/qc")
 
     @classmethod
     def from_row(cls, row: asyncpg.Record) -> JobView:
@@ -234,7 +242,7 @@ async def create_job(request_body: Annotated[JobRequest, Body()], request: Reque
 
         return await job_templates.create_from_request(request_body, request, caller)
     body = validate_job(request_body.job_fields())
-    key = idempotency.from_request(request, body.model_dump(mode="json"))
+    key = idempotency.from_request(request, fingerprint(body))
     submitted = await accept_job(request.app.state, caller, body, key)
     job_id = submitted.body["id"]
     trace.get_current_span().set_attribute("reelforge.job_id", job_id)
@@ -244,11 +252,29 @@ async def create_job(request_body: Annotated[JobRequest, Body()], request: Reque
     return JSONResponse(submitted.body, status_code=submitted.status_code, headers=headers)
 
 
+def fingerprint(body: CreateJob) -> dict[str, Any]:
+    """What an idempotency key is bound to, the same for REST and gRPC."""
+    fields = body.model_dump(mode="json")
+    if body.postprocess is None:  # requests without it hash as they did before the field existed
+        del fields["postprocess"]
+    return fields
+
+
+def finishing(body: CreateJob, state: State) -> bytes:
+    """The job's postprocess options, moderated, checked and serialized (b"" for none); raises Problem."""
+    for text in postprocess.texts(body.postprocess):
+        moderate_text(state.moderator, body.prompt, text)
+    if body.postprocess is None:
+        return b""
+    return postprocess.check(body.postprocess, body.seconds, body.narration, body.voice,
+                             state.content).SerializeToString()
+
+
 async def accept_job(state: State, caller: Caller, body: CreateJob, key: store.Idempotency | None) -> store.Submitted:
     """Moderates, applies the tenant's job limits and stores the job (idempotently with a key): the one
     path by which REST and gRPC accept a native job. The answer is the job as REST renders it."""
     moderate_text(state.moderator, body.prompt, body.narration)
-    job = to_new_job(body, caller.tenant_id)
+    job = to_new_job(body, caller.tenant_id, postprocess_options=finishing(body, state))
     gatekeeper: Gatekeeper = state.gatekeeper
     try:
         return await store.submit_job(state.pool, job, lambda row: JobView.from_row(row).model_dump(mode="json"),
@@ -291,7 +317,11 @@ async def page_of_jobs(pool: asyncpg.Pool, tenant_id: str, limit: int, cursor: s
     rows = await store.list_jobs(pool, tenant_id, limit + 1, True, _decode_cursor(cursor) if cursor else None, where)
     page = rows[:limit]
     more = len(rows) > limit
-    return JobList(data=[JobView.from_row(row) for row in page], has_more=more,
+    views = [JobView.from_row(row) for row in page]
+    found = await qc.summaries(pool, tenant_id, [view.id for view in views])
+    for view in views:
+        view.qc = found.get(view.id)
+    return JobList(data=views, has_more=more,
                    next_cursor=_encode_cursor(page[-1]) if more else None)
 
 
@@ -341,7 +371,9 @@ def _decode_cursor(cursor: str) -> tuple[datetime, str]:
 
 @router.get("/{job_id}", response_model=JobView, responses={**_AUTH_ERRORS, **_NOT_FOUND})
 async def get_job(job_id: str, request: Request, caller: AuthCaller) -> JobView:
-    return JobView.from_row(await owned_job(request, caller, job_id, _job_not_found))
+    view = JobView.from_row(await owned_job(request, caller, job_id, _job_not_found))
+    view.qc = (await qc.summaries(request.app.state.pool, caller.tenant_id, [view.id])).get(view.id)
+    return view
 
 
 @router.post("/{job_id}/cancel", status_code=202, response_model=JobView,

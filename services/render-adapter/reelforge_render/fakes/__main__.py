@@ -11,7 +11,7 @@ import threading
 
 from reelforge_render.fakes.common import Behaviour, ServerThread
 
-PROVIDERS = ("openai", "veo", "runway", "fal", "replicate")
+PROVIDERS = ("openai", "veo", "vertex_veo", "runway", "fal", "replicate", "wavespeed")
 
 
 def main() -> None:

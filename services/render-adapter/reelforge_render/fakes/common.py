@@ -3,7 +3,9 @@
 Prompt markers pick a job's fate deterministically (tests rely on them): `[policy]` fails for content
 policy, `[invalid]` fails as bad input, `[fail]` fails internally, `[stuck]` never finishes. Otherwise a
 job fails with probability `failure_rate`. Admin endpoints under /_fake change the behaviour at runtime
-(POST /_fake/behaviour) and report what the fake saw (GET /_fake/stats).
+(POST /_fake/behaviour) and report what the fake saw (GET /_fake/stats, and GET /_fake/submissions: how
+many jobs each submission key created, where the key is the `Idempotency-Key` our adapters send on every
+submit whether or not the provider dedupes on it; a key with more than one job is a duplicate submission).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -47,6 +50,7 @@ class Behaviour(BaseModel):
     api_key: str = "test-key"
     webhook_url: str = ""  # when set, terminal jobs are announced there (provider's webhook shape)
     gpus: int = 0  # the self-hosted pool reports GPUs and GPU-seconds per job when > 0
+    answer_delay_s: float = 0.0  # API POSTs take effect at once but answer this much later (lost answers)
 
 
 @dataclass
@@ -103,14 +107,21 @@ class FakeProvider:
         self.behaviour = behaviour or Behaviour()
         self.jobs: dict[str, FakeJob] = {}
         self.idempotency: dict[str, str] = {}
+        self.submissions: Counter[str] = Counter()  # jobs created per submission key
+        self.submission_requests: Counter[str] = Counter()  # create requests per submission key
         self.stats = Stats()
         self._rng = random.Random(seed)
         self._render_lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[None]] = set()
 
     def create(self, prompt: str, width: int, height: int, seconds: float, model: str,
-               idempotency_key: str | None = None, job_id: str | None = None) -> tuple[FakeJob, bool]:
-        """The job for this request, and whether it is new (an idempotency key repeats the first)."""
+               idempotency_key: str | None = None, job_id: str | None = None,
+               submission_key: str | None = None) -> tuple[FakeJob, bool]:
+        """The job for this request, and whether it is new (an idempotency key repeats the first, on the
+        providers that honour one). `submission_key` only counts (GET /_fake/submissions)."""
+        counted_key = idempotency_key or submission_key
+        if counted_key:
+            self.submission_requests[counted_key] += 1
         if idempotency_key and idempotency_key in self.idempotency:
             return self.jobs[self.idempotency[idempotency_key]], False
         outcome: Outcome = next((o for marker, o in MARKERS.items() if marker in prompt), "ok")
@@ -120,6 +131,8 @@ class FakeProvider:
                       model=model, outcome=outcome, queue_s=self.behaviour.queue_s,
                       latency_s=self.behaviour.latency_s)
         self.jobs[job.id] = job
+        if counted_key:
+            self.submissions[counted_key] += 1
         if idempotency_key:
             self.idempotency[idempotency_key] = job.id
         self.stats.created += 1
@@ -187,7 +200,10 @@ def install_common(app: FastAPI, fake: FakeProvider, error_body: ErrorBody,
         if fake.throttled():
             return JSONResponse(error_body(429, "Rate limit reached. Please retry later."), status_code=429,
                                 headers={"retry-after": f"{fake.behaviour.retry_after_s:g}"})
-        return await call_next(request)
+        response = await call_next(request)
+        if request.method == "POST" and fake.behaviour.answer_delay_s:
+            await asyncio.sleep(fake.behaviour.answer_delay_s)
+        return response
 
     @app.get("/files/{job_id}.mp4")
     async def cdn_file(job_id: str) -> Response:
@@ -217,12 +233,34 @@ def install_common(app: FastAPI, fake: FakeProvider, error_body: ErrorBody,
     async def stats() -> dict[str, Any]:
         return {**asdict(fake.stats), "jobs": len(fake.jobs)}
 
+    @app.get("/_fake/submissions")
+    async def submissions() -> dict[str, Any]:
+        return {"jobs_by_key": dict(fake.submissions), "requests_by_key": dict(fake.submission_requests),
+                "duplicates": sorted(key for key, jobs in fake.submissions.items() if jobs > 1),
+                "unkeyed": fake.stats.created - sum(fake.submissions.values())}
+
+
+def fake_app(behaviour: Behaviour | None, error_body: ErrorBody,
+             authorized: Callable[[FakeProvider], Callable[[Request], bool]] | None = None,
+             ) -> tuple[FastAPI, FakeProvider]:
+    """A fake provider's app and state with the common routes installed (bearer auth unless told)."""
+    fake = FakeProvider(behaviour)
+    app = FastAPI(openapi_url=None, docs_url=None, redoc_url=None)
+    app.state.fake = fake
+    install_common(app, fake, error_body, (authorized or bearer)(fake))
+    return app, fake
+
 
 def cdn_url(request: Request, job: FakeJob) -> str:
     """Where a provider's CDN would serve the output: another origin (`localhost` instead of the API's
     127.0.0.1), so adapters treat it as a foreign URL and the SSRF guard must explicitly allow it."""
     port = request.url.port
     return f"http://localhost:{port}/files/{job.id}.mp4"
+
+
+def submission_key(request: Request) -> str | None:
+    """The key a fake counts submissions by: our `Idempotency-Key` (sent to every provider)."""
+    return request.headers.get("idempotency-key")
 
 
 def bearer(fake: FakeProvider, scheme: str = "Bearer", header: str = "authorization") -> Callable[[Request], bool]:

@@ -19,7 +19,14 @@ from typing import Any
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 
-from reelforge_render.fakes.common import Behaviour, FakeJob, FakeProvider, bearer, cdn_url, install_common
+from reelforge_render.fakes.common import (
+    Behaviour,
+    FakeJob,
+    bearer,
+    cdn_url,
+    fake_app,
+    submission_key,
+)
 
 ASPECTS = {"16:9": (1280, 720), "9:16": (720, 1280), "1:1": (720, 720)}
 
@@ -29,10 +36,7 @@ def error_body(status: int, message: str) -> dict[str, Any]:
 
 
 def create_app(behaviour: Behaviour | None = None) -> FastAPI:
-    fake = FakeProvider(behaviour)
-    app = FastAPI(openapi_url=None, docs_url=None, redoc_url=None)
-    app.state.fake = fake
-    install_common(app, fake, error_body, bearer(fake, scheme="Key"))
+    app, fake = fake_app(behaviour, error_body, lambda f: bearer(f, scheme="Key"))
 
     def urls(request: Request, app_id: str, job: FakeJob) -> dict[str, str]:
         base = f"{str(request.base_url).rstrip('/')}/{app_id}/requests/{job.id}"
@@ -113,7 +117,7 @@ def create_app(behaviour: Behaviour | None = None) -> FastAPI:
             return JSONResponse({"detail": errors}, status_code=422)
         width, height = ASPECTS[body.get("aspect_ratio", "16:9")]
         job, _ = fake.create(body["prompt"], width, height, float(duration[:-1]), "/".join(parts),
-                             job_id=str(uuid.uuid4()))
+                             job_id=str(uuid.uuid4()), submission_key=submission_key(request))
         webhook = request.query_params.get("fal_webhook")
         if webhook and not fake.behaviour.webhook_url:
             fake.behaviour.webhook_url = webhook

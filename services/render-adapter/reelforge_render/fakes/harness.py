@@ -105,6 +105,12 @@ async def fake_stats(base_url: str) -> dict[str, int]:
         return dict((await client.get(f"{base_url}/_fake/stats")).json())
 
 
+async def fake_submissions(base_url: str) -> dict[str, int]:
+    """Jobs the fake created per submission key (our render id)."""
+    async with httpx.AsyncClient() as client:
+        return dict((await client.get(f"{base_url}/_fake/submissions")).json()["jobs_by_key"])
+
+
 async def set_behaviour(base_url: str, **changes: object) -> None:
     async with httpx.AsyncClient() as client:
         (await client.post(f"{base_url}/_fake/behaviour", json=changes)).raise_for_status()

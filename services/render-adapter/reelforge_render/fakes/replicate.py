@@ -18,7 +18,13 @@ from typing import Any
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 
-from reelforge_render.fakes.common import Behaviour, FakeJob, FakeProvider, bearer, cdn_url, install_common
+from reelforge_render.fakes.common import (
+    Behaviour,
+    FakeJob,
+    cdn_url,
+    fake_app,
+    submission_key,
+)
 
 ASPECTS = {"16:9": (1280, 720), "9:16": (720, 1280), "1:1": (720, 720)}
 ERRORS = {"content_policy": "NSFW content detected. Try running it again, or try a different prompt.",
@@ -62,10 +68,7 @@ def prediction(request: Request, job: FakeJob) -> dict[str, Any]:
 
 
 def create_app(behaviour: Behaviour | None = None) -> FastAPI:
-    fake = FakeProvider(behaviour)
-    app = FastAPI(openapi_url=None, docs_url=None, redoc_url=None)
-    app.state.fake = fake
-    install_common(app, fake, error_body, bearer(fake))
+    app, fake = fake_app(behaviour, error_body)
 
     def fail(status: int, detail: str) -> JSONResponse:
         return JSONResponse(error_body(status, detail), status_code=status,
@@ -84,7 +87,8 @@ def create_app(behaviour: Behaviour | None = None) -> FastAPI:
         if size is None or duration not in (4, 5, 6, 8, 10):
             return fail(422, "- input.aspect_ratio or input.duration: value is not one of the allowed values")
         job, _ = fake.create(payload["prompt"], size[0], size[1], float(duration), model,
-                             job_id=secrets.token_hex(13))
+                             job_id=secrets.token_hex(13),
+                             submission_key=submission_key(request))
         job.extra.update(input=payload, version=version or "hidden")
         webhook = body.get("webhook")
         events = body.get("webhook_events_filter") or ["start", "output", "logs", "completed"]

@@ -17,7 +17,15 @@ from typing import Any
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 
-from reelforge_render.fakes.common import Behaviour, FakeJob, FakeProvider, bearer, cdn_url, install_common
+from reelforge_render.fakes.common import (
+    Behaviour,
+    FakeJob,
+    FakeProvider,
+    bearer,
+    cdn_url,
+    install_common,
+    submission_key,
+)
 
 API_VERSION = "2024-11-06"
 # Runway's documented ratios, plus 320:180 (a test-only size that keeps the fake's renders fast).
@@ -81,7 +89,8 @@ def create_app(behaviour: Behaviour | None = None) -> FastAPI:
             return JSONResponse({"error": "Validation of body failed", "issues": issues}, status_code=400)
         width, height = (int(v) for v in body["ratio"].split(":"))
         job, _ = fake.create(str(body.get("promptText", "")), width, height, float(body["duration"]),
-                             str(body.get("model", "gen4_turbo")), job_id=str(uuid.uuid4()))
+                             str(body.get("model", "gen4_turbo")), job_id=str(uuid.uuid4()),
+                             submission_key=submission_key(request))
         return JSONResponse({"id": job.id})
 
     @app.post("/v1/text_to_video")

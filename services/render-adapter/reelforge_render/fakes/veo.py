@@ -16,7 +16,7 @@ from typing import Any
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 
-from reelforge_render.fakes.common import Behaviour, FakeJob, FakeProvider, install_common
+from reelforge_render.fakes.common import Behaviour, FakeJob, FakeProvider, install_common, submission_key
 
 STATUS = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED", 404: "NOT_FOUND",
           429: "RESOURCE_EXHAUSTED", 500: "INTERNAL", 503: "UNAVAILABLE"}
@@ -36,21 +36,54 @@ def operation(request: Request, job: FakeJob) -> dict[str, Any]:
     if phase in ("queued", "running"):
         return {"name": name}
     body: dict[str, Any] = {"name": name, "done": True}
-    if phase == "cancelled":
-        body["error"] = {"code": 1, "message": "Operation cancelled."}
-    elif job.outcome == "ok":
+    if phase != "cancelled" and job.outcome == "ok":
         uri = f"{str(request.base_url).rstrip('/')}/v1beta/files/{job.id}:download?alt=media"
         body["response"] = {"@type": RESPONSE_TYPE,
                             "generateVideoResponse": {"generatedSamples": [{"video": {"uri": uri}}]}}
-    elif job.outcome == "content_policy":
-        body["response"] = {"@type": RESPONSE_TYPE, "generateVideoResponse": {
-            "raiMediaFilteredCount": 1,
-            "raiMediaFilteredReasons": ["The video could not be generated because it may violate our policies."]}}
-    elif job.outcome == "invalid":
-        body["error"] = {"code": 3, "message": "The prompt could not be processed."}
+        return body
+    failed = failure(job)
+    if "error" in failed:
+        body["error"] = failed["error"]
     else:
-        body["error"] = {"code": 13, "message": "Video generation failed due to an internal error."}
+        body["response"] = {"@type": RESPONSE_TYPE, "generateVideoResponse": failed}
     return body
+
+
+async def create_job(fake: FakeProvider, model: str, request: Request) -> FakeJob | JSONResponse:
+    """A job for a :predictLongRunning request (both API forms take the same body), or the 400 answer."""
+    def fail(message: str) -> JSONResponse:
+        return JSONResponse(error_body(400, message), status_code=400)
+    try:
+        body = await request.json()
+        instance = body["instances"][0]
+        parameters = body.get("parameters") or {}
+    except (ValueError, KeyError, IndexError, TypeError):
+        return fail("Invalid JSON payload received.")
+    prompt = instance.get("prompt")
+    if not isinstance(prompt, str) or not prompt:
+        return fail("A prompt is required.")
+    size = SIZES.get((parameters.get("aspectRatio", "16:9"), parameters.get("resolution", "720p")))
+    if size is None:
+        return fail("Unsupported aspectRatio or resolution.")
+    duration = parameters.get("durationSeconds", 8)
+    if duration not in DURATIONS:
+        return fail(f"durationSeconds must be one of {DURATIONS}, got {duration}.")
+    job, _ = fake.create(prompt, size[0], size[1], float(duration), model, job_id=uuid.uuid4().hex[:12],
+                         submission_key=submission_key(request))
+    job.extra["parameters"] = parameters
+    return job
+
+
+def failure(job: FakeJob) -> dict[str, Any]:
+    """What a done operation that produced no video carries (shared by both API forms)."""
+    if job.cancelled:
+        return {"error": {"code": 1, "message": "Operation cancelled."}}
+    if job.outcome == "content_policy":
+        return {"raiMediaFilteredCount": 1,
+                "raiMediaFilteredReasons": ["The video could not be generated because it may violate our policies."]}
+    if job.outcome == "invalid":
+        return {"error": {"code": 3, "message": "The prompt could not be processed."}}
+    return {"error": {"code": 13, "message": "Video generation failed due to an internal error."}}
 
 
 def create_app(behaviour: Behaviour | None = None) -> FastAPI:
@@ -66,23 +99,8 @@ def create_app(behaviour: Behaviour | None = None) -> FastAPI:
 
     @app.post("/v1beta/models/{model}:predictLongRunning")
     async def predict_long_running(model: str, request: Request) -> Response:
-        try:
-            body = await request.json()
-            instance = body["instances"][0]
-            parameters = body.get("parameters") or {}
-        except (ValueError, KeyError, IndexError, TypeError):
-            return fail(400, "Invalid JSON payload received.")
-        prompt = instance.get("prompt")
-        if not isinstance(prompt, str) or not prompt:
-            return fail(400, "A prompt is required.")
-        size = SIZES.get((parameters.get("aspectRatio", "16:9"), parameters.get("resolution", "720p")))
-        if size is None:
-            return fail(400, "Unsupported aspectRatio or resolution.")
-        duration = parameters.get("durationSeconds", 8)
-        if duration not in DURATIONS:
-            return fail(400, f"durationSeconds must be one of {DURATIONS}, got {duration}.")
-        job, _ = fake.create(prompt, size[0], size[1], float(duration), model, job_id=uuid.uuid4().hex[:12])
-        return JSONResponse(operation(request, job))
+        job = await create_job(fake, model, request)
+        return job if isinstance(job, Response) else JSONResponse(operation(request, job))
 
     @app.get("/v1beta/models/{model}/operations/{op_id}")
     async def get_operation(model: str, op_id: str, request: Request) -> Response:

@@ -3,6 +3,9 @@
 It runs behind the same submit/status/fetch interface as remote providers: `submit` starts the
 render as a local task (at most `max_parallel` at once) and the tracker polls it. After a restart
 the task is gone; `status` then simply renders again (deterministic for the seed, nothing is paid).
+
+Job options ride in the JobSpec's metadata: `animatic.shots` (a JSON list of strings, one scene each,
+instead of scenes derived from the prompt's sentences) and `animatic.fps` (frames per second, default 24).
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import json
 import shutil
 from pathlib import Path
 
@@ -21,6 +25,30 @@ from reelforge_render.providers.base import INTERNAL, INVALID_INPUT, TIMEOUT, Jo
 # Test hook (QC): a prompt containing this directive, or JobSpec metadata animatic.black=true,
 # renders an all-black clip of the requested size and length, which postprocess QC rejects.
 BLACK_DIRECTIVE = "[animatic:black]"
+
+
+SHOTS_OPTION, FPS_OPTION = "animatic.shots", "animatic.fps"
+
+
+def animatic_spec(spec: jobs_pb2.JobSpec) -> AnimaticSpec:
+    """The render a job asks for, with its options; RenderRejected names a malformed option."""
+    shots: list[str] | None = None
+    if SHOTS_OPTION in spec.metadata:
+        try:
+            parsed = json.loads(spec.metadata[SHOTS_OPTION])
+        except ValueError:
+            parsed = None
+        if not isinstance(parsed, list) or not all(isinstance(shot, str) for shot in parsed):
+            raise RenderRejected(f"{SHOTS_OPTION} must be a JSON list of strings")
+        shots = parsed
+    fps = 24
+    if FPS_OPTION in spec.metadata:
+        try:
+            fps = int(spec.metadata[FPS_OPTION])
+        except ValueError:
+            raise RenderRejected(f"{FPS_OPTION} must be a whole number of frames per second") from None
+    return AnimaticSpec(prompt=spec.prompt, seconds=spec.seconds, width=spec.width, height=spec.height,
+                        fps=fps, seed=spec.seed, shots=shots)
 
 
 def wants_black(spec: jobs_pb2.JobSpec) -> bool:
@@ -36,6 +64,7 @@ async def render_black(spec: jobs_pb2.JobSpec, out_path: Path, timeout_s: float)
 class AnimaticProvider:
     name = "animatic"
     poll_interval = 0.1
+    idempotent_submit = True  # a local render: starting it again only renders again
 
     def __init__(self, max_pixels: int, timeout_seconds: float, scratch: Path, max_parallel: int = 2) -> None:
         self._max_pixels = max_pixels
@@ -86,9 +115,6 @@ class AnimaticProvider:
 
     async def _render(self, job: ProviderJob) -> Path:
         spec = job.spec
-        animatic = AnimaticSpec(
-            prompt=spec.prompt, seconds=spec.seconds, width=spec.width, height=spec.height, seed=spec.seed
-        )
         if spec.width * spec.height > self._max_pixels:
             raise ProviderError(
                 INVALID_INPUT,
@@ -96,6 +122,7 @@ class AnimaticProvider:
             )
         out = self._scratch / f"animatic-{hashlib.sha256(job.render_id.encode()).hexdigest()[:24]}.mp4"
         try:
+            animatic = animatic_spec(spec)
             validate(animatic)
             async with self._slots:
                 if wants_black(spec):

@@ -28,11 +28,15 @@ RETRIABLE = frozenset({RATE_LIMITED, PROVIDER_UNAVAILABLE, TIMEOUT, INTERNAL})
 
 
 class ProviderError(Exception):
-    def __init__(self, code: str, message: str, retry_after: float | None = None) -> None:
+    def __init__(self, code: str, message: str, retry_after: float | None = None,
+                 maybe_applied: bool = False) -> None:
         super().__init__(f"{code}: {message}")
         self.code = code
         self.message = message
         self.retry_after = retry_after  # seconds the provider asked us to wait (429 Retry-After)
+        # The request may have reached the provider and taken effect although we got no answer
+        # (read timeout, connection dropped mid-response): a non-idempotent submit must not be repeated.
+        self.maybe_applied = maybe_applied
 
     @property
     def retriable(self) -> bool:
@@ -78,6 +82,10 @@ class Provider(Protocol):
     name: str
     # Seconds between status polls (jittered by the tracker); local providers poll fast.
     poll_interval: float
+    # Whether repeating `submit` for the same render cannot start a second job (the provider dedupes on
+    # our Idempotency-Key, or the render is local). When False the tracker keeps a submission record and
+    # never repeats a submit whose outcome it does not know (tracker.py).
+    idempotent_submit: bool
 
     async def submit(self, job: ProviderJob) -> str:
         """Starts the render at the provider and returns the provider's job id."""

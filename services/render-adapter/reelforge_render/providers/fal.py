@@ -4,8 +4,8 @@ API: https://docs.fal.ai/documentation/model-apis/inference/queue (shapes in fak
 https://queue.fal.run; the job's model maps to a fal endpoint id such as `fal-ai/veo3` (config `models`).
 Status and result live under the app id (owner/app, without the endpoint's sub-path). The key goes as
 `Authorization: Key <key>`. When `webhook_url` is configured it is passed as `fal_webhook` (the call only
-moves our next poll earlier). fal has no idempotency key: a crash in the milliseconds between its answer
-and our INSERT could submit twice.
+moves our next poll earlier). fal has no idempotency key: the tracker's submission record keeps a submit
+whose outcome is unknown from being repeated.
 """
 
 from __future__ import annotations
@@ -56,7 +56,8 @@ class FalQueue(HttpProvider):
         if spec.seed:
             body["seed"] = spec.seed % 2**32
         params = {"fal_webhook": self._config.webhook_url} if self._config.webhook_url else None
-        queued = await self._http.json("POST", self._endpoint(job), json=body, params=params)
+        queued = await self._http.json("POST", self._endpoint(job), json=body, params=params,
+                                         headers=self.submission_headers(job))
         request_id = self._required_id(queued, "request_id", "submit")
         return request_id
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import email.utils
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Generator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import urljoin
@@ -75,19 +75,44 @@ def body_message(body: Any) -> str:
     return ""
 
 
+class RefreshingBearer(httpx.Auth):
+    """`Authorization: Bearer <token>` with the token re-read from its env var or file every `ttl` seconds:
+    OAuth access tokens expire within the hour and a sidecar (or the operator) rewrites the file."""
+
+    def __init__(self, config: ProviderConfig, ttl: float = 30.0) -> None:
+        self._config = config
+        self._ttl = ttl
+        self._token = config.api_key()  # fails at start-up if the secret is missing
+        self._read_at = time.monotonic()
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        if time.monotonic() - self._read_at > self._ttl:
+            self._token, self._read_at = self._config.api_key(), time.monotonic()
+        request.headers["authorization"] = f"Bearer {self._token.get_secret_value()}"
+        yield request
+
+
+def _origin(url: str) -> tuple[str, str, int | None]:
+    parsed = httpx.URL(url)
+    return parsed.scheme, parsed.host, parsed.port
+
+
 class ProviderHTTP:
     """One pooled client per configured provider; the key rides in `auth_headers` and is never logged."""
 
     def __init__(self, name: str, config: ProviderConfig, auth_headers: Mapping[str, str],
-                 classify: Classifier | None = None) -> None:
+                 classify: Classifier | None = None, auth: httpx.Auth | None = None,
+                 trusted_origins: Sequence[str] = ()) -> None:
         self.name = name
         self.config = config
         self.guard = URLGuard(config.allow_output_hosts)
         self._classify = classify
+        # Origins besides base_url's that get our credentials (e.g. Vertex AI's outputs in Cloud Storage).
+        self._trusted = {_origin(config.base_url), *(_origin(url) for url in trusted_origins)}
         limits = httpx.Limits(max_connections=config.max_connections,
                               max_keepalive_connections=config.max_connections)
         self.client = httpx.AsyncClient(
-            base_url=config.base_url, headers=dict(auth_headers), limits=limits,
+            base_url=config.base_url, headers=dict(auth_headers), auth=auth, limits=limits,
             timeout=httpx.Timeout(config.request_timeout_seconds), follow_redirects=False,
         )
         # Output URLs on other hosts (CDNs, buckets) get no credentials at all.
@@ -103,10 +128,13 @@ class ProviderHTTP:
                       ) -> httpx.Response:
         try:
             response = await self.client.request(method, url, json=json, headers=headers, params=params)
-        except httpx.TimeoutException as exc:
-            raise ProviderError(PROVIDER_UNAVAILABLE, f"{self.name}: request timed out") from exc
-        except httpx.HTTPError as exc:
+        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:  # never sent
             raise ProviderError(PROVIDER_UNAVAILABLE, f"{self.name}: {type(exc).__name__}") from exc
+        except httpx.TimeoutException as exc:
+            raise ProviderError(PROVIDER_UNAVAILABLE, f"{self.name}: request timed out", maybe_applied=True) from exc
+        except httpx.HTTPError as exc:
+            raise ProviderError(PROVIDER_UNAVAILABLE, f"{self.name}: {type(exc).__name__}",
+                                maybe_applied=True) from exc
         if response.status_code >= 400:
             raise self.error_for(response)
         return response
@@ -132,8 +160,7 @@ class ProviderHTTP:
         return ProviderError(code, f"{self.name}: {message}", retry_after=retry_after)
 
     def _same_origin(self, url: str) -> bool:
-        base, target = httpx.URL(str(self.client.base_url)), httpx.URL(url)
-        return (base.scheme, base.host, base.port) == (target.scheme, target.host, target.port)
+        return _origin(url) in self._trusted
 
     async def download(self, url: str, out_path: Path) -> None:
         """Streams `url` into `out_path`, at most `max_output_bytes`. URLs on our configured base URL's
@@ -181,6 +208,13 @@ class HttpProvider:
 
     name: str
     _http: ProviderHTTP
+    idempotent_submit = False  # True where the provider dedupes on our Idempotency-Key
+
+    @staticmethod
+    def submission_headers(job: ProviderJob) -> dict[str, str]:
+        """Every submit carries our render id (job + attempt) as `Idempotency-Key`: providers that honour it
+        dedupe on it, the others ignore it, and the fake providers count submissions by it."""
+        return {"idempotency-key": job.render_id}
 
     def _required_id(self, answer: Any, field: str, action: str) -> str:
         value = answer.get(field) if isinstance(answer, dict) else None

@@ -49,6 +49,7 @@ def classify(status: int, body: Any) -> str | None:
 
 
 class OpenAIVideos(HttpProvider):
+    idempotent_submit = True
     def __init__(self, name: str, config: ProviderConfig) -> None:
         self.name = name
         self.poll_interval = config.poll_interval_seconds
@@ -65,7 +66,7 @@ class OpenAIVideos(HttpProvider):
             "seconds": str(max(1, round(spec.seconds))),
             "size": f"{spec.width}x{spec.height}",
         }
-        video = await self._http.json("POST", "videos", json=body, headers={"idempotency-key": job.render_id})
+        video = await self._http.json("POST", "videos", json=body, headers=self.submission_headers(job))
         video_id = self._required_id(video, "id", "create")
         return video_id
 

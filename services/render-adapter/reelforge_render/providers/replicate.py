@@ -7,7 +7,8 @@ webhooks with `webhook_events_filter`, https://replicate.com/docs/topics/webhook
 problem details {title, detail, status}. Safety failures read like "NSFW content detected" or "(E005) ...
 flagged as sensitive"; we map them to content_policy. Option `bill_by`: "predict_time" charges
 `price_micros_per_second` per second of GPU time (metrics.predict_time) instead of per output second.
-No idempotency key exists; a crash in the milliseconds between the answer and our INSERT could submit twice.
+No idempotency key exists; the tracker's submission record keeps a submit whose outcome is unknown from
+being repeated.
 """
 
 from __future__ import annotations
@@ -62,7 +63,7 @@ class Replicate(HttpProvider):
             path = "v1/predictions"
         else:
             path = f"v1/models/{model}/predictions"
-        prediction = await self._http.json("POST", path, json=body)
+        prediction = await self._http.json("POST", path, json=body, headers=self.submission_headers(job))
         prediction_id = self._required_id(prediction, "id", "create")
         return prediction_id
 

@@ -2,8 +2,8 @@
 
 API: https://docs.dev.runwayml.com/api/ (shapes in fakes/runway.py). `base_url` is
 https://api.dev.runwayml.com; options: `api_version` (default 2024-11-06), `endpoint` (text_to_video).
-Runway has no idempotency key, so a crash between its answer and our INSERT could submit twice (a
-milliseconds-wide window). Failure codes starting with SAFETY are content policy; ASSET/INPUT are input.
+Runway has no idempotency key; the tracker's submission record keeps a submit whose outcome is unknown
+from being repeated. Failure codes starting with SAFETY are content policy; ASSET/INPUT are input.
 Outputs are CDN URLs, fetched without credentials through the SSRF guard.
 """
 
@@ -54,7 +54,8 @@ class Runway(HttpProvider):
         if spec.seed:
             body["seed"] = spec.seed % 4294967295
         endpoint = self._config.options.get("endpoint", "text_to_video")
-        created = await self._http.json("POST", f"v1/{endpoint}", json=body)
+        created = await self._http.json("POST", f"v1/{endpoint}", json=body,
+                                            headers=self.submission_headers(job))
         task_id = self._required_id(created, "id", "task creation")
         return task_id
 
