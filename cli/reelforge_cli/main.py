@@ -14,13 +14,14 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from reelforge_cli import admin
+from reelforge_cli import admin, operations
 from reelforge_cli.client import ApiError, Client, NotConfigured, resolve_target, state_file
 
 app = typer.Typer(help="Reelforge: AI video generation at volume.", no_args_is_help=True, add_completion=False)
 jobs = typer.Typer(help="Submit, watch and download jobs.", no_args_is_help=True)
 app.add_typer(jobs, name="jobs")
 admin.register(app)
+operations.register(app)
 console = Console()
 err = Console(stderr=True)
 

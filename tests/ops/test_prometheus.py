@@ -8,6 +8,7 @@ import re
 import shutil
 import subprocess
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -33,7 +34,7 @@ def test_rules_are_valid_and_their_unit_tests_pass() -> None:
     promtool = _tool("promtool")
     subprocess.run([promtool, "check", "rules", str(RULES)], check=True, capture_output=True)
     done = subprocess.run(
-        [promtool, "test", "rules", str(DEPLOY / "prometheus" / "tests" / "reelforge.rules.test.yml")],
+        [promtool, "test", "rules", *map(str, sorted((DEPLOY / "prometheus" / "tests").glob("*.yml")))],
         capture_output=True, text=True,
     )
     assert done.returncode == 0, done.stdout + done.stderr
@@ -101,20 +102,33 @@ def test_real_prometheus_scrapes_every_service(stack: Stack, api: httpx.Client, 
         "reelforge_consumer_lag",
         "reelforge_event_handler_seconds_bucket",
         "reelforge:consumer_lag:sum",
+        'reelforge_jobs_finished_total{status="completed", model="animatic"}',
+        'reelforge_render_results_total{pool="animatic", status="ok"}',
+        "reelforge_job_time_to_first_frame_seconds_bucket",
     ):
         assert _eventually(prometheus, expr), expr
 
 
-def test_every_metric_the_dashboards_and_rules_use_exists(stack: Stack, api: httpx.Client) -> None:
-    # Labelled series appear once used: run one job through first.
+def _run_one_ok_and_one_failed_job(stack: Stack, api: httpx.Client) -> None:
+    """Labelled series appear once used: one job completes, one fails (no credit)."""
     job = submit(api, prompt="Metrics", seconds=1, size="640x360")
+    broke = stack.create_tenant(f"metrics-broke-{uuid.uuid4().hex[:6]}", credit_usd="0")
+    with httpx.Client(base_url=stack.gateway_url, headers={"Authorization": f"Bearer {broke.api_key}"},
+                      timeout=15) as broke_api:
+        failed = submit(broke_api, prompt="Metrics failure", seconds=1, size="640x360")
+        assert wait_for(broke_api, failed["id"], {"completed", "failed"})["status"] == "failed"
     assert wait_for(api, job["id"], {"completed", "failed"})["status"] == "completed"
     time.sleep(1.5)  # consumer lag is sampled once a second
-    exposed: set[str] = set()
-    for service in stack.services.values():
-        text = httpx.get(f"{service.url}/metrics", timeout=5).text
-        series = re.finditer(r"^(reelforge_\w+?)(?:_bucket|_count|_sum|_created)?[{ ]", text, re.M)
-        exposed |= {m.group(1) for m in series}
+
+
+def _scrape(stack: Stack) -> str:
+    return "\n".join(httpx.get(f"{service.url}/metrics", timeout=5).text for service in stack.services.values())
+
+
+def test_every_metric_the_dashboards_and_rules_use_exists(stack: Stack, api: httpx.Client) -> None:
+    _run_one_ok_and_one_failed_job(stack, api)
+    series = re.finditer(r"^(reelforge_\w+?)(?:_bucket|_count|_sum|_created)?[{ ]", _scrape(stack), re.M)
+    exposed = {m.group(1) for m in series}
     rules_text = RULES.read_text()
     recorded = set(re.findall(r"record: (\S+)", rules_text))
     used = set(re.findall(r"\b(reelforge_[a-z_]+)", rules_text))
@@ -141,3 +155,35 @@ def test_dashboards_are_generated_from_the_source() -> None:
     for path, text in generate.rendered().items():
         assert path.read_text() == text, f"{path.name} is stale: run deploy/grafana/generate.py"
     assert DASHBOARDS
+
+
+# The platform's label vocabulary. Ids of jobs, renders or events never become labels.
+LABELS = {"tenant", "model", "pool", "provider", "status", "state", "tier", "code", "group", "topic", "outcome",
+          "le", "quantile"}
+MAX_SERIES_PER_METRIC = 500
+
+
+def test_metric_labels_are_consistent_and_bounded(stack: Stack, api: httpx.Client) -> None:
+    _run_one_ok_and_one_failed_job(stack, api)
+    text = _scrape(stack)
+    per_metric: dict[str, set[str]] = {}
+    for match in re.finditer(r"^(reelforge_\w+)\{([^}]*)\}", text, re.M):
+        name, labels = match.groups()
+        pairs = dict(re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', labels))
+        assert set(pairs) <= LABELS, f"{name}: labels outside the vocabulary: {set(pairs) - LABELS}"
+        for label, value in pairs.items():
+            assert not re.fullmatch(r"(job|ren|evt)_[0-9a-f]{8,}.*|[0-9a-f-]{32,36}", value), (name, label, value)
+        per_metric.setdefault(name, set()).add(labels)
+    for name, series in per_metric.items():
+        assert len(series) <= MAX_SERIES_PER_METRIC, f"{name} has {len(series)} series"
+    types = dict(re.findall(r"^# TYPE (reelforge_\w+) (\w+)", text, re.M))
+    for name, kind in types.items():
+        if kind == "histogram":
+            assert name.endswith("_seconds"), f"histogram {name} should measure seconds"
+    # the job metrics carry tenant, model and status; pools carry pool
+    finished = [m for m in re.finditer(r"^reelforge_jobs_finished_total\{([^}]*)\}", text, re.M)]
+    assert finished and all({"tenant", "model", "status"} <= set(re.findall(r"(\w+)=", m.group(1)))
+                            for m in finished)
+    assert re.search(r'^reelforge_render_results_total\{pool="animatic",provider="animatic",status="ok"\}', text,
+                     re.M)
+    assert re.search(r'^reelforge_job_failures_total\{code="insufficient_credit",model="animatic"\}', text, re.M)

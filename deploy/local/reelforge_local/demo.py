@@ -143,8 +143,11 @@ def main_up(run_dir: Path, cache_dir: Path, replicas: int = 1) -> int:
             "pid": os.getpid(), "gateway_url": stack.gateway_url, "api_key": tenant.api_key,
             "services": {p.label: p.url for p in stack.processes()},
             "gateway_grpc": stack.gateway_grpc_target, "admin_api_key": admin_key,
+            "console_url": stack.console_url, "operator_token": stack.operator_token,
+            "admin_target": stack.admin_target, "billing_target": stack.billing_target,
         }))
         say(f"gateway: {stack.gateway_url}  (docs at {stack.gateway_url}/docs; gRPC at {stack.gateway_grpc_target})")
+        say(f"ops console: {stack.console_url}")
         say(f"demo API key: {tenant.api_key}")
         say(f"admin API key (tenants and keys: `reelforge tenants|keys ...`): {admin_key}")
         say(f"logs: {stack.logs_dir}   Ctrl-C (or `reelforge down`) stops everything")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -146,6 +147,7 @@ class Stack:
         self.content_dir = self.run_dir / "content"
         self.logs_dir = self.run_dir / "logs"
         self.traces_dir = self.run_dir / "traces"
+        self.operator_token = secrets.token_urlsafe(24)  # the ops console's and admin CLI's token
         self._admin_key: str | None = None
 
     def start(self, timeout: float = 120.0) -> None:
@@ -196,6 +198,8 @@ class Stack:
                     extra["GRPC_PORT"] = str(free_port())  # the partner gRPC JobsService
                 if spec.name == "orchestrator":
                     extra["BILLING_TARGET"] = billing_target
+                    extra["GRPC_PORT"] = str(free_port())
+                    extra["OPERATOR_TOKEN"] = self.operator_token
                 if spec.name == "gateway":
                     extra["BILLING_TARGET"] = billing_target
                     # A local platform delivers webhooks to receivers on this machine (the guard refuses
@@ -252,6 +256,20 @@ class Stack:
         if self._admin_key is None:
             self._admin_key = json.loads(self.cli("gateway", "create-admin-key"))["api_key"]
         return self._admin_key
+
+    @property
+    def console_url(self) -> str:
+        """The ops console, with the operator token in the fragment (never sent to the server)."""
+        return f"{self.services['orchestrator'].url}/console#token={self.operator_token}"
+
+    @property
+    def admin_target(self) -> str:
+        """The orchestrator admin gRPC API (pools, contracts, queues) of the first instance."""
+        return grpc_target(self.services["orchestrator"])
+
+    @property
+    def billing_target(self) -> str:
+        return self.services["orchestrator"].env["REELFORGE_ORCHESTRATOR_BILLING_TARGET"]
 
     def cli(self, service: str, *args: str) -> str:
         """Runs a service's admin command (e.g. gateway create-tenant) with that service's settings."""

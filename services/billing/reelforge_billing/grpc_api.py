@@ -7,8 +7,8 @@ from typing import Any
 
 import grpc
 
-from reelforge.billing.v1 import billing_pb2, billing_pb2_grpc
-from reelforge_billing import reports
+from reelforge.billing.v1 import billing_pb2, billing_pb2_grpc, spend_pb2_grpc
+from reelforge_billing import reports, spend
 from reelforge_billing.pricing import NoRate, seconds_of
 from reelforge_billing.store import (
     Balance,
@@ -238,12 +238,13 @@ async def start_server(
 
     services = billing_pb2.DESCRIPTOR.services_by_name
     server, _ = core_grpc.create_server(
-        [services["BillingService"].full_name, services["BillingAdminService"].full_name]
+        [services["BillingService"].full_name, services["BillingAdminService"].full_name, spend.SERVICE_NAME]
     )
     billing_pb2_grpc.add_BillingServiceServicer_to_server(
         BillingServicer(store, currency, reconcile_grace_seconds), server
     )
     billing_pb2_grpc.add_BillingAdminServiceServicer_to_server(BillingAdminServicer(store, currency), server)
+    spend_pb2_grpc.add_SpendServiceServicer_to_server(spend.SpendServicer(store.pool, currency), server)
     bound = server.add_insecure_port(f"{host}:{port}")
     await server.start()
     return server, bound

@@ -11,6 +11,8 @@ import asyncio
 import logging
 from pathlib import Path
 
+from fastapi import FastAPI
+
 from reelforge.orchestrator.v1 import admin_pb2_grpc
 from reelforge_core import grpc as core_grpc
 from reelforge_core import transient
@@ -18,6 +20,7 @@ from reelforge_core.kafka import EventConsumer
 from reelforge_core.service import ServiceRuntime, run_service
 from reelforge_orchestrator import admin_api, cli
 from reelforge_orchestrator.billing_client import BillingClient
+from reelforge_orchestrator.console import Console
 from reelforge_orchestrator.engine import Engine
 from reelforge_orchestrator.leader import Leadership, LostLeadership
 from reelforge_orchestrator.settings import OrchestratorSettings
@@ -80,8 +83,10 @@ async def start(runtime: ServiceRuntime) -> None:
     runtime.add_task("leader", lead)
 
     server, _ = core_grpc.create_server([admin_api.SERVICE_NAME])
-    admin_pb2_grpc.add_OrchestratorAdminServicer_to_server(
-        admin_api.AdminServicer(pool, lambda: engines[-1] if engines else None), server)
+    admin = admin_api.AdminServicer(pool, lambda: engines[-1] if engines else None)
+    admin_pb2_grpc.add_OrchestratorAdminServicer_to_server(admin, server)
+    runtime.http_app = FastAPI(openapi_url=None, docs_url=None, redoc_url=None)
+    runtime.http_app.include_router(Console(admin, pool, billing, settings.operator_token).router())
     port = server.add_insecure_port(f"{settings.grpc_host}:{settings.grpc_port}")
     await server.start()
     runtime.on_close(lambda: server.stop(grace=5))

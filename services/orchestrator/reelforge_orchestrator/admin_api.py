@@ -7,15 +7,21 @@ from typing import Any
 
 import asyncpg
 import grpc
+from prometheus_client import Counter
 
 from reelforge.orchestrator.v1 import admin_pb2, admin_pb2_grpc
 from reelforge_orchestrator import config_store
 from reelforge_orchestrator.engine import Engine
 from reelforge_orchestrator.scheduling.contracts import TenantContract
+from reelforge_orchestrator.scheduling.pools import PoolSpec
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
 SERVICE_NAME = admin_pb2.DESCRIPTOR.services_by_name["OrchestratorAdmin"].full_name
+
+ADMIN_CHANGES = Counter("reelforge_admin_changes_total",
+                        "Configuration changes through the admin API, by kind (contract, pool, pool_mode, route)",
+                        ["kind"])
 
 _MODES = {
     admin_pb2.POOL_MODE_RESUME: (False, False),
@@ -51,6 +57,17 @@ def contract_from_proto(m: admin_pb2.Contract) -> TenantContract:
     )
 
 
+def pool_from_proto(m: admin_pb2.PoolSpec) -> PoolSpec:
+    return PoolSpec(
+        pool_id=m.pool_id, provider=m.provider, model=m.model, slots=m.slots or 4,
+        requests_per_minute=m.requests_per_minute or 600,
+        cost_micros_per_second={k: int(v) for k, v in m.cost_micros_per_second.items()},
+        latency_seconds_per_output_second=m.latency_seconds_per_output_second or 1.0,
+        fixed_latency_seconds=m.fixed_latency_seconds, gpus=m.gpus, gpus_per_job=m.gpus_per_job or 8,
+        gpu_seconds_per_output_second=m.gpu_seconds_per_output_second or 8.0,
+    )
+
+
 class AdminServicer(admin_pb2_grpc.OrchestratorAdminServicer):
     def __init__(self, pool: asyncpg.Pool, engine: Callable[[], Engine | None]) -> None:
         self._pool = pool
@@ -60,7 +77,8 @@ class AdminServicer(admin_pb2_grpc.OrchestratorAdminServicer):
         self, request: admin_pb2.GetQueuesRequest, context: Context
     ) -> admin_pb2.GetQueuesResponse:
         rows = await self._pool.fetch(
-            "SELECT j.tenant_id, coalesce(c.tier, d.tier) AS tier,"
+            "SELECT j.tenant_id, coalesce(c.tier, d.tier) AS tier, coalesce(c.weight, d.weight) AS weight,"
+            " coalesce(c.max_concurrent, d.max_concurrent) AS max_concurrent,"
             " count(*) FILTER (WHERE j.state = 'admitted' OR (j.state = 'rendering' AND j.pool_id IS NULL)) AS waiting,"
             " count(*) FILTER (WHERE (j.state = 'rendering' AND j.pool_id IS NOT NULL) OR j.state = 'postprocessing')"
             "   AS in_flight,"
@@ -69,13 +87,14 @@ class AdminServicer(admin_pb2_grpc.OrchestratorAdminServicer):
             " FROM jobs j LEFT JOIN tenant_contracts c ON c.tenant_id = j.tenant_id"
             " JOIN tenant_contracts d ON d.tenant_id = '*'"
             " WHERE j.state IN ('admitted', 'rendering', 'postprocessing')"
-            " GROUP BY j.tenant_id, coalesce(c.tier, d.tier) ORDER BY j.tenant_id"
+            " GROUP BY j.tenant_id, 2, 3, 4 ORDER BY j.tenant_id"
         )
         response = admin_pb2.GetQueuesResponse()
         tiers: dict[str, admin_pb2.TierQueue] = {}
         for row in rows:
             response.tenants.add(tenant_id=row["tenant_id"], tier=row["tier"], waiting=row["waiting"],
-                                 in_flight=row["in_flight"], oldest_wait_seconds=row["oldest"])
+                                 in_flight=row["in_flight"], oldest_wait_seconds=row["oldest"],
+                                 weight=row["weight"], max_concurrent=row["max_concurrent"])
             tier = tiers.setdefault(row["tier"], admin_pb2.TierQueue(tier=row["tier"]))
             tier.waiting += row["waiting"]
             tier.in_flight += row["in_flight"]
@@ -96,11 +115,17 @@ class AdminServicer(admin_pb2_grpc.OrchestratorAdminServicer):
             in_use = busy.get(spec.pool_id, 0) * spec.units_per_job
             live = engine.scheduler.pools.get(spec.pool_id) if engine is not None else None
             paused, draining = config.pool_modes[spec.pool_id]
-            statuses.append(admin_pb2.PoolStatus(
+            status = admin_pb2.PoolStatus(
                 pool_id=spec.pool_id, provider=spec.provider, model=spec.model, capacity=spec.capacity,
                 in_use=in_use, utilisation=in_use / spec.capacity if spec.capacity else 0.0, paused=paused,
                 draining=draining, circuit=live.circuit.state.value if live is not None else "",
-            ))
+                requests_per_minute=spec.requests_per_minute, units_per_job=spec.units_per_job,
+            )
+            if live is not None:
+                status.successes, status.failures = live.successes, live.failures
+                status.error_rate = live.circuit.error_rate
+                status.latency_seconds_per_output_second = live.latency_per_second
+            statuses.append(status)
         return statuses
 
     async def GetPools(
@@ -116,6 +141,7 @@ class AdminServicer(admin_pb2_grpc.OrchestratorAdminServicer):
         paused, draining = _MODES[request.mode]
         if not await config_store.set_pool_mode(self._pool, request.pool_id, paused, draining):
             await context.abort(grpc.StatusCode.NOT_FOUND, f"no pool {request.pool_id!r}")
+        ADMIN_CHANGES.labels("pool_mode").inc()
         await self._apply()
         return (await self._pool_statuses(request.pool_id))[0]
 
@@ -137,8 +163,47 @@ class AdminServicer(admin_pb2_grpc.OrchestratorAdminServicer):
         except ValueError as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         await config_store.upsert_contract(self._pool, contract)
+        ADMIN_CHANGES.labels("contract").inc()
         await self._apply()
         return contract_to_proto(contract)
+
+    async def ListContracts(
+        self, request: admin_pb2.ListContractsRequest, context: Context
+    ) -> admin_pb2.ListContractsResponse:
+        rows = await self._pool.fetch("SELECT * FROM tenant_contracts ORDER BY tenant_id")
+        return admin_pb2.ListContractsResponse(
+            contracts=[contract_to_proto(config_store.contract_from_row(row)) for row in rows])
+
+    async def SetPool(self, request: admin_pb2.PoolSpec, context: Context) -> admin_pb2.PoolStatus:
+        if not (request.pool_id and request.provider and request.model):
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "pool_id, provider and model are required")
+        unknown = set(request.cost_micros_per_second) - {"480p", "720p", "1080p", "4k"}
+        if unknown:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                f"unknown resolution classes {sorted(unknown)}: use 480p, 720p, 1080p, 4k")
+        await config_store.upsert_pool(self._pool, pool_from_proto(request))
+        ADMIN_CHANGES.labels("pool").inc()
+        await self._apply()
+        return (await self._pool_statuses(request.pool_id))[0]
+
+    async def GetRoutes(
+        self, request: admin_pb2.GetRoutesRequest, context: Context
+    ) -> admin_pb2.GetRoutesResponse:
+        config = await config_store.load(self._pool)
+        return admin_pb2.GetRoutesResponse(routes=[
+            admin_pb2.Route(model=model, pool_ids=pool_ids) for model, pool_ids in sorted(config.routes.items())])
+
+    async def SetRoute(self, request: admin_pb2.Route, context: Context) -> admin_pb2.Route:
+        if not request.model:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "model is required")
+        if len(set(request.pool_ids)) != len(request.pool_ids):
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "a pool appears twice in the route")
+        missing = await config_store.set_route(self._pool, request.model, list(request.pool_ids))
+        if missing:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"no pools {missing}")
+        ADMIN_CHANGES.labels("route").inc()
+        await self._apply()
+        return admin_pb2.Route(model=request.model, pool_ids=request.pool_ids)
 
     async def _apply(self) -> None:
         engine = self._engine()

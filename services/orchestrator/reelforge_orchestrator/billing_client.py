@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import grpc
 
-from reelforge.billing.v1 import billing_pb2, billing_pb2_grpc
+from reelforge.billing.v1 import billing_pb2, billing_pb2_grpc, spend_pb2, spend_pb2_grpc
 from reelforge.jobs.v1 import jobs_pb2
 from reelforge_core import grpc as core_grpc
 
@@ -24,6 +24,7 @@ class BillingClient:
     def __init__(self, target: str, timeout_seconds: float) -> None:
         self._channel = core_grpc.channel(target)
         self._stub = billing_pb2_grpc.BillingServiceStub(self._channel)
+        self._spend = spend_pb2_grpc.SpendServiceStub(self._channel)
         self._timeout = timeout_seconds
 
     async def close(self) -> None:
@@ -52,6 +53,10 @@ class BillingClient:
         request = billing_pb2.ReleaseRequest(tenant_id=tenant_id, job_id=job_id, reason=reason)
         response = await self._stub.Release(request, timeout=self._timeout)
         return int(response.released_micros)
+
+    async def spend(self, day: str = "") -> spend_pb2.GetSpendResponse:
+        """Every tenant's spend for a UTC day (today when empty); raises AioRpcError when billing fails."""
+        return await self._spend.GetSpend(spend_pb2.GetSpendRequest(day=day), timeout=self._timeout)
 
 
 def _refusal_or_transient(exc: grpc.aio.AioRpcError) -> Exception:

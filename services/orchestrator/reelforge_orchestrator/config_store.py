@@ -110,3 +110,17 @@ async def set_pool_mode(conn: asyncpg.Connection | asyncpg.Pool, pool_id: str, p
         pool_id, paused, draining,
     )
     return bool(done.endswith(" 1"))
+
+
+async def set_route(conn: asyncpg.Pool, model: str, pool_ids: list[str]) -> list[str]:
+    """Replaces the model's route; returns the pool ids that do not exist (then nothing changed)."""
+    async with conn.acquire() as c, c.transaction():
+        known = {r["pool_id"] for r in await c.fetch("SELECT pool_id FROM capacity_pools WHERE pool_id = ANY($1)",
+                                                    pool_ids)}
+        missing = [pool_id for pool_id in pool_ids if pool_id not in known]
+        if missing:
+            return missing
+        await c.execute("DELETE FROM model_routes WHERE model = $1", model)
+        await c.executemany("INSERT INTO model_routes (model, position, pool_id) VALUES ($1, $2, $3)",
+                            [(model, position, pool_id) for position, pool_id in enumerate(pool_ids)])
+    return []

@@ -28,7 +28,7 @@ from reelforge_core import outbox, telemetry, topics
 from reelforge_core.context import job_context
 from reelforge_orchestrator import config_store, store
 from reelforge_orchestrator.billing_client import BillingClient
-from reelforge_orchestrator.leader import check_epoch
+from reelforge_orchestrator.leader import LostLeadership, check_epoch
 from reelforge_orchestrator.scheduling.fair_queue import Decisions, Scheduler, SchedulingPolicy
 from reelforge_orchestrator.scheduling.router import Job as SchedJob
 from reelforge_orchestrator.states import JobState
@@ -46,6 +46,16 @@ POOL_UTILISATION = Gauge("reelforge_pool_utilisation_ratio", "Busy share of the 
 POOL_CIRCUIT_OPEN = Gauge("reelforge_pool_circuit_open", "1 when the pool's breaker is not closed", ["pool"])
 WAIT_SECONDS = Histogram("reelforge_scheduler_wait_seconds", "Admission to dispatch, by tier", ["tier"],
                          buckets=(0.05, 0.1, 0.5, 1, 5, 15, 60, 300, 900, 3600))
+TENANT_WAITING = Gauge("reelforge_scheduler_tenant_waiting", "Jobs waiting for capacity, by tenant and tier",
+                       ["tenant", "tier"])
+TENANT_OLDEST_WAIT = Gauge("reelforge_scheduler_tenant_oldest_wait_seconds", "Longest current wait, by tenant and tier",
+                           ["tenant", "tier"])
+TENANT_IN_FLIGHT = Gauge("reelforge_scheduler_tenant_in_flight", "Jobs rendering or postprocessing, by tenant",
+                         ["tenant"])
+POOL_PAUSED = Gauge("reelforge_pool_paused", "1 while the pool is paused", ["pool"])
+POOL_DRAINING = Gauge("reelforge_pool_draining", "1 while the pool is draining", ["pool"])
+POOL_ERROR_RATE = Gauge("reelforge_pool_error_rate", "Failed share of the pool's recent renders (breaker window)",
+                        ["pool"])
 IS_LEADER = Gauge("reelforge_orchestrator_leader", "1 on the instance that leads")
 
 
@@ -91,6 +101,7 @@ class Engine:
         self._wake = asyncio.Event()
         self.scheduler = Scheduler([], [], {}, self._policy)
         self._observed_at = 0.0
+        self._waiting_labels: set[tuple[str, str]] = set()  # (tenant, tier) with a nonzero waiting gauge
 
     def wake(self) -> None:
         self._wake.set()
@@ -189,8 +200,7 @@ class Engine:
         now = self.clock()
         with job_context(job_id=item.job_id, tenant_id=item.tenant_id):
             async with self._pool.acquire() as conn, conn.transaction():
-                await check_epoch(conn, self.epoch)
-                job = await store.load(conn, item.job_id, for_update=True)
+                job = await self._load_fenced(conn, item.job_id)
                 with _tracer.start_as_current_span(
                     "dispatch render", context=_job_trace(job),
                     attributes={"reelforge.job_id": item.job_id, "reelforge.pool": pool_id},
@@ -202,6 +212,18 @@ class Engine:
             WAIT_SECONDS.labels(contract.tier if contract else "").observe(max(0.0, now - item.enqueued_at))
             DISPATCHED.labels(pool_id).inc()
             log.info("render dispatched", extra={"pool": pool_id, "provider": provider, "attempt": attempt})
+
+    async def _load_fenced(self, conn: asyncpg.Connection, job_id: str) -> Job | None:
+        """The job, locked, after checking this engine still leads: one round trip on the hot path."""
+        row = await conn.fetchrow(
+            "SELECT j.*, l.epoch AS leader_epoch FROM leader_lease l JOIN jobs j ON j.job_id = $1"
+            " WHERE l.id = 1 FOR SHARE OF l FOR UPDATE OF j", job_id)
+        if row is None:
+            await check_epoch(conn, self.epoch)
+            return None
+        if row["leader_epoch"] != self.epoch:
+            raise LostLeadership(f"epoch {self.epoch} superseded by {row['leader_epoch']}")
+        return Job.from_row(row)
 
     async def _dispatch_in_transaction(self, conn: asyncpg.Connection, item: SchedJob, job: Job | None, pool_id: str,
                                        provider: str, attempt: int, now: float) -> bool:
@@ -243,9 +265,19 @@ class Engine:
         now = self.clock()
         depth: dict[str, int] = {}
         oldest: dict[str, float] = {}
-        for tier, waiting, wait in self.scheduler.queue_depths(now).values():
+        waiting_now: set[tuple[str, str]] = set()
+        for tenant_id, (tier, waiting, wait) in self.scheduler.queue_depths(now).items():
             depth[tier] = depth.get(tier, 0) + waiting
             oldest[tier] = max(oldest.get(tier, 0.0), wait)
+            TENANT_WAITING.labels(tenant_id, tier).set(waiting)
+            TENANT_OLDEST_WAIT.labels(tenant_id, tier).set(wait)
+            waiting_now.add((tenant_id, tier))
+        for labels in self._waiting_labels - waiting_now:  # no longer waiting: zero, not the last value
+            TENANT_WAITING.labels(*labels).set(0)
+            TENANT_OLDEST_WAIT.labels(*labels).set(0)
+        self._waiting_labels = waiting_now
+        for tenant_id, tenant in self.scheduler.tenants.items():
+            TENANT_IN_FLIGHT.labels(tenant_id).set(tenant.in_flight)
         for tier in {"enterprise", "standard", "free", *depth}:
             QUEUE_DEPTH.labels(tier).set(depth.get(tier, 0))
             OLDEST_WAIT.labels(tier).set(oldest.get(tier, 0.0))
@@ -254,3 +286,6 @@ class Engine:
             POOL_CAPACITY.labels(pool_id).set(pool.capacity)
             POOL_UTILISATION.labels(pool_id).set(pool.utilisation)
             POOL_CIRCUIT_OPEN.labels(pool_id).set(0 if pool.circuit.state == "closed" else 1)
+            POOL_PAUSED.labels(pool_id).set(1 if pool.paused else 0)
+            POOL_DRAINING.labels(pool_id).set(1 if pool.draining else 0)
+            POOL_ERROR_RATE.labels(pool_id).set(pool.circuit.error_rate)

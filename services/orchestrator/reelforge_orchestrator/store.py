@@ -13,6 +13,7 @@ from prometheus_client import Counter
 
 from reelforge.jobs.v1 import jobs_pb2
 from reelforge_core import outbox, topics
+from reelforge_orchestrator import job_metrics
 from reelforge_orchestrator.states import JobState, check_transition
 
 
@@ -115,6 +116,7 @@ async def transition(conn: asyncpg.Connection, job: Job, target: JobState, **fie
         raise StaleTransition(job.job_id)
     moved = Job.from_row(row)
     JOB_TRANSITIONS.labels(target.value).inc()
+    job_metrics.on_transition(job, moved, target, row)
     await conn.execute(
         "INSERT INTO job_transitions (job_id, sequence, state, at, error_code) VALUES ($1, $2, $3, $4, $5)",
         moved.job_id, moved.status_sequence, target.value, row["changed_at"], fields.get("error_code"),

@@ -21,7 +21,7 @@ from reelforge.render.v1 import render_pb2
 from reelforge.usage.v1 import usage_pb2
 from reelforge_core import outbox, telemetry, topics
 from reelforge_core.kafka import Event, PoisonMessage
-from reelforge_orchestrator import store
+from reelforge_orchestrator import job_metrics, store
 from reelforge_orchestrator.billing_client import BillingClient, BillingRefused
 from reelforge_orchestrator.engine import Engine, as_datetime, sched_job
 from reelforge_orchestrator.leader import check_epoch
@@ -116,6 +116,7 @@ class Workflow:
                 or job.pool_id is None:
             log.info("render result for a job not awaiting it; ignored", extra={"render_id": result.render_id})
             return
+        job_metrics.on_render_result(job.pool_id, job.provider or "", result.ok)
         engine = self._engine
         if result.ok:
             async with engine.lock:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
+
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -13,20 +16,32 @@ from reelforge_orchestrator import admin_api, config_store
 from reelforge_orchestrator.scheduling.contracts import TenantContract
 from reelforge_orchestrator.scheduling.pools import PoolSpec
 
-from .test_live_scheduling import _harness
+from .test_live_scheduling import Harness, _harness
 
 pytestmark = pytest.mark.asyncio
 
 
-async def test_queues_pools_pause_and_contracts(postgres_dsn: str) -> None:
-    h = await _harness(postgres_dsn)
+@contextlib.asynccontextmanager
+async def _served(dsn: str) -> AsyncIterator[tuple[Harness, grpc.aio.Channel]]:
+    """A live orchestrator harness with the admin API served over a real gRPC server."""
+    h = await _harness(dsn)
     server, _ = core_grpc.create_server([admin_api.SERVICE_NAME])
     admin_pb2_grpc.add_OrchestratorAdminServicer_to_server(admin_api.AdminServicer(h.pool, lambda: h.engine), server)
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     channel = core_grpc.channel(f"127.0.0.1:{port}")
-    admin = admin_pb2_grpc.OrchestratorAdminStub(channel)
     try:
+        yield h, channel
+    finally:
+        await channel.close()
+        await server.stop(None)
+        await h.leadership.release()
+        await h.pool.close()
+
+
+async def test_queues_pools_pause_and_contracts(postgres_dsn: str) -> None:
+    async with _served(postgres_dsn) as (h, channel):
+        admin = admin_pb2_grpc.OrchestratorAdminStub(channel)
         await config_store.upsert_pool(h.pool, PoolSpec("animatic", "animatic", "animatic", slots=2))
         await config_store.upsert_contract(h.pool, TenantContract("gold", tier="enterprise", max_concurrent=5))
         await h.engine.reload()
@@ -69,8 +84,45 @@ async def test_queues_pools_pause_and_contracts(postgres_dsn: str) -> None:
                 list_services="")])):
             assert admin_api.SERVICE_NAME in [s.name for s in answer.list_services_response.service]
             break
-    finally:
-        await channel.close()
-        await server.stop(None)
-        await h.leadership.release()
-        await h.pool.close()
+
+
+async def test_pools_routes_and_contract_listing_apply_without_restart(postgres_dsn: str) -> None:
+    async with _served(postgres_dsn) as (h, channel):
+        admin = admin_pb2_grpc.OrchestratorAdminStub(channel)
+        status = await admin.SetPool(admin_pb2.PoolSpec(
+            pool_id="fal/animatic", provider="fal", model="animatic", slots=3, requests_per_minute=30,
+            cost_micros_per_second={"480p": 10, "720p": 20}))
+        assert (status.capacity, status.requests_per_minute, status.units_per_job, status.circuit) == (
+            3, 30, 1, "closed")
+        assert h.engine.scheduler.pools["fal/animatic"].capacity == 3  # the leader has it at once
+
+        route = await admin.SetRoute(admin_pb2.Route(model="animatic", pool_ids=["fal/animatic", "animatic"]))
+        assert list(route.pool_ids) == ["fal/animatic", "animatic"]
+        assert h.engine.scheduler.router.routes["animatic"] == ["fal/animatic", "animatic"]
+        routes = await admin.GetRoutes(admin_pb2.GetRoutesRequest())
+        assert [(r.model, list(r.pool_ids)) for r in routes.routes] == [("animatic", ["fal/animatic", "animatic"])]
+
+        await admin.SetPool(admin_pb2.PoolSpec(pool_id="animatic", provider="animatic", model="animatic", slots=4,
+                                               cost_micros_per_second={"480p": 50, "720p": 50, "1080p": 50}))
+        job_id = await h.submit("tin", seconds=2.0)
+        await h.engine.step()
+        assert (await h.state(job_id))["pool_id"] == "fal/animatic"  # the cheaper pool of the new route
+
+        for bad_route, code in [(admin_pb2.Route(model="animatic", pool_ids=["nope"]), grpc.StatusCode.NOT_FOUND),
+                                (admin_pb2.Route(model="animatic", pool_ids=["animatic", "animatic"]),
+                                 grpc.StatusCode.INVALID_ARGUMENT)]:
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await admin.SetRoute(bad_route)
+            assert refused.value.code() == code
+        assert h.engine.scheduler.router.routes["animatic"] == ["fal/animatic", "animatic"]  # unchanged
+        with pytest.raises(grpc.aio.AioRpcError) as bad_pool:
+            await admin.SetPool(admin_pb2.PoolSpec(pool_id="x", provider="x", model="animatic",
+                                                   cost_micros_per_second={"8k": 1}))
+        assert bad_pool.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+        await admin.SetContract(admin_pb2.Contract(tenant_id="tin", tier="enterprise", weight=3, max_concurrent=2))
+        listed = await admin.ListContracts(admin_pb2.ListContractsRequest())
+        assert [(c.tenant_id, c.tier) for c in listed.contracts] == [("*", "standard"), ("tin", "enterprise")]
+        queues = await admin.GetQueues(admin_pb2.GetQueuesRequest())
+        assert [(q.tenant_id, q.tier, q.weight, q.max_concurrent, q.in_flight) for q in queues.tenants] == [
+            ("tin", "enterprise", 3.0, 2, 1)]

@@ -20,10 +20,11 @@ import itertools
 from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from reelforge_orchestrator.scheduling.circuit import CircuitPolicy
 from reelforge_orchestrator.scheduling.contracts import QuotaUsage, TenantContract, day_and_month
-from reelforge_orchestrator.scheduling.pools import PoolSpec, PoolState
+from reelforge_orchestrator.scheduling.pools import PoolSpec, PoolState, resolution_class
 from reelforge_orchestrator.scheduling.router import Job, Router
 
 NON_RETRIABLE_CODES = frozenset({"invalid_input", "content_policy"})
@@ -42,8 +43,7 @@ class SchedulingPolicy:
         return float(min(self.backoff_max_seconds, self.backoff_first_seconds * 2 ** max(0, attempt - 1)))
 
 
-@dataclass(frozen=True)
-class Dispatch:
+class Dispatch(NamedTuple):
     job: Job
     pool_id: str
     provider: str
@@ -66,8 +66,7 @@ class Decisions:
     ended: list[Ended] = field(default_factory=list)
 
 
-@dataclass(frozen=True)
-class RenderOutcome:
+class RenderOutcome(NamedTuple):
     kind: str  # "completed" | "retry" | "failed"
     job: Job
     pool_id: str
@@ -83,13 +82,17 @@ class Rejection:
 
 
 class _Tenant:
-    __slots__ = ("contract", "finish_tag", "generation", "heaped", "in_flight", "queues", "quota", "rate_parked",
-                 "starts", "waiting")
+    __slots__ = ("cap", "contract", "dropped", "finish_tag", "generation", "heaped", "in_flight", "queues", "quota",
+                 "rank", "rate_parked", "starts", "waiting", "weight")
 
     def __init__(self, contract: TenantContract) -> None:
         self.contract = contract
+        self.rank = contract.rank
+        self.cap = contract.max_concurrent
+        self.weight = contract.weight
         self.queues: dict[str, deque[Job]] = {}  # model -> FIFO
         self.heaped: set[str] = set()  # models with an entry in the tier's heap for that model
+        self.dropped: set[str] = set()  # models with work whose entry left the heap at a cap (rejoin under it)
         self.waiting = 0           # jobs waiting (queued or backing off), not removed
         self.in_flight = 0         # dispatched and not finished (render + postprocess)
         self.starts: deque[float] = deque()  # dispatch times in the last minute
@@ -114,6 +117,12 @@ class _Tenant:
         while starts and starts[0] <= now - 60.0:
             starts.popleft()
         return len(starts) < limit
+
+    def set_contract(self, contract: TenantContract) -> None:
+        self.contract = contract
+        self.rank = contract.rank
+        self.cap = contract.max_concurrent
+        self.weight = contract.weight
 
 
 class _InFlight:
@@ -151,26 +160,30 @@ class Scheduler:
         self._retries: list[tuple[float, int, Job]] = []
         self._deadlines: list[tuple[float, int, Job]] = []
         self.decisions = 0
-        # When every pool was full at the last look, dispatching again is pointless until capacity
-        # frees (`_dirty`) or time may have reopened a pool (rate window, breaker cool-down).
-        self._dirty = True
-        self._full_until = float("-inf")
+        # A dispatch pass looks only at models that may have gained a pick since the last pass: a pool
+        # of theirs freed capacity or a tenant flow joined their heap. Time alone can also reopen a
+        # pool (rate window, breaker cool-down), so every model is looked at again each
+        # FULL_RECHECK_SECONDS, and at once after a configuration change.
+        self._maybe_open: set[str] = set()
+        self._known_full: set[str] = set()  # models found full, with no capacity freed since
+        self._recheck_all_at = float("-inf")
 
     # -- configuration, applied without restart -------------------------------------------------
 
     def upsert_contract(self, contract: TenantContract) -> None:
-        self._dirty = True
+        self._recheck_all_at = float("-inf")
         tenant = self.tenants.get(contract.tenant_id)
         if tenant is None:
             self.tenants[contract.tenant_id] = _Tenant(contract)
             return
-        tenant.contract = contract
+        tenant.set_contract(contract)
         tenant.generation += 1  # the tier may have changed: requeue every flow under the new contract
         tenant.heaped.clear()
-        self._activate(tenant, None)
+        tenant.dropped.clear()
+        self._activate(tenant, None, list(tenant.queues))
 
     def upsert_pool(self, spec: PoolSpec) -> None:
-        self._dirty = True
+        self._recheck_all_at = float("-inf")
         state = self.pools.get(spec.pool_id)
         if state is None:
             self.pools[spec.pool_id] = PoolState(spec, self.policy.circuit)
@@ -179,11 +192,11 @@ class Scheduler:
         self.router.invalidate()
 
     def set_routes(self, routes: Mapping[str, Iterable[str]]) -> None:
-        self._dirty = True
+        self._recheck_all_at = float("-inf")
         self.router.routes = {model: list(ids) for model, ids in routes.items()}
 
     def set_pool_mode(self, pool_id: str, paused: bool, draining: bool) -> None:
-        self._dirty = True
+        self._recheck_all_at = float("-inf")
         pool = self.pools[pool_id]
         pool.paused, pool.draining = paused, draining
 
@@ -218,7 +231,7 @@ class Scheduler:
         problem = contract.admission_problem(model, seconds, width, height)
         if problem:
             return Rejection(*problem)
-        if not any(p.spec.serves(width, height) for p in self.router.pools_for(model)):
+        if not self.router.serves(model, resolution_class(width, height)):
             return Rejection("no_route", f"no capacity pool serves model {model!r} at {width}x{height}")
         return None
 
@@ -253,24 +266,38 @@ class Scheduler:
             queue.appendleft(job)
         else:
             queue.append(job)
-        self._activate(tenant, now)
+        if job.model not in tenant.heaped:
+            self._activate(tenant, now, (job.model,))
 
-    def _activate(self, tenant: _Tenant, now: float | None) -> None:
-        """Puts the tenant's flows with work in their heaps if the tenant is under its caps."""
-        if tenant.rate_parked or tenant.in_flight >= tenant.contract.max_concurrent:
-            return
+    def _under_caps(self, tenant: _Tenant, now: float | None) -> bool:
+        """Whether the tenant may start a job now; parks it until its rate window slides if not."""
+        if tenant.rate_parked or tenant.in_flight >= tenant.cap:
+            return False
         if now is not None and not tenant.rate_allows(now):
             tenant.rate_parked = True
             heapq.heappush(self._rate_parked, (tenant.starts[0] + 60.0, tenant.contract.tenant_id))
+            return False
+        return True
+
+    def _activate(self, tenant: _Tenant, now: float | None, models: Iterable[str]) -> None:
+        """Puts the tenant's flows for `models` that have work in their heaps if it is under its caps."""
+        if not self._under_caps(tenant, now):
+            tenant.dropped.update(m for m in models if tenant.queues.get(m))
             return
-        rank = tenant.contract.rank
-        if rank not in self._vtime:
-            self._vtime[rank] = 0.0
-        tag = max(self._vtime[rank], tenant.finish_tag)
+        rank = tenant.rank
+        vtime = self._vtime.setdefault(rank, 0.0)
+        tag = tenant.finish_tag if tenant.finish_tag > vtime else vtime
         heaped = tenant.heaped
-        for model, queue in tenant.queues.items():
-            if queue and model not in heaped and tenant.head(model) is not None:
+        for model in models:
+            if model not in heaped and tenant.head(model) is not None:
                 self._push(tenant, rank, model, tag)
+
+    def _rejoin(self, tenant: _Tenant, now: float) -> None:
+        """The tenant may be under its caps again: its flows that left a heap at a cap rejoin."""
+        if tenant.dropped and self._under_caps(tenant, now):
+            dropped = tenant.dropped
+            tenant.dropped = set()
+            self._activate(tenant, now, dropped)
 
     def _push(self, tenant: _Tenant, rank: int, model: str, tag: float) -> None:
         by_model = self._heaps.get(rank)
@@ -280,6 +307,8 @@ class Scheduler:
         if heap is None:
             heap = by_model[model] = []
         tenant.heaped.add(model)
+        if model not in self._known_full:
+            self._maybe_open.add(model)
         heapq.heappush(heap, (tag, next(self._seq), tenant.contract.tenant_id, tenant.generation))
 
     # -- the decision loop -----------------------------------------------------------------------
@@ -287,10 +316,15 @@ class Scheduler:
     def tick(self, now: float) -> Decisions:
         """Expires what can no longer make its deadline and dispatches all that fits, best first."""
         decisions = Decisions()
-        self._wake_timers(now)
-        self._expire(now, decisions)
-        if self._dirty or now >= self._full_until:
-            self._dirty = False
+        if (self._rate_parked and self._rate_parked[0][0] <= now) or (self._retries and self._retries[0][0] <= now):
+            self._wake_timers(now)
+        if self._deadlines and self._deadlines[0][0] < now:
+            self._expire(now, decisions)
+        if now >= self._recheck_all_at:
+            self._recheck_all_at = now + self.FULL_RECHECK_SECONDS
+            self._known_full.clear()
+            self._maybe_open.update(self.router.routes)
+        if self._maybe_open:
             self._dispatch(now, decisions)
         self.decisions += len(decisions.dispatched) + len(decisions.ended)
         return decisions
@@ -298,13 +332,11 @@ class Scheduler:
     FULL_RECHECK_SECONDS = 1.0
 
     def _wake_timers(self, now: float) -> None:
-        if (self._rate_parked and self._rate_parked[0][0] <= now) or (self._retries and self._retries[0][0] <= now):
-            self._dirty = True
         while self._rate_parked and self._rate_parked[0][0] <= now:
             _, tenant_id = heapq.heappop(self._rate_parked)
             tenant = self.tenants[tenant_id]
             tenant.rate_parked = False
-            self._activate(tenant, now)
+            self._rejoin(tenant, now)
         while self._retries and self._retries[0][0] <= now:
             _, _, job = heapq.heappop(self._retries)
             if job.removed or job.job_id not in self.waiting:
@@ -322,16 +354,12 @@ class Scheduler:
                 decisions.ended.append(Ended(job, "expired", "deadline_exceeded",
                                              "the job's deadline passed before capacity was free"))
 
-    def _open_models(self, now: float) -> set[str]:
-        """Models with at least one pool that can start a job now."""
-        open_models: set[str] = set()
-        router = self.router
-        for model in router.routes:
-            for pool in router.pools_for(model):
-                if pool.in_use + pool.units <= pool.capacity and pool.can_start(now):
-                    open_models.add(model)
-                    break
-        return open_models
+    def _model_open(self, model: str, now: float) -> bool:
+        """Whether some pool of the model can start a job now."""
+        for pool in self.router.pools_for(model):
+            if pool.in_use + pool.units <= pool.capacity and pool.can_start(now):
+                return True
+        return False
 
     def _top(self, rank: int, heap: list[tuple[float, int, str, int]], model: str) -> tuple[_Tenant, Job] | None:
         """The live head of a (tier, model) heap: drops stale entries, re-tags lagging ones."""
@@ -342,16 +370,23 @@ class Scheduler:
             if generation != tenant.generation:
                 heapq.heappop(heap)
                 continue
-            job = tenant.head(model)
-            if job is None or tenant.rate_parked or tenant.in_flight >= tenant.contract.max_concurrent:
-                heapq.heappop(heap)  # it rejoins when it has work and room again
+            queue = tenant.queues[model]
+            while queue and queue[0].removed:
+                queue.popleft()
+            if not queue:
+                heapq.heappop(heap)  # it rejoins when work for the model arrives
                 tenant.heaped.discard(model)
+                continue
+            if tenant.rate_parked or tenant.in_flight >= tenant.cap:
+                heapq.heappop(heap)  # it rejoins when the tenant is under its caps again
+                tenant.heaped.discard(model)
+                tenant.dropped.add(model)
                 continue
             due = tenant.finish_tag if tenant.finish_tag > vtime else vtime
             if tag < due:  # another flow of this tenant was served since this entry was queued
                 heapq.heapreplace(heap, (due, next(self._seq), tenant_id, generation))
                 continue
-            return tenant, job
+            return tenant, queue[0]
         return None
 
     def _pick(self, now: float, open_models: set[str]) -> tuple[int, str, _Tenant, Job] | None:
@@ -377,35 +412,53 @@ class Scheduler:
         return None if best is None else best[1:]
 
     def _dispatch(self, now: float, decisions: Decisions) -> None:
-        open_models = self._open_models(now)
+        looked_at = self._maybe_open
+        self._maybe_open = set()
+        open_models = {model for model in looked_at if self._model_open(model, now)}
+        self._known_full |= looked_at - open_models
         aside: list[tuple[int, str, _Tenant, float]] = []
         while open_models:
             picked = self._pick(now, open_models)
             if picked is None:
                 break
             rank, model, tenant, job = picked
-            tag = heapq.heappop(self._heaps[rank][model])[0]
-            tenant.heaped.discard(model)
+            heap = self._heaps[rank][model]
             pool = self.router.choose(job, now)
             if pool is None:
+                tag = heapq.heappop(heap)[0]
+                tenant.heaped.discard(model)
                 reason = self.router.hopeless(job, now)
                 if reason is None:  # only pools too slow for its deadline have room: wait for a faster one
                     aside.append((rank, model, tenant, tag))
+                    if not self._model_open(model, now):  # a pool shared with another model filled up
+                        open_models.discard(model)
+                        self._known_full.add(model)
                     continue
                 self._remove_waiting(job, now)
                 message = ("no pool can finish the job before its deadline" if reason == "deadline_exceeded"
                            else "no capacity pool serves this job")
                 decisions.ended.append(Ended(job, "expired" if reason == "deadline_exceeded" else "failed",
                                              reason, message))
-                self._activate(tenant, now)
+                self._activate(tenant, now, (model,))
                 continue
-            decisions.dispatched.append(self._start(tenant, rank, tag, job, pool, now))
-            if not pool.can_start(now) and not any(p.can_start(now) for p in self.router.pools_for(model)):
+            decisions.dispatched.append(self._start(tenant, rank, heap[0][0], job, pool, now))
+            queue = tenant.queues[model]
+            if queue and self._under_caps(tenant, now):  # the flow stays, behind its new finish tag
+                heapq.heapreplace(heap, (tenant.finish_tag, next(self._seq), tenant.contract.tenant_id,
+                                         tenant.generation))
+            else:
+                heapq.heappop(heap)
+                tenant.heaped.discard(model)
+                if queue:
+                    tenant.dropped.add(model)
+            if not pool.can_start(now) and not self._model_open(model, now):
                 open_models.discard(model)
-            self._activate(tenant, now)
+                self._known_full.add(model)
         for rank, model, tenant, tag in aside:
             self._push(tenant, rank, model, tag)
-        self._full_until = now + self.FULL_RECHECK_SECONDS if not open_models else float("-inf")
+        # Every model looked at ran until it was full or had no work left; what joined its heaps
+        # meanwhile waits for capacity to free.
+        self._maybe_open -= looked_at
 
     def _start(self, tenant: _Tenant, rank: int, tag: float, job: Job, pool: PoolState, now: float) -> Dispatch:
         tenant.queues[job.model].popleft()
@@ -414,11 +467,11 @@ class Scheduler:
         tenant.in_flight += 1
         tenant.starts.append(now)
         self._vtime[rank] = tag
-        tenant.finish_tag = tag + max(job.seconds, 0.001) / tenant.contract.weight
+        tenant.finish_tag = tag + max(job.seconds, 0.001) / tenant.weight
         units = pool.start(now)
         job.attempt += 1
-        self.in_flight[job.job_id] = _InFlight(job, pool.spec.pool_id, units, now, rendering=True)
-        return Dispatch(job, pool.spec.pool_id, pool.spec.provider, job.attempt)
+        self.in_flight[job.job_id] = _InFlight(job, pool.pool_id, units, now, True)
+        return Dispatch(job, pool.pool_id, pool.provider, job.attempt)
 
     def _remove_waiting(self, job: Job, now: float) -> None:
         job.removed = True
@@ -433,7 +486,6 @@ class Scheduler:
                     message: str = "", output_seconds: float = 0.0, finish_job: bool = False) -> RenderOutcome | None:
         """A render ended. Frees the pool slot; on success the tenant slot stays taken until `job_done`
         (or at once with `finish_job`). None if the job was not rendering here (a duplicate)."""
-        self._dirty = True
         flight = self.in_flight.get(job_id)
         if flight is None or not flight.rendering:
             return None
@@ -443,6 +495,7 @@ class Scheduler:
         if pool is not None:
             verdict = True if ok else (False if blames_pool else None)
             pool.finish(flight.units, verdict, now, now - flight.started_at, output_seconds)
+            self._pool_freed(flight.pool_id)
         flight.rendering = False
         if ok:
             if finish_job:
@@ -464,9 +517,13 @@ class Scheduler:
         heapq.heappush(self._retries, (job.not_before, next(self._seq), job))
         return RenderOutcome("retry", job, flight.pool_id, code, message, delay)
 
+    def _pool_freed(self, pool_id: str) -> None:
+        models = self.router.models_of(pool_id)
+        self._maybe_open |= models
+        self._known_full -= models
+
     def job_done(self, job_id: str, now: float) -> None:
         """The job left the tenant's concurrency (completed, or failed/cancelled after rendering)."""
-        self._dirty = True
         flight = self.in_flight.get(job_id)
         if flight is None:
             return
@@ -474,19 +531,18 @@ class Scheduler:
             pool = self.pools.get(flight.pool_id)
             if pool is not None:
                 pool.finish(flight.units, None, now)
+                self._pool_freed(flight.pool_id)
         self._release_tenant(job_id, now)
 
     def _release_tenant(self, job_id: str, now: float) -> None:
-        self._dirty = True
         flight = self.in_flight.pop(job_id)
         tenant = self.tenants[flight.job.tenant_id]
         tenant.in_flight -= 1
-        self._activate(tenant, now)
+        self._rejoin(tenant, now)
 
     def cancel(self, job_id: str, now: float) -> str | None:
         """"waiting" (dropped from the queue), "rendering" (slot freed; tell the provider),
         "postprocessing", or None if the scheduler does not hold it."""
-        self._dirty = True
         job = self.waiting.get(job_id)
         if job is not None:
             self._remove_waiting(job, now)
@@ -503,7 +559,6 @@ class Scheduler:
 
     def restore_in_flight(self, job: Job, pool_id: str | None, started_at: float, now: float) -> None:
         """A job already dispatched (pool_id set: still rendering; None: past rendering)."""
-        self._dirty = True
         tenant = self._tenant(job.tenant_id)
         if tenant is None or job.job_id in self.in_flight:
             return
@@ -519,7 +574,6 @@ class Scheduler:
 
     def restore_waiting(self, job: Job, now: float) -> None:
         """A job that was waiting (admitted, or backing off before a retry) before a restart."""
-        self._dirty = True
         tenant = self._tenant(job.tenant_id)
         if tenant is None or job.job_id in self.waiting or job.job_id in self.in_flight:
             return

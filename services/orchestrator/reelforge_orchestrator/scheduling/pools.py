@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass, field
 
-from reelforge_orchestrator.scheduling.circuit import CircuitBreaker, CircuitPolicy
+from reelforge_orchestrator.scheduling.circuit import CircuitBreaker, CircuitPolicy, CircuitState
 
 FULL_HD_PIXELS = 1920 * 1080
 # About 8 H100s for a minute to make a minute of 1080p: 8 GPU-seconds per output second.
@@ -79,6 +79,8 @@ class PoolState:
         "in_use",
         "latency_per_second",
         "paused",
+        "pool_id",
+        "provider",
         "successes",
         "units",
     )
@@ -101,6 +103,8 @@ class PoolState:
     @spec.setter
     def spec(self, spec: PoolSpec) -> None:
         self._spec = spec
+        self.pool_id = spec.pool_id
+        self.provider = spec.provider
         self.capacity = spec.capacity
         self.units = spec.units_per_job
 
@@ -122,8 +126,11 @@ class PoolState:
 
     def can_start(self, now: float) -> bool:
         """Room for one more job right now (capacity, rate, breaker, not paused)."""
-        return (self.in_use + self.units <= self.capacity and not self.paused and not self.draining
-                and self.rate_allows(now) and self.circuit.allows(now))
+        if self.in_use + self.units > self.capacity or self.paused or self.draining:
+            return False
+        if len(self._starts) >= self._spec.requests_per_minute and not self.rate_allows(now):
+            return False
+        return self.circuit.state is CircuitState.CLOSED or self.circuit.allows(now)
 
     def estimated_seconds(self, seconds: float, width: int, height: int) -> float:
         spec = self.spec
@@ -138,7 +145,8 @@ class PoolState:
         starts.append(now)
         if len(starts) > self._spec.requests_per_minute:
             starts.popleft()
-        self.circuit.on_dispatch()
+        if self.circuit.state is not CircuitState.CLOSED:
+            self.circuit.on_dispatch()
         return units
 
     def finish(self, units: int, ok: bool | None, now: float, elapsed: float | None = None,

@@ -50,6 +50,7 @@ class Router:
         self._routes: dict[str, list[str]] = {}
         self._ranked: dict[tuple[str, str], list[PoolState]] = {}
         self._by_model: dict[str, list[PoolState]] = {}
+        self._models_of: dict[str, frozenset[str]] | None = None
         self.routes = {model: list(ids) for model, ids in routes.items()}
 
     @property
@@ -65,6 +66,18 @@ class Router:
         """Pools or prices changed: rank again."""
         self._ranked.clear()
         self._by_model.clear()
+        self._models_of = None
+
+    def models_of(self, pool_id: str) -> frozenset[str]:
+        """The requested models whose routes include the pool."""
+        models_of = self._models_of
+        if models_of is None:
+            found: dict[str, set[str]] = {}
+            for model, pool_ids in self._routes.items():
+                for each in pool_ids:
+                    found.setdefault(each, set()).add(model)
+            models_of = self._models_of = {pool_id: frozenset(models) for pool_id, models in found.items()}
+        return models_of.get(pool_id, frozenset())
 
     def pools_for(self, model: str) -> list[PoolState]:
         pools = self._by_model.get(model)
@@ -82,21 +95,26 @@ class Router:
             self._ranked[key] = ranked
         return ranked
 
+    def serves(self, model: str, resolution: str) -> bool:
+        """Whether any pool routed for the model serves the resolution class."""
+        return bool(self._cheapest_first(model, resolution))
+
     def candidates(self, job: Job) -> list[PoolState]:
         """Pools that could serve the job at all, cheapest first (route order breaks ties)."""
         pools = self._cheapest_first(job.model, job.resolution)
         if job.avoid:
-            others = [p for p in pools if p.spec.pool_id not in job.avoid]
+            others = [p for p in pools if p.pool_id not in job.avoid]
             return others or pools
         return pools
 
     def choose(self, job: Job, now: float) -> PoolState | None:
+        deadline = job.deadline
         for pool in self.candidates(job):
-            estimate = pool.estimated_seconds(job.seconds, job.width, job.height)
-            if job.deadline is not None and now + estimate > job.deadline:
+            if not pool.can_start(now):
                 continue
-            if pool.can_start(now):
-                return pool
+            if deadline is not None and now + pool.estimated_seconds(job.seconds, job.width, job.height) > deadline:
+                continue
+            return pool
         return None
 
     def hopeless(self, job: Job, now: float) -> str | None:
