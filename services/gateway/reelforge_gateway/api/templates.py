@@ -172,6 +172,7 @@ def document(schema: dict[str, Any]) -> None:
     job = CreateJob.model_json_schema(ref_template="#/components/schemas/{model}")
     for name, definition in job.pop("$defs", {}).items():
         components.setdefault(name, definition)
+    components.setdefault("CreateJob", job)  # the plain job (a JobRequest without template fields)
     request = components["JobRequest"]
     request["properties"] = {**job["properties"], **request.get("properties", {})}
     request["additionalProperties"] = False
