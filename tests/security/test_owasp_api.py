@@ -58,7 +58,14 @@ def victim_ids(stack: Stack, other: Tenant) -> Iterator[dict[str, str]]:
         character = victim.post("/v1/videos/characters", data={"name": "victim"},
                                 files={"video": ("v.mp4", _tiny_mp4(), "video/mp4")})
         assert character.status_code == 200, character.text
+        batch = victim.post("/v1/batches", headers={"Content-Type": "application/jsonl"},
+                            content=b'{"prompt": "A quiet harbour at dawn.", "seconds": 2, "size": "640x360"}\n')
+        assert batch.status_code == 202, batch.text
+        template = victim.post("/v1/templates", json={"name": f"victim-{uuid.uuid4().hex[:6]}",
+                                                      "prompt": VICTIM_PROMPT})
+        assert template.status_code == 201, template.text
         yield {
+            "batch_id": batch.json()["id"], "name": template.json()["name"],
             "job_id": job["id"], "video_id": job["id"], "endpoint_id": endpoint_id,
             "delivery_id": deliveries[0]["id"] if deliveries else str(uuid.uuid4()),
             "tenant_id": other.tenant_id, "key_id": _a_key_id_of(stack, other),

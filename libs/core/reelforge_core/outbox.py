@@ -12,6 +12,7 @@ import contextlib
 import json
 import logging
 import uuid
+from collections.abc import Sequence
 
 import asyncpg
 from google.protobuf.message import Message
@@ -30,15 +31,7 @@ async def enqueue(
     tenant_id: str | None = None,
 ) -> str:
     """Adds an event to the outbox; it is published only if the surrounding transaction commits."""
-    event_id = str(uuid.uuid4())
-    headers = {
-        "event-id": event_id,
-        "event-type": message.DESCRIPTOR.full_name,
-        "content-type": "application/x-protobuf",
-        **telemetry.inject_headers(),
-    }
-    if tenant_id:
-        headers["tenant-id"] = tenant_id
+    headers = _headers(message, tenant_id, telemetry.inject_headers())
     await conn.execute(
         "INSERT INTO outbox (topic, key, payload, headers) VALUES ($1, $2, $3, $4::jsonb)",
         topic,
@@ -47,7 +40,39 @@ async def enqueue(
         json.dumps(headers),
     )
     await conn.execute("SELECT pg_notify('outbox_' || current_schema(), '')")
-    return event_id
+    return headers["event-id"]
+
+
+async def enqueue_many(
+    conn: asyncpg.Connection,
+    topic: str,
+    events: Sequence[tuple[str, Message]],
+    tenant_id: str | None = None,
+) -> list[str]:
+    """`enqueue` for many (key, message) pairs in one COPY (thousands per transaction), in order."""
+    trace_headers = telemetry.inject_headers()
+    rows = []
+    event_ids = []
+    for key, message in events:
+        headers = _headers(message, tenant_id, trace_headers)
+        event_ids.append(headers["event-id"])
+        rows.append((topic, key.encode(), message.SerializeToString(), json.dumps(headers)))
+    if rows:
+        await conn.copy_records_to_table("outbox", records=rows, columns=["topic", "key", "payload", "headers"])
+        await conn.execute("SELECT pg_notify('outbox_' || current_schema(), '')")
+    return event_ids
+
+
+def _headers(message: Message, tenant_id: str | None, trace_headers: dict[str, str]) -> dict[str, str]:
+    headers = {
+        "event-id": str(uuid.uuid4()),
+        "event-type": message.DESCRIPTOR.full_name,
+        "content-type": "application/x-protobuf",
+        **trace_headers,
+    }
+    if tenant_id:
+        headers["tenant-id"] = tenant_id
+    return headers
 
 
 async def already_processed(conn: asyncpg.Connection, consumer: str, event_id: str) -> bool:

@@ -34,6 +34,11 @@ class GatewaySettings(ServiceSettings):
     webhook_max_attempts: int = Field(default=14, ge=1)
     webhook_timeout_seconds: float = Field(default=10.0, gt=0)
     webhook_poll_seconds: float = Field(default=1.0, gt=0)
+    # Batches (POST /v1/batches): most lines (jobs before variants) and bytes per upload; templates per tenant.
+    batch_max_lines: int = Field(default=10_000, ge=1)
+    batch_max_jobs: int = Field(default=10_000, ge=1)
+    batch_max_bytes: int = Field(default=16 * 1024 * 1024, gt=0)
+    max_templates_per_tenant: int = Field(default=200, ge=0)
     # Defaults for tenants without limits of their own (set per tenant with the admin API); 0 = no limit.
     # Requests per minute per API key (above) and per tenant are token buckets shared by every instance.
     tenant_rate_limit_per_minute: int = Field(default=30000, ge=0)

@@ -14,7 +14,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from reelforge.jobs.v1 import jobs_pb2
 from reelforge_core import outbox, topics
-from reelforge_gateway import keys, validation, webhooks
+from reelforge_gateway import batch_completion, keys, validation, webhooks
 
 
 @dataclass(frozen=True)
@@ -32,7 +32,10 @@ class NewJob:
     metadata: dict[str, str] = field(default_factory=dict)
     input_reference_uri: str | None = None
     batch_id: str | None = None
-    postprocess_options: bytes = b""  # serialized PostprocessOptions
+    template: str | None = None
+    variant: int = 0
+    batch_line: int | None = None  # the line of a batch upload the job came from (1-based)
+    postprocess_options: bytes = b""  # serialized reelforge.postprocess.v1.PostprocessOptions
     source_job_id: str | None = None  # remix / edit / extension of this job
     source_operation: str | None = None
 
@@ -110,30 +113,46 @@ async def submit_job(
     stored answer. A key first used with a different request raises IdempotencyKeyReused.
     `admit` (e.g. the tenant's job limits) runs in the transaction before the insert; a replay skips it.
     """
+
+    async def write(conn: asyncpg.Connection) -> tuple[dict[str, Any], str]:
+        if admit is not None:
+            await admit(conn)
+        row = await _insert_job(conn, job)
+        return render(row), row["job_id"]
+
+    return await idempotent_write(pool, job.tenant_id, idempotency, status_code, write)
+
+
+async def idempotent_write(
+    pool: asyncpg.Pool,
+    tenant_id: str,
+    idempotency: Idempotency | None,
+    status_code: int,
+    write: Callable[[asyncpg.Connection], Awaitable[tuple[dict[str, Any], str | None]]],
+) -> Submitted:
+    """Runs `write` (which returns the answer and the job id it made, if one) in a transaction that,
+    with a key, also stores the answer: see submit_job for the race between duplicates."""
     async with pool.acquire() as conn:
         if idempotency is not None:
-            stored = await _stored_answer(conn, job.tenant_id, idempotency)
+            stored = await _stored_answer(conn, tenant_id, idempotency)
             if stored is not None:
                 return stored
         try:
             async with conn.transaction():
-                if admit is not None:
-                    await admit(conn)
-                row = await _insert_job(conn, job)
-                body = render(row)
+                body, job_id = await write(conn)
                 if idempotency is not None:
                     claimed = await conn.fetchval(
                         "INSERT INTO idempotency_keys (tenant_id, key, request_hash, status_code, response, job_id)"
                         " VALUES ($1, $2, $3, $4, $5::json, $6) ON CONFLICT DO NOTHING RETURNING true",
-                        job.tenant_id, idempotency.key, idempotency.request_hash, status_code, json.dumps(body),
-                        row["job_id"],
+                        tenant_id, idempotency.key, idempotency.request_hash, status_code, json.dumps(body),
+                        job_id,
                     )
                     if not claimed:
                         raise _Duplicate
                 return Submitted(status_code, body, replayed=False)
         except _Duplicate:
             assert idempotency is not None
-            stored = await _stored_answer(conn, job.tenant_id, idempotency)
+            stored = await _stored_answer(conn, tenant_id, idempotency)
             if stored is None:  # the winner's key expired in between: vanishingly rare, still answer
                 raise IdempotencyKeyReused from None
             return stored
@@ -166,19 +185,29 @@ async def _insert_job(conn: asyncpg.Connection, job: NewJob) -> asyncpg.Record:
     timeline = [{"status": "queued", "at": now.isoformat()}]
     row = await conn.fetchrow(
         "INSERT INTO jobs (job_id, tenant_id, model, prompt, seconds, width, height, narration, voice, seed,"
-        " timeline, created_at, updated_at, requested_model, metadata, input_reference_uri, batch_id)"
-        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11::jsonb, $12, $12, $13, $14::jsonb, $15, $16)"
-        " RETURNING *",
+        " timeline, created_at, updated_at, requested_model, metadata, input_reference_uri, batch_id,"
+        " template, variant, batch_line)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11::jsonb, $12, $12, $13, $14::jsonb, $15, $16,"
+        " $17, $18, $19) RETURNING *",
         job_id, job.tenant_id, job.model, job.prompt, job.seconds, job.width, job.height, job.narration,
         job.voice, job.seed, json.dumps(timeline), now, job.requested_model, json.dumps(job.metadata),
-        job.input_reference_uri, job.batch_id,
+        job.input_reference_uri, job.batch_id, job.template, job.variant, job.batch_line,
     )
     if job.source_job_id:
         row = await conn.fetchrow("UPDATE jobs SET source_job_id = $2, source_operation = $3 WHERE job_id = $1"
                                   " RETURNING *", job_id, job.source_job_id, job.source_operation)
-    submitted_at = Timestamp()
-    submitted_at.FromDatetime(now)
-    event = jobs_pb2.JobSubmitted(
+    await outbox.enqueue(conn, topics.JOBS_SUBMITTED, job_id, submitted_event(job_id, job, now), job.tenant_id)
+    assert row is not None
+    return row
+
+
+def submitted_event(job_id: str, job: NewJob, at: datetime | Timestamp) -> jobs_pb2.JobSubmitted:
+    if isinstance(at, Timestamp):
+        submitted_at = at
+    else:
+        submitted_at = Timestamp()
+        submitted_at.FromDatetime(at)
+    return jobs_pb2.JobSubmitted(
         job_id=job_id,
         tenant_id=job.tenant_id,
         submitted_at=submitted_at,
@@ -186,13 +215,11 @@ async def _insert_job(conn: asyncpg.Connection, job: NewJob) -> asyncpg.Record:
             prompt=job.prompt, seconds=job.seconds, width=job.width, height=job.height,
             narration=job.narration or "", model=job.model, seed=job.seed, voice=job.voice,
             metadata=job.metadata, input_reference_uri=job.input_reference_uri or "", batch_id=job.batch_id or "",
+            template=job.template or "", variant=job.variant,
             postprocess_options=job.postprocess_options, source_job_id=job.source_job_id or "",
             source_operation=job.source_operation or "",
         ),
     )
-    await outbox.enqueue(conn, topics.JOBS_SUBMITTED, job_id, event, job.tenant_id)
-    assert row is not None
-    return row
 
 
 async def get_job(pool: asyncpg.Pool, tenant_id: str, job_id: str) -> asyncpg.Record | None:
@@ -319,6 +346,8 @@ async def apply_status(pool: asyncpg.Pool, status: jobs_pb2.JobStatusChanged) ->
         )
         if row is not None:
             await webhooks.enqueue_for_job(conn, row)
+            if row["batch_id"] and row["state"] in TERMINAL_STATES:
+                await batch_completion.on_job_ended(conn, row["tenant_id"], row["batch_id"])
     return row is not None
 
 

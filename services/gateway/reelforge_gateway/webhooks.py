@@ -29,7 +29,7 @@ import httpx
 log = logging.getLogger(__name__)
 
 EventType = Literal["job.completed", "job.failed", "job.cancelled", "job.expired", "job.progress", "video.completed",
-                    "video.failed", "billing.budget_alert"]
+                    "video.failed", "billing.budget_alert", "batch.completed"]
 EVENT_TYPES: tuple[EventType, ...] = get_args(EventType)
 DEFAULT_EVENTS: tuple[EventType, ...] = ("job.completed", "job.failed", "job.cancelled")
 
@@ -155,6 +155,23 @@ async def enqueue_for_job(conn: asyncpg.Connection, job: asyncpg.Record) -> int:
                 )
                 count += 1
     return count
+
+
+async def enqueue_event(conn: asyncpg.Connection, tenant_id: str, event_type: str, data: dict[str, Any]) -> int:
+    """Inside the caller's transaction: one delivery of a non-job event per subscribed endpoint."""
+    endpoints = await conn.fetch(
+        "SELECT endpoint_id FROM webhook_endpoints WHERE tenant_id = $1 AND deleted_at IS NULL AND $2 = ANY(events)",
+        tenant_id, event_type,
+    )
+    for endpoint in endpoints:
+        payload = {"id": f"evt_{secrets.token_hex(12)}", "type": event_type, "created_at": int(time.time()),
+                   "data": data}
+        await conn.execute(
+            "INSERT INTO webhook_deliveries (delivery_id, endpoint_id, tenant_id, event_type, payload)"
+            " VALUES ($1, $2, $3, $4, $5::json)",
+            f"msg_{secrets.token_hex(12)}", endpoint["endpoint_id"], tenant_id, event_type, json.dumps(payload),
+        )
+    return len(endpoints)
 
 
 async def deliver_due(pool: asyncpg.Pool, client: httpx.AsyncClient, backoff: Backoff,

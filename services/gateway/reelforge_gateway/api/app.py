@@ -12,10 +12,12 @@ from reelforge_core.asgi_tracing import TracingMiddleware
 from reelforge_core.content import ContentStore
 from reelforge_gateway.api import (
     admin,
+    batches,
     downloads,
     jobs,
     problems,
     qc,
+    templates,
     video_characters,
     video_derivatives,
     videos,
@@ -64,11 +66,14 @@ def create_app(pool: asyncpg.Pool, content: ContentStore, settings: GatewaySetti
     app.include_router(webhook_endpoints.router)
     app.include_router(webhook_endpoints.event_types_router)
     app.include_router(admin.router)
+    app.include_router(batches.router)
+    app.include_router(templates.router)
     if settings.billing_target:  # without billing there is no usage, invoice or balance API to offer
         app.include_router(usage_api.router)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes, max_upload_bytes=settings.max_upload_bytes,
                        upload_paths=("/v1/videos", *video_derivatives.UPLOAD_PATHS,
-                                                   *video_characters.UPLOAD_PATHS))
+                                                   *video_characters.UPLOAD_PATHS),
+                       path_limits={"/v1/batches": settings.batch_max_bytes})
     app.add_middleware(RateLimitHeaders)
     app.add_middleware(TracingMiddleware)
     _document_problems(app)
@@ -86,6 +91,8 @@ def _document_problems(app: FastAPI) -> None:
             components["ProblemDetails"] = problems.ProblemDetails.model_json_schema()
             components["InputReferenceObject"] = videos.InputReferenceObject.model_json_schema()
             components["VideoReference"] = video_derivatives.VideoReference.model_json_schema()
+            batches.document(schema)
+            templates.document(schema)
             app.openapi_schema = schema
         return app.openapi_schema
 

@@ -13,13 +13,14 @@ from typing import Annotated, Any, Literal
 from urllib.parse import urlencode
 
 import asyncpg
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Body, Depends, Query, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 from opentelemetry import trace
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from starlette.datastructures import State
 
-from reelforge_gateway import store, validation
+from reelforge_gateway import store, templates, validation
 from reelforge_gateway.api import idempotency, postprocess, qc, variants
 from reelforge_gateway.api.auth import Caller, Gatekeeper, authenticate, moderate_text, owned_job, require_scope
 from reelforge_gateway.api.postprocess import Postprocess
@@ -93,6 +94,46 @@ class CreateJob(BaseModel):
         return value
 
 
+class JobRequest(BaseModel):
+    """What POST /v1/jobs and each batch line accept: a job's fields (CreateJob), or a template to expand.
+
+    Without `template` and with one variant, the other fields are exactly a CreateJob. With a template,
+    its preset and rendered texts come first and the fields given here override them; each of
+    `variants` jobs gets its own seed (and the template's next prompt variation, if it has some).
+    """
+
+    model_config = ConfigDict(extra="allow", strict=True, title="JobRequest")
+
+    template: str | None = Field(default=None, min_length=1, max_length=64,
+                                 description="A built-in or own template's name (GET /v1/templates)")
+    variables: dict[str, Any] = Field(default_factory=dict, description="Values of the template's variables")
+    variants: int = Field(default=1, ge=1, le=templates.MAX_VARIANTS,
+                          description="How many jobs to make (distinct seeds); several come back as a group")
+
+    def job_fields(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+    def is_plain(self) -> bool:
+        return self.template is None and self.variants == 1 and not self.variables
+
+
+def validate_job(fields: dict[str, Any]) -> CreateJob:
+    """CreateJob from a field dict, failing the way FastAPI's body validation does (422 with fields)."""
+    try:
+        return CreateJob.model_validate(fields)
+    except ValidationError as exc:
+        raise RequestValidationError(exc.errors(include_url=False, include_context=False)) from None
+
+
+def to_new_job(body: CreateJob, tenant_id: str, **extra: Any) -> store.NewJob:
+    width, height = validation.parse_size(body.size)
+    return store.NewJob(
+        tenant_id=tenant_id, model=body.model, prompt=body.prompt, seconds=body.seconds,
+        width=width, height=height, narration=(body.narration or "").strip() or None, voice=body.voice,
+        seed=body.seed if body.seed is not None else secrets.randbelow(2**31), metadata=body.metadata, **extra,
+    )
+
+
 class TimelineEntry(BaseModel):
     status: str
     at: datetime
@@ -134,6 +175,8 @@ class JobView(BaseModel):
     batch_id: str | None
     cancel_requested_at: datetime | None
     completed_at: datetime | None
+    template: str | None = None
+    variant: int = 0
     qc: QcSummary | None = Field(default=None, description="Quality control of the latest finish, once made;"
                                     " the full report is at /v1/jobs/{id}/qc")
 
@@ -152,6 +195,7 @@ class JobView(BaseModel):
             content_url=f"/v1/jobs/{row['job_id']}/content" if row["state"] == "completed" else None,
             metadata=json.loads(row["metadata"]), requested_model=row["requested_model"], batch_id=row["batch_id"],
             cancel_requested_at=row["cancel_requested_at"], completed_at=row["completed_at"],
+            template=row["template"], variant=row["variant"],
         )
 
 
@@ -185,10 +229,18 @@ _AUTH_ERRORS: dict[int | str, dict[str, Any]] = {
 @router.post("", status_code=202, response_model=JobView,
              responses={**_AUTH_ERRORS, 400: _problem("Malformed JSON or Idempotency-Key"),
                         413: _problem("Body too large"), 415: _problem("Unsupported media type")})
-async def create_job(body: CreateJob, request: Request, caller: AuthCaller) -> JSONResponse:
+async def create_job(request_body: Annotated[JobRequest, Body()], request: Request, caller: AuthCaller) -> JSONResponse:
     """Accepts a job. With an `Idempotency-Key` header, a retry with the same body returns the original
-    answer (same status, same job); the same key with a different body is a 422 `idempotency_key_reused`."""
+    answer (same status, same job); the same key with a different body is a 422 `idempotency_key_reused`.
+
+    A job may name a `template` with its `variables`; with `variants` above 1 the answer is a
+    `job_group` (its `batch_id` follows them all, see /v1/batches) instead of a single job."""
     require_scope(caller, "jobs:write")
+    if not request_body.is_plain():
+        from reelforge_gateway.api import job_templates  # it builds on this module
+
+        return await job_templates.create_from_request(request_body, request, caller)
+    body = validate_job(request_body.job_fields())
     key = idempotency.from_request(request, fingerprint(body))
     submitted = await accept_job(request.app.state, caller, body, key)
     job_id = submitted.body["id"]
@@ -207,23 +259,21 @@ def fingerprint(body: CreateJob) -> dict[str, Any]:
     return fields
 
 
+def finishing(body: CreateJob, state: State) -> bytes:
+    """The job's postprocess options, moderated, checked and serialized (b"" for none); raises Problem."""
+    for text in postprocess.texts(body.postprocess):
+        moderate_text(state.moderator, body.prompt, text)
+    if body.postprocess is None:
+        return b""
+    return postprocess.check(body.postprocess, body.seconds, body.narration, body.voice,
+                             state.content).SerializeToString()
+
+
 async def accept_job(state: State, caller: Caller, body: CreateJob, key: store.Idempotency | None) -> store.Submitted:
     """Moderates, applies the tenant's job limits and stores the job (idempotently with a key): the one
     path by which REST and gRPC accept a native job. The answer is the job as REST renders it."""
     moderate_text(state.moderator, body.prompt, body.narration)
-    for text in postprocess.texts(body.postprocess):
-        moderate_text(state.moderator, body.prompt, text)
-    width, height = validation.parse_size(body.size)
-    finish = b""
-    if body.postprocess is not None:
-        finish = postprocess.check(body.postprocess, body.seconds, body.narration, body.voice,
-                                   state.content).SerializeToString()
-    job = store.NewJob(
-        tenant_id=caller.tenant_id, model=body.model, prompt=body.prompt, seconds=body.seconds,
-        width=width, height=height, narration=(body.narration or "").strip() or None, voice=body.voice,
-        seed=body.seed if body.seed is not None else secrets.randbelow(2**31), metadata=body.metadata,
-        postprocess_options=finish,
-    )
+    job = to_new_job(body, caller.tenant_id, postprocess_options=finishing(body, state))
     gatekeeper: Gatekeeper = state.gatekeeper
     try:
         return await store.submit_job(state.pool, job, lambda row: JobView.from_row(row).model_dump(mode="json"),
@@ -305,8 +355,8 @@ def _metadata_filter(pairs: list[str]) -> dict[str, str] | None:
     return wanted
 
 
-def _encode_cursor(row: asyncpg.Record) -> str:
-    raw = json.dumps([row["created_at"].isoformat(), row["job_id"]]).encode()
+def _encode_cursor(row: asyncpg.Record, id_field: str = "job_id") -> str:
+    raw = json.dumps([row["created_at"].isoformat(), row[id_field]]).encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
@@ -408,11 +458,16 @@ async def download_url(job_id: str, request: Request, caller: AuthCaller) -> Dow
     row = await owned_job(request, caller, job_id, _job_not_found)
     if row["state"] != "completed" or not row["output_uri"]:
         raise Problem(409, "job_not_completed", "The video is not ready", f"The job is {row['state']}")
-    signer: UrlSigner = request.app.state.signer
-    expires, signature = signer.sign(row["job_id"], "video")
-    query = urlencode({"variant": "video", "expires": expires, "signature": signature})
-    url = f"{request.url_for('signed_download', job_id=row['job_id'])}?{query}"
+    url, expires = signed_video_url(request, row["job_id"])
     return DownloadUrl(url=url, expires_at=datetime.fromtimestamp(expires, UTC), variant="video")
+
+
+def signed_video_url(request: Request, job_id: str) -> tuple[str, int]:
+    """A link to the finished video that works without the API key, and when it stops working."""
+    signer: UrlSigner = request.app.state.signer
+    expires, signature = signer.sign(job_id, "video")
+    query = urlencode({"variant": "video", "expires": expires, "signature": signature})
+    return f"{request.url_for('signed_download', job_id=job_id)}?{query}", expires
 
 
 def _job_not_found(job_id: str) -> Problem:

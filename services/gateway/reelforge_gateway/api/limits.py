@@ -14,17 +14,19 @@ class BodySizeLimit:
     """`upload_paths` (exact paths, e.g. the multipart video create) get the larger `max_upload_bytes`."""
 
     def __init__(self, app: ASGIApp, max_bytes: int, max_upload_bytes: int | None = None,
-                 upload_paths: tuple[str, ...] = ()) -> None:
+                 upload_paths: tuple[str, ...] = (), path_limits: dict[str, int] | None = None) -> None:
         self.app = app
         self.default_max_bytes = max_bytes
         self.max_upload_bytes = max_upload_bytes or max_bytes
         self.upload_paths = upload_paths
+        self.path_limits = path_limits or {}  # exact path -> its own limit (e.g. batch uploads)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         limit = self.max_upload_bytes if scope["path"] in self.upload_paths else self.default_max_bytes
+        limit = self.path_limits.get(scope["path"], limit)
         await _Limited(self.app, limit)(scope, receive, send)
 
 
