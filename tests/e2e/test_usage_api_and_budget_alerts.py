@@ -61,8 +61,8 @@ def test_usage_invoice_and_budget_alert_webhooks(stack: Stack, receiver: Receive
     with httpx.Client(base_url=stack.gateway_url, headers={"Authorization": f"Bearer {tenant.api_key}"},
                       timeout=15) as api:
         created = api.post("/v1/webhook_endpoints", json={"url": receiver.url, "events": ["billing.budget_alert"]})
-        assert created.status_code == 201, created.text
-        verifier = Webhook(created.json()["secret"])
+        assert created.status_code == 200, created.text
+        verifier = Webhook(created.json()["signing_secret"])
 
         first = submit(api, prompt="A blue speaker on a desk.", seconds=2, size="640x360", seed=11)
         done = wait_for(api, first["id"], {"completed", "failed"})

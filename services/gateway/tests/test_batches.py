@@ -104,7 +104,7 @@ def test_upload_progress_results_and_batch_completed_webhook(gateway: Gateway, a
         _deliver_all(gateway)
         assert len(receiver.received) == 1
         headers, body, _ = receiver.received[0]
-        event = Webhook(endpoint["secret"]).verify(body, headers)
+        event = Webhook(endpoint["signing_secret"]).verify(body, headers)
         assert event["type"] == "batch.completed"
         assert event["data"]["id"] == batch["id"] and event["data"]["total"] == 4
         assert event["data"]["counts"] == {"completed": 2, "failed": 1, "cancelled": 1}

@@ -111,7 +111,7 @@ def test_errors_are_openai_errors(client: OpenAI, gateway: Gateway, receiver: Re
         client.webhooks.create(name="x", url="http://169.254.169.254/latest", event_types=["video.completed"])
     assert (forbidden.value.code, forbidden.value.param) == ("webhook_url_forbidden", "url")
     with pytest.raises(openai.BadRequestError) as bad_type:
-        client.webhooks.create(name="x", url=receiver.url, event_types=["batch.completed"])
+        client.webhooks.create(name="x", url=receiver.url, event_types=["video.exploded"])
     assert bad_type.value.param is not None and bad_type.value.param.startswith("event_types")
     theirs = client.webhooks.create(name="mine", url=receiver.url, event_types=["video.completed"])
     _, other_key = gateway.new_tenant("other")
