@@ -97,11 +97,23 @@ async def upsert_pool(conn: asyncpg.Connection | asyncpg.Pool, p: PoolSpec, rout
         p.gpu_seconds_per_output_second,
     )
     if routes_position is not None:
-        await conn.execute(
-            "INSERT INTO model_routes (model, position, pool_id) VALUES ($1, $2, $3)"
-            " ON CONFLICT (model, position) DO UPDATE SET pool_id = EXCLUDED.pool_id",
-            p.model, routes_position, p.pool_id,
-        )
+        await _insert_into_route(conn, p.model, routes_position, p.pool_id)
+
+
+async def _insert_into_route(conn: asyncpg.Connection | asyncpg.Pool, model: str, position: int, pool_id: str) -> None:
+    """Puts `pool_id` at `position` of the model's route; the pools from there on move one place down
+    (none is dropped)."""
+    if isinstance(conn, asyncpg.Pool):
+        async with conn.acquire() as acquired:
+            await _insert_into_route(acquired, model, position, pool_id)
+        return
+    async with conn.transaction():
+        rows = await conn.fetch(
+            "DELETE FROM model_routes WHERE model = $1 RETURNING position, pool_id", model)
+        order = [row["pool_id"] for row in sorted(rows, key=lambda row: row["position"]) if row["pool_id"] != pool_id]
+        order.insert(min(position, len(order)), pool_id)
+        await conn.executemany("INSERT INTO model_routes (model, position, pool_id) VALUES ($1, $2, $3)",
+                               [(model, place, pool) for place, pool in enumerate(order)])
 
 
 async def set_pool_mode(conn: asyncpg.Connection | asyncpg.Pool, pool_id: str, paused: bool, draining: bool) -> bool:

@@ -322,3 +322,15 @@ async def test_a_deadline_in_the_spec_is_kept_and_enforced(h: Harness) -> None:
     h.clock.now += 21
     await h.engine.step()
     assert (await h.state(job_id))["state"] == "expired"
+
+
+async def test_a_pool_put_at_a_route_position_moves_the_others_down(h: Harness) -> None:
+    first = PoolSpec("first/r", "firstco", "r", slots=1)
+    second = PoolSpec("second/r", "secondco", "r", slots=1)
+    newcomer = PoolSpec("new/r", "newco", "r", slots=1)
+    await config_store.upsert_pool(h.pool, first, routes_position=0)
+    await config_store.upsert_pool(h.pool, second, routes_position=1)
+    await config_store.upsert_pool(h.pool, newcomer, routes_position=0)
+    assert (await config_store.load(h.pool)).routes["r"] == ["new/r", "first/r", "second/r"]
+    await config_store.upsert_pool(h.pool, newcomer, routes_position=9)  # moved to the end, not duplicated
+    assert (await config_store.load(h.pool)).routes["r"] == ["first/r", "second/r", "new/r"]
