@@ -105,6 +105,10 @@ def test_real_prometheus_scrapes_every_service(stack: Stack, api: httpx.Client, 
         'reelforge_jobs_finished_total{status="completed", model="animatic"}',
         'reelforge_render_results_total{pool="animatic", status="ok"}',
         "reelforge_job_time_to_first_frame_seconds_bucket",
+        'reelforge_renders_finished_total{provider="animatic", status="ok"}',
+        'reelforge_render_output_seconds_total{provider="animatic"}',
+        'reelforge_postprocess_seconds_bucket{status="ok"}',
+        'reelforge_postprocess_finished_total{status="ok"}',
     ):
         assert _eventually(prometheus, expr), expr
 

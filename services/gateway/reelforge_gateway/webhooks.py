@@ -26,6 +26,8 @@ from urllib.parse import urlsplit
 import asyncpg
 import httpx
 
+from reelforge_gateway import metrics
+
 log = logging.getLogger(__name__)
 
 EventType = Literal["job.completed", "job.failed", "job.cancelled", "job.expired", "job.progress", "video.completed",
@@ -219,8 +221,10 @@ async def _attempt(pool: asyncpg.Pool, client: httpx.AsyncClient, backoff: Backo
             " delivered_at = now() WHERE delivery_id = $1",
             row["delivery_id"], attempts, status,
         )
+        metrics.WEBHOOK_ATTEMPTS.labels("delivered").inc()
         return
     dead = attempts >= backoff.max_attempts
+    metrics.WEBHOOK_ATTEMPTS.labels("dead" if dead else "retry").inc()
     await pool.execute(
         "UPDATE webhook_deliveries SET state = $2, attempts = $3, last_status = $4, last_error = $5,"
         " next_attempt_at = now() + make_interval(secs => $6) WHERE delivery_id = $1",

@@ -10,6 +10,7 @@ from typing import Any
 
 import httpx
 import pytest
+from prometheus_client import REGISTRY
 from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
 
@@ -111,6 +112,7 @@ def test_signed_delivery_verifies_with_standardwebhooks(gateway: Gateway, receiv
 
 def test_retries_until_the_receiver_recovers(gateway: Gateway) -> None:
     receiver = Receiver(failures=2)
+    before = {outcome: _attempts(outcome) for outcome in ("delivered", "retry")}
     try:
         api = _api(gateway)
         endpoint = api.post("/v1/webhook_endpoints", json={"url": receiver.url}).json()
@@ -123,8 +125,14 @@ def test_retries_until_the_receiver_recovers(gateway: Gateway) -> None:
             Webhook(endpoint["signing_secret"]).verify(body, headers)
         deliveries = api.get(f"/v1/webhook_endpoints/{endpoint['id']}/deliveries").json()["data"]
         assert [(d["state"], d["attempts"], d["last_status"]) for d in deliveries] == [("delivered", 3, 204)]
+        assert (_attempts("delivered") - before["delivered"], _attempts("retry") - before["retry"]) == (1, 2)
     finally:
         receiver.close()
+
+
+def _attempts(outcome: str) -> float:
+    value = REGISTRY.get_sample_value("reelforge_webhook_deliveries_total", {"outcome": outcome})
+    return value or 0.0
 
 
 def test_gives_up_after_max_attempts_then_replays(gateway: Gateway) -> None:

@@ -22,7 +22,7 @@ from reelforge_core import outbox, topics
 from reelforge_core.content import ContentNotFound, ContentStore
 from reelforge_core.kafka import Event, PoisonMessage
 from reelforge_core.media import MediaError
-from reelforge_postprocess import qc
+from reelforge_postprocess import metrics, qc
 from reelforge_postprocess.options import FinishPlan, build_plan, parse_options
 from reelforge_postprocess.pipeline import PipelineResult, run_pipeline
 from reelforge_postprocess.thumbnails import thumbnails_vtt
@@ -110,6 +110,7 @@ class PostprocessWorker:
         except MediaError as exc:
             result.ok, result.error_code, result.error_message = False, exc.code, exc.message
         result.processing_seconds = time.perf_counter() - started
+        metrics.record(result.ok, result.error_code, result.processing_seconds)
         if not result.ok:
             log.warning("postprocess failed", extra={"error_code": result.error_code,
                                                      "error_message": result.error_message[:300]})  # fmt: skip

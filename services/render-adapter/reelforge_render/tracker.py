@@ -28,7 +28,7 @@ from reelforge.render.v1 import render_pb2
 from reelforge_core import media, telemetry
 from reelforge_core.content import ContentStore
 from reelforge_core.context import job_context
-from reelforge_render import store
+from reelforge_render import metrics, store
 from reelforge_render.providers.base import (
     CANCELLED,
     INTERNAL,
@@ -317,6 +317,8 @@ class Tracker:
         self._jobs.pop(job.render_id, None)
         self._by_external.pop((job.provider, job.external_id), None)
         self.finished += 1
+        metrics.record(job.provider, result.ok, result.error_code, result.output_seconds, result.gpu_seconds,
+                       result.provider_cost_micros)
         if result.ok:
             log.info("render done", extra={"render_id": job.render_id, "uri": result.output_uri})
         else:
