@@ -12,8 +12,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from reelforge_core import topics
 from reelforge_local.stack import Stack
-from tests.conftest import db_fetch
-from tests.e2e.helpers import submit, wait_for
+from tests.e2e.helpers import submit, wait_for, wait_for_usage_rows
 
 CONSUMED = {
     "gateway": [topics.JOBS_STATUS],
@@ -82,9 +81,4 @@ def test_poison_on_every_topic_is_dead_lettered_and_consumers_keep_going(stack: 
     job = submit(api, prompt="A paper boat on a pond.", seconds=2, size="640x360", seed=11)
     done = wait_for(api, job["id"], {"completed", "failed"})
     assert done["status"] == "completed", done
-    deadline = time.monotonic() + 30
-    rows: list[dict[str, object]] = []
-    while time.monotonic() < deadline and not rows:
-        rows = db_fetch(stack, "billing", "SELECT event_id FROM usage_records WHERE job_id = $1", job["id"])
-        time.sleep(0.5)
-    assert len(rows) == 1, "billing stopped consuming after the poison record"
+    assert len(wait_for_usage_rows(stack, job["id"], timeout=30)) == 1, "billing stopped consuming after the poison"

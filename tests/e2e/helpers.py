@@ -50,3 +50,16 @@ def subtitle_text(path: Path) -> str:
         if line.strip() and not line.strip().isdigit() and "-->" not in line
     ]
     return " ".join(lines)
+
+
+def wait_for_usage_rows(stack: Any, job_id: str, timeout: float = 60) -> list[dict[str, Any]]:
+    """Billing's usage rows for `job_id`, once the usage event has been consumed (empty after `timeout`)."""
+    from tests.conftest import db_fetch
+
+    deadline = time.monotonic() + timeout
+    rows: list[dict[str, Any]] = []
+    while time.monotonic() < deadline and not rows:
+        rows = db_fetch(stack, "billing", "SELECT * FROM usage_records WHERE job_id = $1", job_id)
+        if not rows:
+            time.sleep(0.5)
+    return rows

@@ -4,7 +4,6 @@ agreeing with the ledger's one settlement (usage never charges again)."""
 from __future__ import annotations
 
 import asyncio
-import time
 
 import httpx
 
@@ -12,7 +11,7 @@ from reelforge.billing.v1 import billing_pb2, billing_pb2_grpc
 from reelforge_core import grpc as core_grpc
 from reelforge_local.stack import Stack, Tenant
 from tests.conftest import db_fetch
-from tests.e2e.helpers import submit, wait_for
+from tests.e2e.helpers import submit, wait_for, wait_for_usage_rows
 
 
 def test_completed_job_is_metered_once_and_reconciles(stack: Stack, api: httpx.Client, tenant: Tenant) -> None:
@@ -20,11 +19,7 @@ def test_completed_job_is_metered_once_and_reconciles(stack: Stack, api: httpx.C
     done = wait_for(api, job["id"], {"completed", "failed"})
     assert done["status"] == "completed", done
 
-    deadline = time.monotonic() + 60
-    rows: list[dict[str, object]] = []
-    while time.monotonic() < deadline and not rows:
-        rows = db_fetch(stack, "billing", "SELECT * FROM usage_records WHERE job_id = $1", job["id"])
-        time.sleep(0.5)
+    rows = wait_for_usage_rows(stack, job["id"])
     assert len(rows) == 1, "the usage event was not recorded"
     assert rows[0]["charged_micros"] == done["cost"]["amount_micros"]
     assert rows[0]["tenant_id"] == tenant.tenant_id
