@@ -90,14 +90,15 @@ class Outcome:
         return max(0.0, self.first_completion_after_fault - self.fault_done_at)
 
 
-def run(stack: Stack, tenants: list[Tenant], fault: Fault, jobs: int, seed: int, timeout: float = 300) -> Outcome:
+def run(stack: Stack, tenants: list[Tenant], fault: Fault, jobs: int, seed: int, timeout: float = 300,
+        seconds: int = 1) -> Outcome:
     rng = random.Random(seed)
     outcome = Outcome(fault.name)
     lock = threading.Lock()
 
     def submit(i: int) -> None:
         tenant = tenants[i % len(tenants)]
-        body = {"prompt": f"Chaos job {i}: a purifier on a counter.", "seconds": 1, "size": "640x360",
+        body = {"prompt": f"Chaos job {i}: a purifier on a counter.", "seconds": seconds, "size": "640x360",
                 "narration": f"Job {i}." if i % 2 else None, "seed": i}
         headers = {"Authorization": f"Bearer {tenant.api_key}"}
         deadline = time.monotonic() + 120
