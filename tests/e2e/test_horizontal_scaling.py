@@ -45,3 +45,11 @@ def test_jobs_survive_losing_one_instance_of_each_service(scaled_stack: Stack) -
         kinds = [row["kind"] for row in db_fetch(
             scaled_stack, "billing", "SELECT kind FROM ledger_transactions WHERE job_id = $1 ORDER BY id", job["id"])]
         assert kinds == ["reserve", "settle"], (job["id"], kinds)
+
+    # A signed download link made by one gateway works on the other (they share the signing secret).
+    restarted = scaled_stack.instances["gateway"][0]
+    restarted.restart()
+    link = second.get(f"/v1/jobs/{jobs[0]['id']}/download_url").json()["url"]
+    path = link[link.index("/v1/"):] if link.startswith("http") else link
+    video = httpx.get(f"{restarted.url}{path}", timeout=30)
+    assert video.status_code == 200 and video.content[4:8] == b"ftyp", video.status_code

@@ -148,6 +148,7 @@ class Stack:
         self.logs_dir = self.run_dir / "logs"
         self.traces_dir = self.run_dir / "traces"
         self.operator_token = secrets.token_urlsafe(24)  # the ops console's and admin CLI's token
+        self.download_secret = secrets.token_urlsafe(32)  # every gateway replica signs download links alike
         self._admin_key: str | None = None
 
     def start(self, timeout: float = 120.0) -> None:
@@ -205,6 +206,7 @@ class Stack:
                     # A local platform delivers webhooks to receivers on this machine (the guard refuses
                     # every other private address).
                     extra["WEBHOOK_ALLOWED_HOSTS"] = '["127.0.0.1"]'
+                    extra["DOWNLOAD_SIGNING_SECRET"] = self.download_secret
                 group.append(self._service(spec, instance, extra))
             self.instances[spec.name] = group
             self.services[spec.name] = group[0]
