@@ -163,7 +163,7 @@ def test_dashboards_are_generated_from_the_source() -> None:
 
 # The platform's label vocabulary. Ids of jobs, renders or events never become labels.
 LABELS = {"tenant", "model", "pool", "provider", "status", "state", "tier", "code", "group", "topic", "outcome",
-          "le", "quantile"}
+          "kind", "le", "quantile"}
 MAX_SERIES_PER_METRIC = 500
 
 
