@@ -24,7 +24,6 @@ import sys
 import time
 from pathlib import Path
 
-import asyncpg
 import httpx
 from starlette.datastructures import State
 
@@ -32,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from gateway_submit import prepare, serve, wait_for_port  # noqa: E402
+from gateway_submit import prepare, report_stored, serve, wait_for_port  # noqa: E402
 
 from reelforge_core import db  # noqa: E402
 from reelforge_gateway import batches, jsonl, store  # noqa: E402
@@ -113,13 +112,7 @@ async def run(args: argparse.Namespace, dsn: str, port: int) -> None:
                 assert response.json()["total_jobs"] == args.lines
                 timings.append(elapsed)
                 print(f"POST /v1/batches round {round_}: {elapsed * 1000:.0f} ms ({args.lines / elapsed:.0f} jobs/s)")
-        conn = await asyncpg.connect(dsn, server_settings={"search_path": SCHEMA})
-        try:
-            stored = await conn.fetchval("SELECT count(*) FROM jobs")
-            events = await conn.fetchval("SELECT count(*) FROM outbox WHERE topic = 'jobs.v1.submitted'")
-        finally:
-            await conn.close()
-        print(f"stored: {stored} jobs, {events} JobSubmitted outbox events")
+        await report_stored(dsn)
         median = statistics.median(timings)
         print(f"{args.lines}-line batch accepted end to end: median {median * 1000:.0f} ms"
               f" ({args.lines / median:.0f} jobs/s) over {len(timings)} rounds")

@@ -188,14 +188,7 @@ async def run(args: argparse.Namespace, dsn: str, port: int) -> None:
         await closed_loop(port, key, 8, 1.0, "POST", ["/v1/jobs"], JOB, 202)  # warm up
         accepted = await closed_loop(port, key, args.connections, args.seconds, "POST", ["/v1/jobs"], JOB, 202)
         print(f"accepted jobs/s (closed loop, {args.connections} connections, durable write): {accepted:.0f}")
-        conn = await asyncpg.connect(dsn, server_settings={"search_path": SCHEMA})
-        try:
-            ids = [r["job_id"] for r in await conn.fetch("SELECT job_id FROM jobs LIMIT 1000")]
-            count = await conn.fetchval("SELECT count(*) FROM jobs")
-            events = await conn.fetchval("SELECT count(*) FROM outbox WHERE topic = 'jobs.v1.submitted'")
-        finally:
-            await conn.close()
-        print(f"stored: {count} jobs, {events} JobSubmitted outbox events")
+        ids = await report_stored(dsn)
         reads = await closed_loop(port, key, args.connections, args.seconds, "GET",
                                   [f"/v1/jobs/{job_id}" for job_id in ids], b"", 200)
         print(f"status reads/s (closed loop, {args.connections} connections): {reads:.0f}")
@@ -207,6 +200,19 @@ async def run(args: argparse.Namespace, dsn: str, port: int) -> None:
     finally:
         process.terminate()
         process.join(10)
+
+
+async def report_stored(dsn: str) -> list[str]:
+    """Prints how many jobs and JobSubmitted outbox events the gateway stored; returns up to 1,000 job ids."""
+    conn = await asyncpg.connect(dsn, server_settings={"search_path": SCHEMA})
+    try:
+        ids = [r["job_id"] for r in await conn.fetch("SELECT job_id FROM jobs LIMIT 1000")]
+        count = await conn.fetchval("SELECT count(*) FROM jobs")
+        events = await conn.fetchval("SELECT count(*) FROM outbox WHERE topic = 'jobs.v1.submitted'")
+    finally:
+        await conn.close()
+    print(f"stored: {count} jobs, {events} JobSubmitted outbox events")
+    return ids
 
 
 def main() -> int:
