@@ -3,14 +3,11 @@ only a database (services' own tests), started once per session."""
 
 from __future__ import annotations
 
-import asyncio
 import os
-import secrets
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
-import asyncpg
 import pytest
 
 from reelforge_local.infra import PostgresServer
@@ -33,14 +30,4 @@ def postgres_server() -> Iterator[PostgresServer]:
 @pytest.fixture
 def postgres_dsn(postgres_server: PostgresServer) -> str:
     """The server's DSN; each test gets a database of its own, so schemas never collide."""
-    name = f"t_{secrets.token_hex(6)}"
-
-    async def create() -> None:
-        conn = await asyncpg.connect(postgres_server.dsn)
-        try:
-            await conn.execute(f"CREATE DATABASE {name}")
-        finally:
-            await conn.close()
-
-    asyncio.run(create())
-    return postgres_server.dsn.rsplit("/", 1)[0] + f"/{name}"
+    return postgres_server.new_database("t")

@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import secrets
 import shutil
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-
-import asyncpg
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -28,22 +25,17 @@ def postgres(name: str) -> Iterator[str]:
     shutil.rmtree(data, ignore_errors=True)
     server = PostgresServer.start(data)
     try:
-        database = f"bench_{secrets.token_hex(4)}"
+        dsn = server.new_database("bench")
 
         async def create() -> None:
-            conn = await asyncpg.connect(server.dsn)
-            try:
-                await conn.execute(f"CREATE DATABASE {database}")
-            finally:
-                await conn.close()
-            pool = await db.create_pool(server.dsn.rsplit("/", 1)[0] + f"/{database}", SCHEMA, 2)
+            pool = await db.create_pool(dsn, SCHEMA, 2)
             try:
                 await db.migrate(pool, SCHEMA, MIGRATIONS)
             finally:
                 await pool.close()
 
         asyncio.run(create())
-        yield server.dsn.rsplit("/", 1)[0] + f"/{database}"
+        yield dsn
     finally:
         server.stop()
         shutil.rmtree(data, ignore_errors=True)

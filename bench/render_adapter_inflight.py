@@ -19,7 +19,6 @@ import asyncio
 import json
 import os
 import resource
-import secrets
 import shutil
 import signal
 import subprocess
@@ -239,17 +238,8 @@ def main() -> None:
         line = fake.stdout.readline() if fake.stdout else ""
         if not line.startswith("listening "):
             raise SystemExit(f"fake provider did not start: {line!r}")
-        name = f"bench_{secrets.token_hex(4)}"
-
-        async def create_db() -> None:
-            conn = await asyncpg.connect(postgres.dsn)
-            try:
-                await conn.execute(f"CREATE DATABASE {name}")
-            finally:
-                await conn.close()
-        asyncio.run(create_db())
+        dsn = postgres.new_database("bench")
         with tempfile.TemporaryDirectory() as content:
-            dsn = postgres.dsn.rsplit("/", 1)[0] + f"/{name}"
             # Bounded: 55 s by default; BENCH_LIMIT raises it on a machine shared with other work.
             limit = float(os.environ.get("BENCH_LIMIT", "55"))
             # Not asyncio.run: after a timeout its clean-up would wait for every task to finish cancelling.

@@ -688,6 +688,12 @@ class PostgresServer(_Server):
     def dsn(self) -> str:
         return self._dsn(PG_DATABASE)
 
+    def new_database(self, prefix: str) -> str:
+        """Creates a database with a fresh name (tests and benchmarks each get their own); returns its DSN."""
+        name = f"{prefix}_{secrets.token_hex(6)}"
+        asyncio.run(_ensure_database(self.dsn, name))
+        return self._dsn(name)
+
     @property
     def pgdata(self) -> Path:
         return self.data_dir / "pgdata"
