@@ -361,12 +361,13 @@ class Scheduler:
                 return True
         return False
 
-    def _top(self, rank: int, heap: list[tuple[float, int, str, int]], model: str) -> tuple[_Tenant, Job] | None:
-        """The live head of a (tier, model) heap: drops stale entries, re-tags lagging ones."""
-        vtime = self._vtime[rank]
+    def _top(self, heap: list[tuple[float, int, str, int]], model: str) -> bool:
+        """Leaves the live head of a (tier, model) heap on top (False if none): drops entries of flows
+        that emptied or whose tenant is at a cap, re-tags entries whose tenant was served elsewhere."""
+        tenants = self.tenants
         while heap:
             tag, _, tenant_id, generation = heap[0]
-            tenant = self.tenants[tenant_id]
+            tenant = tenants[tenant_id]
             if generation != tenant.generation:
                 heapq.heappop(heap)
                 continue
@@ -382,34 +383,33 @@ class Scheduler:
                 tenant.heaped.discard(model)
                 tenant.dropped.add(model)
                 continue
-            due = tenant.finish_tag if tenant.finish_tag > vtime else vtime
-            if tag < due:  # another flow of this tenant was served since this entry was queued
-                heapq.heapreplace(heap, (due, next(self._seq), tenant_id, generation))
+            if tag < tenant.finish_tag:  # another flow of this tenant was served since this entry was queued
+                heapq.heapreplace(heap, (tenant.finish_tag, next(self._seq), tenant_id, generation))
                 continue
-            return tenant, queue[0]
-        return None
+            return True
+        return False
 
-    def _pick(self, now: float, open_models: set[str]) -> tuple[int, str, _Tenant, Job] | None:
-        """Inside each tier the smallest start tag among models with room; across tiers the best
-        rank after aging."""
-        best: tuple[float, int, str, _Tenant, Job] | None = None
+    def _pick(self, now: float, open_models: set[str]) -> tuple[int, str] | None:
+        """(tier rank, model) of the next job: inside each tier the smallest start tag among models
+        with room; across tiers the best rank after aging. The job heads that heap's top tenant's flow."""
+        best: tuple[float, int, str] | None = None
         aging = self.policy.aging_seconds_per_tier
+        top = self._top
         for rank, by_model in self._heaps.items():
-            tier_best: tuple[float, str, _Tenant, Job] | None = None
+            tier_tag = 0.0
+            tier_model: str | None = None
             for model in open_models:
                 heap = by_model.get(model)
-                if not heap:
-                    continue
-                top = self._top(rank, heap, model)
-                if top is not None and (tier_best is None or heap[0][0] < tier_best[0]):
-                    tier_best = (heap[0][0], model, top[0], top[1])
-            if tier_best is None:
+                if heap and top(heap, model) and (tier_model is None or heap[0][0] < tier_tag):
+                    tier_tag = heap[0][0]
+                    tier_model = model
+            if tier_model is None:
                 continue
-            _, model, tenant, job = tier_best
-            effective = rank - (now - job.enqueued_at) / aging
+            head = self.tenants[by_model[tier_model][0][2]].queues[tier_model][0]
+            effective = rank - (now - head.enqueued_at) / aging
             if best is None or effective < best[0] or (effective == best[0] and rank < best[1]):
-                best = (effective, rank, model, tenant, job)
-        return None if best is None else best[1:]
+                best = (effective, rank, tier_model)
+        return None if best is None else (best[1], best[2])
 
     def _dispatch(self, now: float, decisions: Decisions) -> None:
         looked_at = self._maybe_open
@@ -421,8 +421,10 @@ class Scheduler:
             picked = self._pick(now, open_models)
             if picked is None:
                 break
-            rank, model, tenant, job = picked
+            rank, model = picked
             heap = self._heaps[rank][model]
+            tenant = self.tenants[heap[0][2]]
+            job = tenant.queues[model][0]
             pool = self.router.choose(job, now)
             if pool is None:
                 tag = heapq.heappop(heap)[0]
@@ -466,8 +468,10 @@ class Scheduler:
         del self.waiting[job.job_id]
         tenant.in_flight += 1
         tenant.starts.append(now)
-        self._vtime[rank] = tag
-        tenant.finish_tag = tag + max(job.seconds, 0.001) / tenant.weight
+        vtime = self._vtime[rank]
+        start = tag if tag > vtime else vtime  # an entry that lagged while its model was full gets no credit past V
+        self._vtime[rank] = start
+        tenant.finish_tag = start + max(job.seconds, 0.001) / tenant.weight
         units = pool.start(now)
         job.attempt += 1
         self.in_flight[job.job_id] = _InFlight(job, pool.pool_id, units, now, True)
