@@ -51,7 +51,7 @@ async def start(runtime: ServiceRuntime) -> None:
 
     async def lead_once() -> None:
         epoch = await leadership.acquire()
-        engine = Engine(pool, billing, epoch, tick_seconds=settings.tick_seconds,
+        engine = Engine(pool, billing, epoch, settings.scheduling_policy(), tick_seconds=settings.tick_seconds,
                         reload_seconds=settings.config_reload_seconds)
         await engine.rebuild()
         engines.append(engine)
