@@ -101,26 +101,26 @@ async def transition(conn: asyncpg.Connection, job: Job, target: JobState, **fie
     unknown = set(fields) - _UPDATABLE
     if unknown:
         raise ValueError(f"not updatable: {sorted(unknown)}")
-    sets = ", ".join(f"{name} = ${i}" for i, name in enumerate(fields, start=4))
-    # Column names come from _UPDATABLE; every value is a parameter.
+    sets = ", ".join(f"{name} = ${i}" for i, name in enumerate(fields, start=5))
+    # Column names come from _UPDATABLE; every value is a parameter. The transition is logged in the
+    # same statement (one round trip fewer on every transition, the dispatch path included).
     query = (
-        "UPDATE jobs SET state = $2, status_sequence = status_sequence + 1, updated_at = now()"  # noqa: S608
+        "WITH moved AS (UPDATE jobs SET state = $2, status_sequence = status_sequence + 1, updated_at = now()"  # noqa: S608
         + (f", {sets}" if sets else "")
-        + " WHERE job_id = $1 AND status_sequence = $3 RETURNING *, now() AS changed_at"
+        + " WHERE job_id = $1 AND status_sequence = $3 RETURNING *, now() AS changed_at),"
+        " logged AS (INSERT INTO job_transitions (job_id, sequence, state, at, error_code)"
+        " SELECT job_id, status_sequence, state, changed_at, $4::text FROM moved)"
+        " SELECT * FROM moved"
     )
     row = await conn.fetchrow(
         query,
-        job.job_id, target.value, job.status_sequence, *fields.values(),
+        job.job_id, target.value, job.status_sequence, fields.get("error_code"), *fields.values(),
     )
     if row is None:
         raise StaleTransition(job.job_id)
     moved = Job.from_row(row)
     JOB_TRANSITIONS.labels(target.value).inc()
     job_metrics.on_transition(job, moved, target, row)
-    await conn.execute(
-        "INSERT INTO job_transitions (job_id, sequence, state, at, error_code) VALUES ($1, $2, $3, $4, $5)",
-        moved.job_id, moved.status_sequence, target.value, row["changed_at"], fields.get("error_code"),
-    )
     at = Timestamp()
     at.FromDatetime(row["changed_at"])
     status = jobs_pb2.JobStatusChanged(
