@@ -128,6 +128,7 @@ class OutboxRelay:
             # The relay's own commits (deleting what Kafka acknowledged) need not wait for the disk: a
             # delete lost in a crash only publishes those events again, which consumers dedupe by
             # event id. That takes a disk flush off the path of every event published after another.
+            # Session-wide on this connection only: the pool's reset (RESET ALL) undoes it on release.
             await session.execute("SET synchronous_commit TO off")
             try:
                 while True:
