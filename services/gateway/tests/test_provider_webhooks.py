@@ -109,55 +109,42 @@ def _assert_problem(response: httpx.Response, status: int, code: str) -> None:
     assert response.json()["code"] == code
 
 
-@pytest.mark.parametrize("provider", list(SIGNERS))
-def test_a_verified_delivery_is_handed_on_once(gateway: Gateway, provider: str) -> None:
+def test_a_verified_delivery_is_handed_on_once(gateway: Gateway) -> None:
+    for provider, signer in SIGNERS.items():
+        before = len(_events(gateway))
+        headers = signer(BODY)  # type: ignore[operator]
+        assert _post(gateway, provider, BODY, headers).status_code == 202
+        assert _post(gateway, provider, BODY, headers).status_code == 202  # the same delivery again: a replay
+        events = _events(gateway)[before:]
+        assert [(e.provider, e.body) for e in events] == [(provider, BODY)], provider
+        assert events[0].delivery_id
+
+
+def test_bad_deliveries_are_refused_with_problem_details(gateway: Gateway) -> None:
     before = len(_events(gateway))
-    headers = SIGNERS[provider](BODY)  # type: ignore[operator]
-    assert _post(gateway, provider, BODY, headers).status_code == 202
-    assert _post(gateway, provider, BODY, headers).status_code == 202  # the same delivery again: a replay
-    events = _events(gateway)[before:]
-    assert [(e.provider, e.body) for e in events] == [(provider, BODY)]
-    assert events[0].delivery_id
+    for provider, signer in SIGNERS.items():
+        headers = signer(BODY)  # type: ignore[operator]
+        forged = BODY.replace(b"succeeded", b"failed\x20\x20")
+        _assert_problem(_post(gateway, provider, forged, headers), 401, "webhook_signature_invalid")
+        old = (datetime.datetime.now(datetime.UTC) - datetime.timedelta(minutes=10)) if signer is _standard \
+            else time.time() - 600
+        _assert_problem(_post(gateway, provider, BODY, signer(BODY, at=old)), 400,  # type: ignore[operator]
+                        "webhook_timestamp_out_of_tolerance")
+        _assert_problem(_post(gateway, provider, BODY, {}), 400, "webhook_headers_missing")
+        garbled = {k: ("soon" if "timestamp" in k else v) for k, v in signer(BODY).items()}  # type: ignore[operator]
+        _assert_problem(_post(gateway, provider, BODY, garbled), 400, "webhook_timestamp_invalid")
 
-
-@pytest.mark.parametrize("provider", list(SIGNERS))
-def test_a_tampered_body_is_refused(gateway: Gateway, provider: str) -> None:
-    headers = SIGNERS[provider](BODY)  # type: ignore[operator]
-    forged = BODY.replace(b"succeeded", b"failed\x20\x20")
-    _assert_problem(_post(gateway, provider, forged, headers), 401, "webhook_signature_invalid")
-
-
-def test_wrong_keys_and_secrets_are_refused(gateway: Gateway) -> None:
     _assert_problem(_post(gateway, "fal", BODY, _fal(BODY, key=Ed25519PrivateKey.generate())), 401,
                     "webhook_signature_invalid")
+    sig = _fal(BODY)
+    sig["x-fal-webhook-signature"] = "zz" * 64
+    _assert_problem(_post(gateway, "fal", BODY, sig), 401, "webhook_signature_invalid")
     other = "whsec_" + base64.b64encode(b"another-secret-another-secret-32").decode()
     _assert_problem(_post(gateway, "wavespeed", BODY, _wavespeed(BODY, secret=other)), 401,
                     "webhook_signature_invalid")
     # A Standard Webhooks signature is not a WaveSpeedAI one (v1/base64 vs v3/hex, decoded key vs raw).
     _assert_problem(_post(gateway, "wavespeed", BODY, _standard(BODY)), 401, "webhook_signature_invalid")
-
-
-@pytest.mark.parametrize("provider", list(SIGNERS))
-def test_old_or_missing_timestamps_and_headers_are_refused(gateway: Gateway, provider: str) -> None:
-    signer = SIGNERS[provider]
-    old = (datetime.datetime.now(datetime.UTC) - datetime.timedelta(minutes=10)) if signer is _standard \
-        else time.time() - 600
-    _assert_problem(_post(gateway, provider, BODY, signer(BODY, at=old)), 400,  # type: ignore[operator]
-                    "webhook_timestamp_out_of_tolerance")
-    _assert_problem(_post(gateway, provider, BODY, {}), 400, "webhook_headers_missing")
-    garbled = {k: ("not-a-number" if "timestamp" in k else v) for k, v in signer(BODY).items()}  # type: ignore[operator]
-    _assert_problem(_post(gateway, provider, BODY, garbled), 400, "webhook_timestamp_invalid")
-
-
-def test_unknown_provider_and_bad_json(gateway: Gateway) -> None:
     _assert_problem(_post(gateway, "nobody", BODY, _standard(BODY)), 404, "provider_not_found")
     bad = b"{not json"
     _assert_problem(_post(gateway, "replicate", bad, _standard(bad)), 400, "malformed_json")
-    sig = _fal(BODY)
-    sig["x-fal-webhook-signature"] = "zz" * 64
-    _assert_problem(_post(gateway, "fal", BODY, sig), 401, "webhook_signature_invalid")
-
-
-def test_route_is_not_a_partner_route(gateway: Gateway) -> None:
-    paths = httpx.get(f"{gateway.url}/openapi.json", timeout=10).json()["paths"]
-    assert not any("provider-webhooks" in path for path in paths)
+    assert len(_events(gateway)) == before
