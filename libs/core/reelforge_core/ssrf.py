@@ -130,12 +130,17 @@ class PinnedTransport(httpx.AsyncBaseTransport):
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         pinned = await self._guard.pin(request.url)
-        if str(pinned.address) != pinned.host:
-            request.url = request.url.copy_with(host=str(pinned.address))
-            request.headers.setdefault("host", _host_header(pinned))
-            if pinned.scheme == "https":
-                request.extensions = {**request.extensions, "sni_hostname": pinned.host}
-        return await self._inner.handle_async_request(request)
+        if str(pinned.address) == pinned.host:
+            return await self._inner.handle_async_request(request)
+        # A copy, so the client still sees the URL it asked for (redirects resolve against the name).
+        headers = httpx.Headers(request.headers)
+        headers.setdefault("host", _host_header(pinned))
+        extensions = dict(request.extensions)
+        if pinned.scheme == "https":
+            extensions["sni_hostname"] = pinned.host  # TLS: SNI and certificate checked for the name
+        direct = httpx.Request(request.method, request.url.copy_with(host=str(pinned.address)), headers=headers,
+                               stream=request.stream, extensions=extensions)
+        return await self._inner.handle_async_request(direct)
 
     async def aclose(self) -> None:
         await self._inner.aclose()

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import datetime
 import ipaddress
+import ssl
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import httpx
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from reelforge_core.ssrf import IPAddress, UnsafeURL, URLGuard, pinned_client
 
@@ -128,3 +135,58 @@ async def test_allowlist_by_host_port_and_network() -> None:
         await URLGuard(["127.0.0.1:8080"]).check("http://127.0.0.1:8081/x")
     await URLGuard(["127.0.0.0/8"]).check("http://127.0.0.2/x")
     await URLGuard(require_https=False).check("http://8.8.8.8/x")
+
+
+def _tls_server(tmp_path: Path, name: str) -> tuple[ThreadingHTTPServer, ssl.SSLContext, list[str]]:
+    """An HTTPS server on 127.0.0.1 with a self-signed certificate for `name`; records the SNI it is sent."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=1))
+            .not_valid_after(now + datetime.timedelta(hours=1))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    cert_file, key_file = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    snis: list[str] = []
+    server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_ctx.load_cert_chain(cert_file, key_file)
+    server_ctx.sni_callback = lambda sock, server_name, ctx: snis.append(server_name or "")  # type: ignore[func-returns-value]
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("content-length", "2")
+            self.end_headers()
+            self.wfile.write(b"ok")
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    httpd.socket = server_ctx.wrap_socket(httpd.socket, server_side=True)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    client_ctx = ssl.create_default_context(cafile=str(cert_file))
+    return httpd, client_ctx, snis
+
+
+async def test_https_keeps_sni_and_certificate_checks_for_the_name(tmp_path: Path) -> None:
+    httpd, trust, snis = _tls_server(tmp_path, "video.example")
+    port = httpd.server_address[1]
+    try:
+        guard = URLGuard(["127.0.0.1/32"], resolver=_Rebinding("127.0.0.1"))
+        async with httpx.AsyncClient(transport=guard.transport(verify=trust), timeout=5) as client:
+            assert (await client.get(f"https://video.example:{port}/v.mp4")).text == "ok"
+        assert snis == ["video.example"]
+        # The certificate is for video.example: the same address under another name fails verification.
+        other = URLGuard(["127.0.0.1/32"], resolver=_Rebinding("127.0.0.1"))
+        async with httpx.AsyncClient(transport=other.transport(verify=trust), timeout=5) as client:
+            with pytest.raises(httpx.ConnectError):
+                await client.get(f"https://cdn.example:{port}/v.mp4")
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
