@@ -172,7 +172,7 @@ class FalWebhooks:
                 ok = self._verified(signature, message)
         except (httpx.HTTPError, ValueError) as exc:
             raise Refused(503, "webhook_keys_unavailable", f"fal's public keys could not be read: "
-                          f"{type(exc).__name__}") from None
+                          f"{type(exc).__name__}: {str(exc)[:200]}") from None
         if not ok:
             raise Refused(401, "webhook_signature_invalid", "the ED25519 signature does not verify")
         # fal retries a delivery with the same request id; the timestamp tells the attempts apart.

@@ -46,7 +46,8 @@ async def provider_webhook(provider: str, request: Request) -> Response:
     try:
         delivery_id = await verifier.verify(request.headers, body)
     except Refused as refused:
-        log.warning("provider webhook refused", extra={"provider": provider, "code": refused.code})
+        log.warning("provider webhook refused", extra={"provider": provider, "code": refused.code,
+                                                            "detail": refused.detail})
         raise Problem(refused.status, refused.code, "The webhook delivery was refused", refused.detail) from None
     try:
         json.loads(body)

@@ -222,7 +222,7 @@ def install_common(app: FastAPI, fake: FakeProvider, error_body: ErrorBody,
 
     @app.middleware("http")
     async def throttle_and_auth(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        if request.url.path.startswith("/_fake") or request.url.path.startswith("/files/"):
+        if request.url.path.startswith(("/_fake", "/files/", "/.well-known/")):  # admin, CDN, public keys
             return await call_next(request)
         if not authorized(request):
             return JSONResponse(error_body(401, "Incorrect API key provided."), status_code=401)
