@@ -2,7 +2,7 @@
 render.v1.provider-event -> render adapter, which reads the body in place of a poll.
 
 The render adapter is restarted with Replicate, fal, WaveSpeedAI and an OpenAI-shaped provider configured
-(their fakes over real HTTP, polling every 20 s so a render finished within seconds was finished by its
+(their fakes over real HTTP, polling every 90 s, so a render finished without a poll was finished by its
 webhook) and the gateway with each provider's webhook scheme (fal's keys from the fake's JWKS URL). Render
 requests are put on render.v1.requested directly (no orchestrator job: the orchestrator ignores the result
 of a render it did not ask for), and the results read back from render.v1.result."""
@@ -75,7 +75,7 @@ def fakes(stack: Stack) -> Iterator[dict[str, str]]:
             configured[name] = {
                 "kind": p.kind, "base_url": urls[name] + ("/v1" if p.kind == "openai" else ""),
                 "api_key_env": KEY_ENV, "model": p.model, "allow_output_hosts": LOOPBACK,
-                "poll_interval_seconds": 1.0 if name == "replicate-lost" else 20.0,
+                "poll_interval_seconds": 1.0 if name == "replicate-lost" else 90.0,
                 "webhook_url": f"{stack.gateway_url}/v1/provider-webhooks/{name}"}
         adapter.env.update({"REELFORGE_RENDER_PROVIDERS": json.dumps(configured), KEY_ENV: "test-key"})
         # OpenAI's webhook endpoint is set up per project, not per request.
@@ -133,7 +133,7 @@ async def _results(bootstrap: str, job_id: str) -> list[render_pb2.RenderResult]
     return found
 
 
-def _render(stack: Stack, provider: Provider, within: float = 30.0) -> tuple[str, dict[str, object]]:
+def _render(stack: Stack, provider: Provider, within: float = 60.0) -> tuple[str, dict[str, object]]:
     job_id = f"whe2e-{uuid.uuid4().hex[:12]}"
     asyncio.run(_kafka_request(stack.bootstrap, provider, job_id))
     deadline = time.monotonic() + within
@@ -152,13 +152,11 @@ def _stats(url: str) -> dict[str, int]:
 @pytest.mark.parametrize("name", ["replicate-wh", "fal-wh", "wavespeed-wh", "sora-wh"])
 def test_webhook_finishes_the_render(stack: Stack, fakes: dict[str, str], name: str) -> None:
     provider, url = PROVIDERS[name], fakes[name]
-    started = time.monotonic()
     job_id, row = _render(stack, provider)
     assert row["error_code"] is None
-    assert time.monotonic() - started < 16  # well before the first poll (20 s +- 20%)
     deliveries = httpx.get(f"{url}/_fake/deliveries").json()
     assert [d["status"] for d in deliveries] == [202]  # accepted by the gateway (signature verified)
-    assert _stats(url)["polls"] == provider.polls_on_webhook
+    assert _stats(url)["polls"] == provider.polls_on_webhook  # finished by the webhook, before any poll was due
     results = asyncio.run(_results(stack.bootstrap, job_id))
     assert [(r.ok, r.provider) for r in results] == [(True, name)]
 

@@ -2,8 +2,9 @@
 
 A URL may be fetched only over http(s), without credentials, and only if every address its host resolves
 to is public: no loopback, private, link-local (cloud metadata at 169.254.169.254), multicast, reserved,
-shared (100.64/10) or unspecified address, unless the operator allowlisted the host, `host:port`, or a
-network holding every address. Plain http to a public host is refused unless `require_https=False`.
+shared (100.64/10) or unspecified address, unless the operator allowlisted the host or `host:port` as
+written in the URL, or a network (with a prefix length, e.g. 127.0.0.1/32) holding every address it
+resolves to. Plain http to a public host is refused unless `require_https=False`.
 
 Checking a name and then letting the HTTP client resolve it again leaves a gap: a DNS answer that
 changes between the two (DNS rebinding) would send the request to an address never checked. So the host
@@ -73,9 +74,12 @@ class URLGuard:
         self._hosts: set[str] = set()
         self._networks: list[IPNetwork] = []
         for entry in allow:
-            try:
-                self._networks.append(ipaddress.ip_network(entry.strip("[]"), strict=False))
-            except ValueError:
+            # "10.0.0.0/8", "127.0.0.1/32": every address the host resolves to must be inside. A bare name or
+            # address ("127.0.0.1", "hooks.internal:8443") matches the URL's host as written, so allowlisting
+            # 127.0.0.1 does not let "localhost" or "2130706433" through.
+            if "/" in entry:
+                self._networks.append(ipaddress.ip_network(entry, strict=False))
+            else:
                 self._hosts.add(entry.lower())
         self._require_https = require_https
         self._resolve = resolver or system_resolver

@@ -135,6 +135,10 @@ async def test_allowlist_by_host_port_and_network() -> None:
         await URLGuard(["127.0.0.1:8080"]).check("http://127.0.0.1:8081/x")
     await URLGuard(["127.0.0.0/8"]).check("http://127.0.0.2/x")
     await URLGuard(require_https=False).check("http://8.8.8.8/x")
+    # An address allowlisted as written does not let other spellings or names of it through.
+    for other in ("http://localhost/x", "http://2130706433/x", "http://0x7f.0.0.1/x"):
+        with pytest.raises(UnsafeURL):
+            await URLGuard(["127.0.0.1"], require_https=False).check(other)
 
 
 def _tls_server(tmp_path: Path, name: str) -> tuple[ThreadingHTTPServer, ssl.SSLContext, list[str]]:

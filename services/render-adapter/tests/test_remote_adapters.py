@@ -188,7 +188,7 @@ async def test_webhook_path(postgres_dsn: str, tmp_path: Path, case: Case, fake_
             receiver.state.adapter = a
             await a.request("job1/r1", case.kind, job_spec(case))  # type: ignore[arg-type]
             await a.request("job2/r1", case.kind, job_spec(case, prompt="Flagged [policy]"))  # type: ignore[arg-type]
-            ok, flagged = await a.result("job1/r1", within=10), await a.result("job2/r1", within=10)
+            ok, flagged = await a.result("job1/r1", within=30), await a.result("job2/r1", within=30)
             assert a.tracker.webhooks == 2
     assert ok.ok and ok.output_uri
     assert (flagged.ok, flagged.error_code) == (False, "content_policy")
@@ -206,7 +206,7 @@ async def test_replayed_webhook_and_a_poll_have_one_effect(postgres_dsn: str, tm
         async with adapter(postgres_dsn, tmp_path, {case.kind: provider}) as a:
             receiver.state.adapter = a
             await a.request("job1/r1", case.kind, job_spec(case))  # type: ignore[arg-type]
-            await a.result("job1/r1", within=10)
+            await a.result("job1/r1", within=30)
             for _ in range(100):  # the webhook arrives after the poll already finished the render
                 if (await fake_stats(fake_url))["webhooks_sent"]:
                     break
@@ -231,7 +231,7 @@ async def test_a_lost_webhook_is_made_up_for_by_polling(postgres_dsn: str, tmp_p
         async with adapter(postgres_dsn, tmp_path, {case.kind: provider}) as a:
             receiver.state.adapter = a
             await a.request("job1/r1", case.kind, job_spec(case))  # type: ignore[arg-type]
-            result = await a.result("job1/r1", within=10)
+            result = await a.result("job1/r1", within=30)
             assert a.tracker.webhooks == 0
     assert result.ok
     stats = await fake_stats(fake_url)
