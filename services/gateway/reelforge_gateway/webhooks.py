@@ -61,7 +61,7 @@ def active_secrets(endpoint: asyncpg.Record) -> list[str]:
     return [endpoint["secret"], endpoint["previous_secret"]] if keep_previous else [endpoint["secret"]]
 
 
-UrlForbidden = UnsafeURL
+UrlForbidden = UnsafeURL  # what the webhook endpoint API reports as `webhook_url_forbidden`
 
 
 def url_guard(allowed_hosts: Iterable[str]) -> URLGuard:

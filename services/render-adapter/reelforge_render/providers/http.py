@@ -105,7 +105,7 @@ class ProviderHTTP:
                  trusted_origins: Sequence[str] = ()) -> None:
         self.name = name
         self.config = config
-        self.guard = URLGuard(config.allow_output_hosts, )
+        self.guard = URLGuard(config.allow_output_hosts)
         self._classify = classify
         # Origins besides base_url's that get our credentials (e.g. Vertex AI's outputs in Cloud Storage).
         self._trusted = {_origin(config.base_url), *(_origin(url) for url in trusted_origins)}
