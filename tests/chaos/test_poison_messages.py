@@ -20,7 +20,7 @@ CONSUMED = {
     "gateway-budget-alerts": [topics.BILLING_BUDGET_ALERT],
     "orchestrator": [topics.JOBS_SUBMITTED, topics.JOBS_CANCEL_REQUESTED, topics.RENDER_RESULT,
                      topics.POSTPROCESS_RESULT],
-    "render-adapter": [topics.RENDER_REQUESTED, topics.RENDER_CANCEL_REQUESTED],
+    "render-adapter": [topics.RENDER_REQUESTED, topics.RENDER_CANCEL_REQUESTED, topics.RENDER_PROVIDER_EVENT],
     "postprocess": [topics.POSTPROCESS_REQUESTED],
     "billing": [topics.USAGE_RECORDED],
 }

@@ -10,7 +10,6 @@ import logging
 from pathlib import Path
 
 import asyncpg
-import httpx
 
 from reelforge_core import db, topics
 from reelforge_core.content import ContentStore
@@ -38,6 +37,7 @@ async def start(runtime: ServiceRuntime) -> None:
     await grpc_api.serve(runtime, app.state, settings.grpc_host, settings.grpc_port)
     runtime.add_task("key-changes", lambda: key_changes.follow(pool, app.state.key_cache))
     runtime.add_task("rate-bucket-expiry", lambda: tenancy.forget_idle_rate_buckets(pool))
+    runtime.on_close(app.state.provider_webhook_client.aclose)
     if runtime.http_app.state.billing is not None:
         runtime.on_close(runtime.http_app.state.billing.close)
     if settings.consume_budget_alerts:
@@ -61,12 +61,11 @@ async def start(runtime: ServiceRuntime) -> None:
 async def deliver_webhooks(pool: asyncpg.Pool, settings: GatewaySettings) -> None:
     backoff = webhooks.Backoff(settings.webhook_backoff_base_seconds, settings.webhook_backoff_max_seconds,
                                settings.webhook_max_attempts)
-    allowed = frozenset(settings.webhook_allowed_hosts)
-    # No redirects: a receiver must not bounce a signed delivery to an address the guard would refuse.
-    async with httpx.AsyncClient(timeout=settings.webhook_timeout_seconds, follow_redirects=False) as client:
+    guard = webhooks.url_guard(settings.webhook_allowed_hosts)
+    async with webhooks.delivery_client(guard, settings.webhook_timeout_seconds) as client:
         while True:
             try:
-                sent = await webhooks.deliver_due(pool, client, backoff, allowed)
+                sent = await webhooks.deliver_due(pool, client, backoff)
             except (OSError, asyncpg.PostgresError) as exc:
                 log.warning("webhook delivery pass failed; will retry", extra={"error": str(exc)})
                 sent = 0

@@ -3,6 +3,7 @@ from __future__ import annotations
 from pydantic import Field, SecretStr
 
 from reelforge_core.settings import ServiceSettings, service_config
+from reelforge_gateway.provider_webhooks import ProviderWebhookConfig
 
 
 class GatewaySettings(ServiceSettings):
@@ -29,6 +30,9 @@ class GatewaySettings(ServiceSettings):
     # Webhooks: hosts (or host:port) exempt from the SSRF guard, e.g. a receiver on the same machine in tests;
     # retries back off exponentially from the base up to the cap; 14 attempts at the defaults span > 24 h.
     webhook_allowed_hosts: list[str] = Field(default_factory=list)
+    # Render providers' webhooks (POST /v1/provider-webhooks/{provider}), JSON by our provider name, e.g.
+    # {"replicate": {"scheme": "standard", "secret_env": "REPLICATE_WEBHOOK_SECRET"}}; see provider_webhooks.py.
+    provider_webhooks: dict[str, ProviderWebhookConfig] = Field(default_factory=dict)
     webhook_backoff_base_seconds: float = Field(default=30.0, gt=0)
     webhook_backoff_max_seconds: float = Field(default=6 * 3600.0, gt=0)
     webhook_max_attempts: int = Field(default=14, ge=1)

@@ -12,20 +12,18 @@ import asyncio
 import base64
 import hashlib
 import hmac
-import ipaddress
 import json
 import logging
 import secrets
-import socket
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, get_args
-from urllib.parse import urlsplit
 
 import asyncpg
 import httpx
 
+from reelforge_core.ssrf import UnsafeURL, URLGuard, pinned_client
 from reelforge_gateway import metrics
 
 log = logging.getLogger(__name__)
@@ -63,30 +61,19 @@ def active_secrets(endpoint: asyncpg.Record) -> list[str]:
     return [endpoint["secret"], endpoint["previous_secret"]] if keep_previous else [endpoint["secret"]]
 
 
-class UrlForbidden(ValueError):
-    pass
+UrlForbidden = UnsafeURL  # what the webhook endpoint API reports as `webhook_url_forbidden`
 
 
-def check_url(url: str, allowed_hosts: frozenset[str]) -> None:
-    """The SSRF guard: http(s) only; no loopback, private, link-local, multicast, reserved or
-    metadata addresses, unless an operator allowlisted the host (or host:port)."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise UrlForbidden("the URL must be http(s) with a host")
-    if parts.username or parts.password:
-        raise UrlForbidden("the URL must not carry credentials")
-    host = parts.hostname.lower()
-    port = parts.port or (443 if parts.scheme == "https" else 80)
-    if host in allowed_hosts or f"{host}:{port}" in allowed_hosts:
-        return
-    try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except (socket.gaierror, UnicodeError):
-        raise UrlForbidden(f"the host {host!r} does not resolve") from None
-    for info in infos:
-        address = ipaddress.ip_address(info[4][0])
-        if not address.is_global or address.is_multicast:
-            raise UrlForbidden(f"the host {host!r} resolves to a non-public address")
+def url_guard(allowed_hosts: Iterable[str]) -> URLGuard:
+    """The SSRF guard for partner webhook URLs (reelforge_core.ssrf): http(s), public addresses only unless an
+    operator allowlisted the host, host:port or network; plain http is allowed (the partner's choice)."""
+    return URLGuard(allowed_hosts, require_https=False)
+
+
+def delivery_client(guard: URLGuard, timeout: float) -> httpx.AsyncClient:
+    """Connects only to the address the guard checked (DNS pinning). No redirects: a receiver must not bounce a
+    signed delivery elsewhere."""
+    return pinned_client(guard, timeout=timeout, follow_redirects=False)
 
 
 @dataclass(frozen=True)
@@ -128,9 +115,9 @@ def sample_event(event_type: str) -> dict[str, Any]:
 
 
 async def send_once(client: httpx.AsyncClient, url: str, signing_secrets: list[str], message_id: str,
-                    payload: dict[str, Any], allowed_hosts: frozenset[str]) -> int:
-    """One signed POST, no retry (the test call); returns the receiver's HTTP status."""
-    await asyncio.to_thread(check_url, url, allowed_hosts)
+                    payload: dict[str, Any]) -> int:
+    """One signed POST, no retry (the test call); returns the receiver's HTTP status. `client` is a
+    `delivery_client`: it refuses (UnsafeURL) a URL the guard refuses."""
     body = json.dumps(payload).encode()
     response = await client.post(url, content=body, headers=signed_headers(signing_secrets, message_id, body))
     return response.status_code
@@ -176,8 +163,8 @@ async def enqueue_event(conn: asyncpg.Connection, tenant_id: str, event_type: st
     return len(endpoints)
 
 
-async def deliver_due(pool: asyncpg.Pool, client: httpx.AsyncClient, backoff: Backoff,
-                      allowed_hosts: frozenset[str], batch: int = 20, lease_seconds: float = 60) -> int:
+async def deliver_due(pool: asyncpg.Pool, client: httpx.AsyncClient, backoff: Backoff, batch: int = 20,
+                      lease_seconds: float = 60) -> int:
     """Sends one batch of due deliveries; returns how many were attempted."""
     async with pool.acquire() as conn, conn.transaction():
         due = await conn.fetch(
@@ -194,18 +181,17 @@ async def deliver_due(pool: asyncpg.Pool, client: httpx.AsyncClient, backoff: Ba
                 " WHERE delivery_id = ANY($1::text[])",
                 [row["delivery_id"] for row in due], lease_seconds,
             )
-    await asyncio.gather(*[_attempt(pool, client, backoff, allowed_hosts, row) for row in due])
+    await asyncio.gather(*[_attempt(pool, client, backoff, row) for row in due])
     return len(due)
 
 
-async def _attempt(pool: asyncpg.Pool, client: httpx.AsyncClient, backoff: Backoff,
-                   allowed_hosts: frozenset[str], row: asyncpg.Record) -> None:
+async def _attempt(pool: asyncpg.Pool, client: httpx.AsyncClient, backoff: Backoff, row: asyncpg.Record) -> None:
     body = row["payload"].encode()
     headers = signed_headers(active_secrets(row), row["delivery_id"], body)
     status: int | None = None
     error: str | None = None
     try:
-        await asyncio.to_thread(check_url, row["url"], allowed_hosts)  # again: DNS may have changed
+        # The client checks the URL again (DNS may have changed) and connects to the checked address.
         response = await client.post(row["url"], content=body, headers=headers)
         status = response.status_code
         if not 200 <= status < 300:

@@ -69,8 +69,8 @@ def _deliver_all(gateway: Gateway, rounds: int = 60) -> None:
     import time
 
     async def one_pass() -> int:
-        async with httpx.AsyncClient(timeout=5, follow_redirects=False) as client:
-            return await webhooks.deliver_due(gateway.pool, client, BACKOFF, frozenset({"127.0.0.1"}))
+        async with webhooks.delivery_client(webhooks.url_guard(["127.0.0.1"]), 5) as client:
+            return await webhooks.deliver_due(gateway.pool, client, BACKOFF)
 
     for _ in range(rounds):
         gateway.run(one_pass())
@@ -160,9 +160,10 @@ def test_gives_up_after_max_attempts_then_replays(gateway: Gateway) -> None:
     "http://127.0.0.2:8080/x", "http://localhost:9/x", "http://169.254.169.254/latest/meta-data",
     "http://10.0.0.1/x", "http://[::1]/x", "ftp://example.com/x", "http://user:pw@127.0.0.1/x",
 ])
-def test_ssrf_guard_refuses_internal_urls(url: str) -> None:
+@pytest.mark.asyncio
+async def test_ssrf_guard_refuses_internal_urls(url: str) -> None:
     with pytest.raises(webhooks.UrlForbidden):
-        webhooks.check_url(url, frozenset({"127.0.0.1"}) if "user" in url else frozenset())
+        await webhooks.url_guard(["127.0.0.1"] if "user" in url else []).check(url)
 
 
 def test_ssrf_guard_on_the_api(gateway: Gateway) -> None:

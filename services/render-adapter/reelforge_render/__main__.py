@@ -7,7 +7,6 @@ import logging
 from pathlib import Path
 
 import asyncpg
-from fastapi import FastAPI
 
 from reelforge_core import topics
 from reelforge_core.content import ContentStore
@@ -17,7 +16,6 @@ from reelforge_render.providers.base import Provider
 from reelforge_render.providers.registry import create_provider
 from reelforge_render.settings import RenderSettings
 from reelforge_render.tracker import Tracker
-from reelforge_render.webhooks import webhook_router
 from reelforge_render.worker import CONSUMER, RenderWorker
 
 log = logging.getLogger(__name__)
@@ -48,10 +46,10 @@ async def start(runtime: ServiceRuntime) -> None:
     runtime.add_task("render-tracker", lambda: track_while_leading(pool, tracker))
     timeouts = {name: config.timeout_seconds for name, config in settings.providers.items()}
     worker = RenderWorker(pool, providers, tracker, timeouts, settings.render_timeout_seconds)
-    app = FastAPI(openapi_url=None, docs_url=None, redoc_url=None)
-    app.include_router(webhook_router(tracker))
-    runtime.http_app = app
-    await runtime.consume(CONSUMER, [topics.RENDER_REQUESTED, topics.RENDER_CANCEL_REQUESTED], worker.handle)
+    # Provider webhooks arrive through the gateway (POST /v1/provider-webhooks/{provider}, signature-verified)
+    # as render.v1.provider-event.
+    await runtime.consume(CONSUMER, [topics.RENDER_REQUESTED, topics.RENDER_CANCEL_REQUESTED,
+                                     topics.RENDER_PROVIDER_EVENT], worker.handle)
 
 
 async def track_while_leading(pool: asyncpg.Pool, tracker: Tracker, adopt_seconds: float = 2.0) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 import asyncpg
 
@@ -32,6 +33,7 @@ class InFlight:
     progress: int = 0
     polls: int = 0
     errors: int = 0  # consecutive transient errors (backoff grows with them)
+    pushed: Any = None  # a verified provider webhook body not read yet (read in place of the next poll)
     due: float = 0.0  # monotonic time of the next step
 
 

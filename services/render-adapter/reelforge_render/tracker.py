@@ -20,6 +20,7 @@ import tempfile
 import time
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 from opentelemetry import trace
@@ -66,6 +67,7 @@ class Tracker:
         self._busy: set[str] = set()
         self._wake = asyncio.Event()
         self.polls = 0  # status polls made, for metrics and the benchmark
+        self.webhooks = 0  # provider webhooks read in place of a poll
         self.finished = 0
 
     # --- what the rest of the adapter calls -----------------------------------------------------
@@ -85,12 +87,18 @@ class Tracker:
             job.cancel_requested = True
             self._schedule(job, 0.0)
 
-    def nudge(self, provider: str, external_id: str) -> bool:
-        """A provider said (by webhook) that a job changed: poll it now instead of at its next turn."""
-        render_id = self._by_external.get((provider, external_id))
+    def push(self, provider: str, body: Any) -> bool:
+        """A provider's webhook (verified by the gateway) about one of its jobs: its body is read in place of
+        that render's next poll, now, by the same rules (`Provider.webhook_status`) and in the same worker
+        step, so a webhook and a poll reporting one state have one effect. False if no tracked render is
+        the subject (finished already, another instance's, or not ours): nothing to do."""
+        adapter = self._providers.get(provider)
+        external_id = adapter.webhook_subject(body) if adapter is not None else None
+        render_id = self._by_external.get((provider, external_id)) if external_id else None
         job = self._jobs.get(render_id) if render_id else None
         if job is None:
             return False
+        job.pushed = body
         self._schedule(job, 0.0)
         return True
 
@@ -229,9 +237,14 @@ class Tracker:
         self._schedule(job, self._jittered(provider.poll_interval))
 
     async def _poll(self, provider: Provider, job: InFlight, handle: ProviderJob) -> None:
-        status = await provider.status(handle)
-        self.polls += 1
-        job.polls += 1
+        pushed, job.pushed = job.pushed, None
+        status = provider.webhook_status(handle, pushed) if pushed is not None else None
+        if status is None:
+            status = await provider.status(handle)
+            self.polls += 1
+            job.polls += 1
+        else:
+            self.webhooks += 1
         job.errors = 0
         if status.state == "succeeded":
             await self._succeed(provider, job, handle, status)

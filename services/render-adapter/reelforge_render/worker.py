@@ -1,4 +1,5 @@
-"""Kafka handlers: accept render requests durably and hand them to the tracker; relay cancels.
+"""Kafka handlers: accept render requests durably and hand them to the tracker; relay cancels and
+provider webhooks (verified by the gateway) to the tracker.
 
 Neither handler waits for a render: accepting is one INSERT, so the consumer loop stays fast however
 many renders are in flight. Idempotent by render id: a redelivered request finds its row and is
@@ -7,6 +8,7 @@ skipped; a request whose provider is unknown is answered at once (invalid_input,
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Mapping
 
@@ -38,6 +40,9 @@ class RenderWorker:
         if event.topic == topics.RENDER_CANCEL_REQUESTED:
             await self.handle_cancel(event)
             return
+        if event.topic == topics.RENDER_PROVIDER_EVENT:
+            self.handle_provider_event(event)
+            return
         request = event.parse(render_pb2.RenderRequested)
         if not request.render_id or not request.job_id:
             raise PoisonMessage("RenderRequested without render_id or job_id")
@@ -62,6 +67,19 @@ class RenderWorker:
         if await outbox.mark_processed(conn, CONSUMER, request.render_id):
             await outbox.enqueue(conn, topics.RENDER_RESULT, request.job_id, result, request.tenant_id)
         log.warning("render rejected", extra={"render_id": request.render_id, "error_message": message})
+
+    def handle_provider_event(self, event: Event) -> None:
+        """A provider webhook the gateway verified: the tracker reads it in place of the render's next poll.
+        Redelivery is harmless (the render has finished and is no longer tracked, or the same state is read
+        again). Only the instance that tracks renders acts on it; on another one the poll finds the state."""
+        delivery = event.parse(render_pb2.ProviderEvent)
+        try:
+            body = json.loads(delivery.body)
+        except ValueError as exc:
+            raise PoisonMessage("ProviderEvent body is not JSON") from exc
+        applied = self._tracker.push(delivery.provider, body)
+        log.info("provider webhook", extra={"provider": delivery.provider, "delivery_id": delivery.delivery_id[:100],
+                                            "applied": applied})
 
     async def handle_cancel(self, event: Event) -> None:
         cancel = event.parse(render_pb2.RenderCancelRequested)

@@ -12,7 +12,14 @@ import pytest
 
 from reelforge_core.media import probe
 from reelforge_render.fakes.common import Behaviour, serving
-from reelforge_render.fakes.harness import adapter, fake_stats, fake_submissions, set_behaviour, spec
+from reelforge_render.fakes.harness import (
+    adapter,
+    fake_stats,
+    fake_submissions,
+    set_behaviour,
+    spec,
+    webhook_receiver,
+)
 from reelforge_render.fakes.openai import create_app
 from reelforge_render.providers.base import ProviderError, ProviderJob
 from reelforge_render.providers.config import ProviderConfig
@@ -172,16 +179,13 @@ async def test_stuck_job_times_out_and_is_cancelled(postgres_dsn: str, tmp_path:
 
 
 async def test_webhook_triggers_an_early_poll(postgres_dsn: str, tmp_path: Path, fake_url: str) -> None:
-    from fastapi import FastAPI
-
-    from reelforge_render.webhooks import webhook_router
-
+    """OpenAI's `video.completed` event names the video but carries no state: the tracker polls at once."""
     slow = provider(fake_url, poll_interval_seconds=30.0)  # polling alone would take 30 s
-    async with adapter(postgres_dsn, tmp_path, {"sora": slow}) as a:
-        app = FastAPI()
-        app.include_router(webhook_router(a.tracker))
-        with serving(app) as hook_url:
-            await set_behaviour(fake_url, webhook_url=f"{hook_url}/v1/provider-webhooks/sora")
+    receiver = webhook_receiver("sora")
+    with serving(receiver) as hook_url:
+        async with adapter(postgres_dsn, tmp_path, {"sora": slow}) as a:
+            receiver.state.adapter = a
+            await set_behaviour(fake_url, webhook_url=f"{hook_url}/hook")
             await a.request("job1/r1", "sora", spec())
             result = await a.result("job1/r1", within=10)
     assert result.ok

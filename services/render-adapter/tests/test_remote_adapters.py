@@ -8,17 +8,25 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
 from fastapi import FastAPI
 
 from reelforge_render.fakes import fal, replicate, runway, veo, vertex_veo, wavespeed
 from reelforge_render.fakes.common import Behaviour, serving
-from reelforge_render.fakes.harness import adapter, fake_stats, fake_submissions, set_behaviour, spec
+from reelforge_render.fakes.harness import (
+    adapter,
+    fake_stats,
+    fake_submissions,
+    set_behaviour,
+    spec,
+    webhook_receiver,
+)
 from reelforge_render.providers.base import Provider, ProviderJob
 from reelforge_render.providers.config import ProviderConfig
 from reelforge_render.providers.registry import create_provider
-from reelforge_render.webhooks import webhook_router
 
 pytestmark = pytest.mark.asyncio
 KEY_ENV = "TEST_PROVIDER_KEY"
@@ -169,19 +177,70 @@ async def test_output_url_on_a_private_address_is_refused(postgres_dsn: str, tmp
 
 
 async def test_webhook_path(postgres_dsn: str, tmp_path: Path, case: Case, fake_url: str) -> None:
+    """The provider's signed webhook is read in place of a poll: done without a single status poll."""
     if not case.webhook:
         pytest.skip("the provider has no webhooks")
-    app = FastAPI()
-    with serving(app) as hook_url:
+    receiver = webhook_receiver(case.kind)
+    with serving(receiver) as hook_url:
         provider = make(case, fake_url, poll_interval_seconds=30.0,  # polling alone would take 30 s
-                        webhook_url=f"{hook_url}/v1/provider-webhooks/{case.kind}")
+                        webhook_url=f"{hook_url}/hook")
         async with adapter(postgres_dsn, tmp_path, {case.kind: provider}) as a:
-            app.include_router(webhook_router(a.tracker))
+            receiver.state.adapter = a
             await a.request("job1/r1", case.kind, job_spec(case))  # type: ignore[arg-type]
-            result = await a.result("job1/r1", within=10)
+            await a.request("job2/r1", case.kind, job_spec(case, prompt="Flagged [policy]"))  # type: ignore[arg-type]
+            ok, flagged = await a.result("job1/r1", within=30), await a.result("job2/r1", within=30)
+            assert a.tracker.webhooks == 2
+    assert ok.ok and ok.output_uri
+    assert (flagged.ok, flagged.error_code) == (False, "content_policy")
+    stats = await fake_stats(fake_url)
+    assert stats["webhooks_sent"] == 2 and stats["polls"] == 0
+
+
+async def test_replayed_webhook_and_a_poll_have_one_effect(postgres_dsn: str, tmp_path: Path, case: Case,
+                                                            fake_url: str) -> None:
+    if not case.webhook:
+        pytest.skip("the provider has no webhooks")
+    receiver = webhook_receiver(case.kind)
+    with serving(receiver) as hook_url:
+        provider = make(case, fake_url, poll_interval_seconds=0.05, webhook_url=f"{hook_url}/hook")
+        async with adapter(postgres_dsn, tmp_path, {case.kind: provider}) as a:
+            receiver.state.adapter = a
+            await a.request("job1/r1", case.kind, job_spec(case))  # type: ignore[arg-type]
+            await a.result("job1/r1", within=30)
+            for _ in range(100):  # the webhook arrives after the poll already finished the render
+                if (await fake_stats(fake_url))["webhooks_sent"]:
+                    break
+                await asyncio.sleep(0.05)
+            delivery = (await _deliveries(fake_url))[0]
+            for _ in range(2):  # and is replayed
+                await a.provider_event(case.kind, delivery["body"].encode())
+            await asyncio.sleep(0.3)
+            results = [r for r in await a.results() if r.render_id == "job1/r1"]
+    assert len(results) == 1 and results[0].ok
+    assert (await fake_stats(fake_url))["downloads"] == 1
+
+
+async def test_a_lost_webhook_is_made_up_for_by_polling(postgres_dsn: str, tmp_path: Path, case: Case,
+                                                         fake_url: str) -> None:
+    if not case.webhook:
+        pytest.skip("the provider has no webhooks")
+    await set_behaviour(fake_url, webhooks_lost=True)
+    receiver = webhook_receiver(case.kind)
+    with serving(receiver) as hook_url:
+        provider = make(case, fake_url, poll_interval_seconds=0.3, webhook_url=f"{hook_url}/hook")
+        async with adapter(postgres_dsn, tmp_path, {case.kind: provider}) as a:
+            receiver.state.adapter = a
+            await a.request("job1/r1", case.kind, job_spec(case))  # type: ignore[arg-type]
+            result = await a.result("job1/r1", within=30)
+            assert a.tracker.webhooks == 0
     assert result.ok
     stats = await fake_stats(fake_url)
-    assert stats["webhooks_sent"] == 1 and stats["polls"] == 1  # one poll, right after the webhook
+    assert stats["webhooks_lost"] == 1 and stats["webhooks_sent"] == 0 and stats["polls"] >= 1
+
+
+async def _deliveries(base_url: str) -> list[dict[str, Any]]:
+    async with httpx.AsyncClient() as client:
+        return list((await client.get(f"{base_url}/_fake/deliveries")).json())
 
 
 async def test_a_lost_submit_answer_is_not_submitted_again(postgres_dsn: str, tmp_path: Path, case: Case,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from reelforge_render.ssrf import UnsafeURL, URLGuard
+from reelforge_core.ssrf import UnsafeURL, URLGuard
 
 pytestmark = pytest.mark.asyncio
 

@@ -6,6 +6,7 @@ import secrets
 from typing import Any
 
 import asyncpg
+import httpx
 from fastapi import FastAPI
 
 from reelforge_core.asgi_tracing import TracingMiddleware
@@ -16,6 +17,7 @@ from reelforge_gateway.api import (
     downloads,
     jobs,
     problems,
+    provider_webhooks,
     qc,
     templates,
     video_characters,
@@ -68,12 +70,17 @@ def create_app(pool: asyncpg.Pool, content: ContentStore, settings: GatewaySetti
     app.include_router(admin.router)
     app.include_router(batches.router)
     app.include_router(templates.router)
+    app.include_router(provider_webhooks.router)
+    # fal's public keys (JWKS) are read with this client; closed with the app.
+    app.state.provider_webhook_client = httpx.AsyncClient(timeout=10, follow_redirects=False)
+    app.state.provider_verifiers = provider_webhooks.build_verifiers(settings, app.state.provider_webhook_client)
     if settings.billing_target:  # without billing there is no usage, invoice or balance API to offer
         app.include_router(usage_api.router)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes, max_upload_bytes=settings.max_upload_bytes,
                        upload_paths=("/v1/videos", *video_derivatives.UPLOAD_PATHS,
                                                    *video_characters.UPLOAD_PATHS),
-                       path_limits={"/v1/batches": settings.batch_max_bytes})
+                       path_limits={"/v1/batches": settings.batch_max_bytes,
+                                    **provider_webhooks.body_limits(settings)})
     app.add_middleware(RateLimitHeaders)
     app.add_middleware(TracingMiddleware)
     _document_problems(app)

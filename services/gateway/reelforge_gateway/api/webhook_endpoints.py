@@ -5,7 +5,6 @@ replay of this gateway's durable delivery. Deliveries are signed per Standard We
 
 from __future__ import annotations
 
-import asyncio
 import secrets
 from datetime import datetime
 from typing import Annotated, Literal
@@ -148,9 +147,8 @@ def _not_found(endpoint_id: str) -> Problem:
 
 
 async def _check_url_allowed(request: Request, url: str) -> None:
-    allowed = frozenset(request.app.state.settings.webhook_allowed_hosts)
     try:
-        await asyncio.to_thread(webhooks.check_url, url, allowed)
+        await webhooks.url_guard(request.app.state.settings.webhook_allowed_hosts).check(url)
     except webhooks.UrlForbidden as exc:
         raise Problem(400, "webhook_url_forbidden", "The webhook URL is not allowed", str(exc), param="url") from None
 
@@ -253,10 +251,10 @@ async def test_endpoint(endpoint_id: str, request: Request, caller: AuthCaller) 
     settings: GatewaySettings = request.app.state.settings
     payload = webhooks.sample_event(body.event_type)
     try:
-        async with httpx.AsyncClient(timeout=settings.webhook_timeout_seconds, follow_redirects=False) as client:
+        guard = webhooks.url_guard(settings.webhook_allowed_hosts)
+        async with webhooks.delivery_client(guard, settings.webhook_timeout_seconds) as client:
             status = await webhooks.send_once(client, row["url"], webhooks.active_secrets(row),
-                                              f"msg_{secrets.token_hex(12)}", payload,
-                                              frozenset(settings.webhook_allowed_hosts))
+                                              f"msg_{secrets.token_hex(12)}", payload)
     except webhooks.UrlForbidden as exc:
         raise Problem(400, "webhook_url_forbidden", "The webhook URL is not allowed", str(exc)) from None
     except httpx.HTTPError as exc:

@@ -30,6 +30,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 from reelforge_render.animatic import AnimaticSpec, render_animatic
+from reelforge_render.fakes.signing import DEFAULT_WEBHOOK_SECRET
 
 Outcome = Literal["ok", "content_policy", "invalid", "error", "stuck"]
 MARKERS: dict[str, Outcome] = {"[policy]": "content_policy", "[invalid]": "invalid", "[fail]": "error",
@@ -48,7 +49,9 @@ class Behaviour(BaseModel):
     throttle_every: int = 0  # every Nth API request is answered 429 (bursty load); 0 = never
     retry_after_s: float = 1.0  # the Retry-After the 429s carry
     api_key: str = "test-key"
-    webhook_url: str = ""  # when set, terminal jobs are announced there (provider's webhook shape)
+    webhook_url: str = ""  # when set, terminal jobs are announced there (provider's webhook shape, signed)
+    webhook_secret: str = DEFAULT_WEBHOOK_SECRET  # signs Standard Webhooks / WaveSpeedAI deliveries
+    webhooks_lost: bool = False  # deliveries are "sent" but never arrive (the poll must still finish the job)
     gpus: int = 0  # the self-hosted pool reports GPUs and GPU-seconds per job when > 0
     answer_delay_s: float = 0.0  # API POSTs take effect at once but answer this much later (lost answers)
     # What the output download serves: a real MP4, random bytes, the first 40% of the MP4, or nothing.
@@ -110,6 +113,7 @@ class Stats:
     cancels: int = 0
     downloads: int = 0
     webhooks_sent: int = 0
+    webhooks_lost: int = 0
 
 
 class FakeProvider:
@@ -125,6 +129,8 @@ class FakeProvider:
         self._rng = random.Random(seed)
         self._render_lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[None]] = set()
+        # Every delivery made (url, body, headers, receiver's status), so a test can replay one exactly.
+        self.deliveries: list[dict[str, Any]] = []
 
     def create(self, prompt: str, width: int, height: int, seconds: float, model: str,
                idempotency_key: str | None = None, job_id: str | None = None,
@@ -177,23 +183,34 @@ class FakeProvider:
 
     def announce(self, job: FakeJob, body: Callable[[FakeJob], dict[str, Any]],
                  headers: Callable[[bytes], dict[str, str]] | None = None) -> None:
-        """Posts `body(job)` to the webhook URL once the job is terminal (if a webhook is configured)."""
-        url = self.behaviour.webhook_url
-        if not url or job.outcome == "stuck":
+        """Posts `body(job)`, signed by `headers(body bytes)`, to the webhook URL once the job is terminal
+        (if a webhook is configured)."""
+        if not self.behaviour.webhook_url or job.outcome == "stuck":
             return
 
         async def send() -> None:
             await asyncio.sleep(job.queue_s + job.latency_s + 0.05)
+            if job.cancelled:
+                return
             payload = bytes(JSONResponse(body(job)).body)
-            with contextlib.suppress(httpx.HTTPError):
-                async with httpx.AsyncClient(timeout=5) as client:
-                    await client.post(url, content=payload, headers={"content-type": "application/json",
-                                                                     **(headers(payload) if headers else {})})
-                    self.stats.webhooks_sent += 1
+            signed = {"content-type": "application/json", **(headers(payload) if headers else {})}
+            if self.behaviour.webhooks_lost:
+                self.stats.webhooks_lost += 1
+                return
+            await self.deliver(self.behaviour.webhook_url, payload, signed)
 
         task = asyncio.create_task(send())
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    async def deliver(self, url: str, payload: bytes, headers: dict[str, str]) -> int | None:
+        status: int | None = None
+        with contextlib.suppress(httpx.HTTPError):
+            async with httpx.AsyncClient(timeout=5) as client:
+                status = (await client.post(url, content=payload, headers=headers)).status_code
+                self.stats.webhooks_sent += 1
+        self.deliveries.append({"url": url, "body": payload.decode(), "headers": headers, "status": status})
+        return status
 
 
 ErrorBody = Callable[[int, str], dict[str, Any]]
@@ -205,7 +222,7 @@ def install_common(app: FastAPI, fake: FakeProvider, error_body: ErrorBody,
 
     @app.middleware("http")
     async def throttle_and_auth(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        if request.url.path.startswith("/_fake") or request.url.path.startswith("/files/"):
+        if request.url.path.startswith(("/_fake", "/files/", "/.well-known/")):  # admin, CDN, public keys
             return await call_next(request)
         if not authorized(request):
             return JSONResponse(error_body(401, "Incorrect API key provided."), status_code=401)
@@ -240,6 +257,16 @@ def install_common(app: FastAPI, fake: FakeProvider, error_body: ErrorBody,
                 job.latency_s, job.outcome = 0.0, "ok" if job.outcome == "stuck" else job.outcome
                 released += 1
         return {"released": released}
+
+    @app.get("/_fake/deliveries")
+    async def deliveries() -> list[dict[str, Any]]:
+        return fake.deliveries
+
+    @app.post("/_fake/deliveries/{index}/resend")
+    async def resend(index: int) -> dict[str, Any]:
+        """Sends delivery `index` again byte for byte, same headers and signature (a replay)."""
+        sent = fake.deliveries[index]
+        return {"status": await fake.deliver(sent["url"], sent["body"].encode(), sent["headers"])}
 
     @app.get("/_fake/stats")
     async def stats() -> dict[str, Any]:

@@ -8,7 +8,9 @@ response_url, status_url, cancel_url, queue_position}; GET /{owner}/{app}/reques
 /{owner}/{app}/requests/{id} -> the model output ({video: {url, content_type, file_name, file_size}, seed}) or
 the error (422 {detail: [{loc, msg, type}]}, type content_policy_violation for safety; 500 otherwise);
 PUT .../cancel -> 202 {status: CANCELLATION_REQUESTED} or 400 {status: ALREADY_COMPLETED}.
-Status and result URLs drop the endpoint sub-path. Auth: `Authorization: Key <key>`.
+Status and result URLs drop the endpoint sub-path. Auth: `Authorization: Key <key>`. Webhooks
+(https://docs.fal.ai/model-apis/model-endpoints/webhooks): {request_id, gateway_request_id, status OK|ERROR,
+payload, error}, signed with ED25519 (fakes/signing.py); the fake serves its JWKS at /.well-known/jwks.json.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from reelforge_render.fakes.common import (
     fake_app,
     submission_key,
 )
+from reelforge_render.fakes.signing import FalSigner
 
 ASPECTS = {"16:9": (1280, 720), "9:16": (720, 1280), "1:1": (720, 720)}
 
@@ -37,6 +40,30 @@ def error_body(status: int, message: str) -> dict[str, Any]:
 
 def create_app(behaviour: Behaviour | None = None) -> FastAPI:
     app, fake = fake_app(behaviour, error_body, lambda f: bearer(f, scheme="Key"))
+
+    signer = FalSigner()
+
+    @app.get("/.well-known/jwks.json")
+    async def jwks() -> dict[str, Any]:
+        return signer.jwks()
+
+    def webhook_body(request: Request, job: FakeJob) -> dict[str, Any]:
+        """{request_id, gateway_request_id, status OK|ERROR, payload (the result or the error details), error}."""
+        body: dict[str, Any] = {"request_id": job.id, "gateway_request_id": job.id}
+        if job.outcome == "ok":
+            return {**body, "status": "OK", "payload": {
+                "video": {"url": cdn_url(request, job), "content_type": "video/mp4", "file_name": "output.mp4"},
+                "seed": 42}}
+        if job.outcome == "content_policy":
+            payload: Any = {"detail": [{"loc": ["body", "prompt"], "type": "content_policy_violation",
+                                        "msg": "The content could not be processed because it contained material "
+                                               "flagged by a content checker."}]}
+            return {**body, "status": "ERROR", "error": "Invalid status code: 422", "payload": payload}
+        if job.outcome == "invalid":
+            payload = {"detail": [{"loc": ["body", "prompt"], "msg": "Invalid prompt.", "type": "value_error"}]}
+            return {**body, "status": "ERROR", "error": "Invalid status code: 422", "payload": payload}
+        return {**body, "status": "ERROR", "error": "Invalid status code: 500",
+                "payload": {"detail": "Internal server error"}}
 
     def urls(request: Request, app_id: str, job: FakeJob) -> dict[str, str]:
         base = f"{str(request.base_url).rstrip('/')}/{app_id}/requests/{job.id}"
@@ -121,8 +148,7 @@ def create_app(behaviour: Behaviour | None = None) -> FastAPI:
         webhook = request.query_params.get("fal_webhook")
         if webhook and not fake.behaviour.webhook_url:
             fake.behaviour.webhook_url = webhook
-        fake.announce(job, lambda j: {"request_id": j.id, "gateway_request_id": j.id,
-                                      "status": "OK" if j.outcome == "ok" else "ERROR"})
+        fake.announce(job, lambda j: webhook_body(request, j), lambda body: signer.headers(job.id, body))
         return JSONResponse({"request_id": job.id, **urls(request, "/".join(parts[:2]), job),
                              "queue_position": queue_position(job)})
 

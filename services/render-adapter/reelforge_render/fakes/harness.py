@@ -11,6 +11,7 @@ from pathlib import Path
 
 import asyncpg
 import httpx
+from fastapi import FastAPI, Request, Response
 
 from reelforge.jobs.v1 import jobs_pb2
 from reelforge.render.v1 import render_pb2
@@ -49,6 +50,11 @@ class Adapter:
                                                    tenant_id="t1", provider=provider)
         await self._deliver(topics.RENDER_CANCEL_REQUESTED, message.SerializeToString())
 
+    async def provider_event(self, provider: str, body: bytes, delivery_id: str = "d1") -> None:
+        """A provider webhook as the gateway hands it on once verified (render.v1.provider-event)."""
+        message = render_pb2.ProviderEvent(provider=provider, delivery_id=delivery_id, body=body)
+        await self._deliver(topics.RENDER_PROVIDER_EVENT, message.SerializeToString())
+
     async def _deliver(self, topic: str, value: bytes) -> None:
         self._offset += 1
         await self.worker.handle(Event(topic=topic, partition=0, offset=self._offset, key=None, value=value,
@@ -73,6 +79,20 @@ class Adapter:
             result.ParseFromString(row["payload"])
             out.append(result)
         return out
+
+
+def webhook_receiver(provider: str) -> FastAPI:
+    """An HTTP endpoint (POST /hook) standing in for the gateway's /v1/provider-webhooks/{provider}, whose
+    signature checks the gateway's tests cover: it hands each delivery's raw body to `app.state.adapter`."""
+    app = FastAPI()
+
+    @app.post("/hook")
+    async def hook(request: Request) -> Response:
+        target: Adapter = app.state.adapter
+        await target.provider_event(provider, await request.body(), request.headers.get("webhook-id", ""))
+        return Response(status_code=202)
+
+    return app
 
 
 @contextlib.asynccontextmanager

@@ -4,7 +4,9 @@ Source: https://developers.openai.com/api/reference/resources/videos (create/ret
 Video object: id, object "video", model, status queued|in_progress|completed|failed, progress, created_at,
 completed_at, expires_at, seconds, size, error{code, message}); https://developers.openai.com/api/docs/
 guides/video-generation (poll GET /videos/{id} until completed, then GET /videos/{id}/content; webhooks
-`video.completed` / `video.failed` with data.id). Errors use {"error": {message, type, param, code}}.
+`video.completed` / `video.failed` with data.id, set up per project, signed as Standard Webhooks: see
+https://platform.openai.com/docs/guides/webhooks; the fake's URL is set with POST /_fake/behaviour).
+Errors use {"error": {message, type, param, code}}.
 Sizes and seconds are the documented enums. `Idempotency-Key` is honoured (gateways and our pool do).
 """
 
@@ -18,6 +20,7 @@ from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 
 from reelforge_render.fakes.common import Behaviour, FakeJob, FakeProvider, bearer, install_common
+from reelforge_render.fakes.signing import standard_headers
 
 SECONDS = ("4", "8", "12", "16", "20")
 SIZES = ("720x1280", "1280x720", "1024x1792", "1792x1024", "1080x1920", "1920x1080",
@@ -91,7 +94,8 @@ def create_app(behaviour: Behaviour | None = None) -> FastAPI:
         if new:
             fake.announce(job, lambda j: {"id": f"evt_{uuid_hex()}", "object": "event", "created_at": int(time.time()),
                                           "type": "video.completed" if j.outcome == "ok" else "video.failed",
-                                          "data": {"id": j.id}})
+                                          "data": {"id": j.id}},
+                          lambda body: standard_headers(fake.behaviour.webhook_secret, body))
         return JSONResponse(video_object(fake, job))
 
     @app.get("/v1/videos/{video_id}")

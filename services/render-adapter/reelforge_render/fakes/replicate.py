@@ -5,7 +5,9 @@ and https://replicate.com/changelog/2023-02-10-improved-webhook-events-and-event
 {id, model, version, input, logs, output, data_removed, error, status starting|processing|succeeded|failed|
 canceled, created_at, started_at, completed_at, urls{get, cancel, stream, web}, metrics{predict_time}}.
 POST /v1/models/{owner}/{name}/predictions (201), POST /v1/predictions {version}, GET /v1/predictions/{id},
-POST /v1/predictions/{id}/cancel. Webhooks POST the prediction, filtered by `webhook_events_filter`.
+POST /v1/predictions/{id}/cancel. Webhooks POST the prediction, filtered by `webhook_events_filter`, signed as
+in https://replicate.com/docs/topics/webhooks/verify-webhook (Standard Webhooks; fakes/signing.py); GET
+/v1/webhooks/default/secret answers the signing secret {key}.
 Errors are problem details {title, detail, status}. Auth: `Authorization: Bearer <token>`.
 """
 
@@ -25,6 +27,7 @@ from reelforge_render.fakes.common import (
     fake_app,
     submission_key,
 )
+from reelforge_render.fakes.signing import standard_headers
 
 ASPECTS = {"16:9": (1280, 720), "9:16": (720, 1280), "1:1": (720, 720)}
 ERRORS = {"content_policy": "NSFW content detected. Try running it again, or try a different prompt.",
@@ -95,8 +98,14 @@ def create_app(behaviour: Behaviour | None = None) -> FastAPI:
         if isinstance(webhook, str) and "completed" in events:
             if not fake.behaviour.webhook_url:
                 fake.behaviour.webhook_url = webhook
-            fake.announce(job, lambda j: prediction(request, j))
+            fake.announce(job, lambda j: prediction(request, j),
+                          lambda body: standard_headers(fake.behaviour.webhook_secret, body))
         return JSONResponse(prediction(request, job), status_code=201)
+
+    @app.get("/v1/webhooks/default/secret")
+    async def webhook_secret() -> dict[str, str]:
+        """The account's signing secret (https://replicate.com/docs/topics/webhooks/verify-webhook)."""
+        return {"key": fake.behaviour.webhook_secret}
 
     @app.post("/v1/models/{owner}/{name}/predictions")
     async def create_for_model(owner: str, name: str, request: Request) -> Response:

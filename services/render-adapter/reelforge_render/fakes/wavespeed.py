@@ -9,8 +9,10 @@ input as the body ({prompt, negative_prompt?, size "1280*720", duration, seed}),
 callback; every answer is an envelope {code, message, data}, where data is the prediction {id, model,
 outputs [urls], urls{get}, has_nsfw_contents [bool], status created|processing|completed|failed, created_at,
 error, timings{inference ms}}. GET /api/v3/predictions/{id}/result (and /api/v3/predictions/{id}) reads it.
-The webhook POSTs the bare prediction object once it is completed or failed. Errors come as the same
-envelope with the HTTP status in `code` and data null. The API has no cancel and no idempotency key.
+The webhook POSTs the bare prediction object once it is completed or failed, signed as in
+https://wavespeed.ai/docs/docs-api/verifying_webhook (webhook-id/-timestamp/-signature `v3,<hex>`).
+Errors come as the same envelope with the HTTP status in `code` and data null. The API has no cancel and no
+idempotency key.
 Auth: `Authorization: Bearer <key>`.
 """
 
@@ -30,6 +32,7 @@ from reelforge_render.fakes.common import (
     fake_app,
     submission_key,
 )
+from reelforge_render.fakes.signing import wavespeed_headers
 
 # The wan-2.1 text-to-video sizes (480p and 720p tiers) plus 320*180 (test-only: keeps renders fast).
 SIZES = {"1280*720", "720*1280", "832*480", "480*832", "320*180"}
@@ -108,7 +111,8 @@ def create_app(behaviour: Behaviour | None = None) -> FastAPI:
         if webhook and not fake.behaviour.webhook_url:
             fake.behaviour.webhook_url = webhook
         if webhook:
-            fake.announce(job, lambda j: prediction(request, j))
+            fake.announce(job, lambda j: prediction(request, j),
+                          lambda body: wavespeed_headers(fake.behaviour.webhook_secret, body))
         return envelope(prediction(request, job))
 
     return app

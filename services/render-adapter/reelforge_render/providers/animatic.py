@@ -16,6 +16,7 @@ import hashlib
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 from reelforge.jobs.v1 import jobs_pb2
 from reelforge_core.media import FFMPEG, MediaError, file_arg, run_tool
@@ -108,6 +109,12 @@ class AnimaticProvider:
     async def fetch_output(self, job: ProviderJob, status: JobStatus, out_path: Path) -> None:
         task = self._renders.pop(job.render_id)
         shutil.move(task.result(), out_path)
+
+    def webhook_subject(self, body: Any) -> str | None:
+        return None  # local: no webhooks
+
+    def webhook_status(self, job: ProviderJob, body: Any) -> JobStatus | None:
+        return None
 
     async def close(self) -> None:
         for task in self._renders.values():

@@ -2,7 +2,8 @@
 
 Every provider, local or remote, is driven the same way by the tracker (tracker.py):
 `submit` once (our render id is the idempotency key where the provider has one), then `status`
-until the job is terminal (polled with jitter, or nudged early by a provider webhook), then
+until the job is terminal (polled with jitter; a provider webhook, verified by the gateway and read with
+`webhook_status`, counts as a poll answer that came early), then
 `fetch_output` into a local file. `cancel` is best effort. A provider is one module in this
 package exposing `create(config, context) -> Provider` (see registry.py); nothing else changes.
 """
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 from reelforge.jobs.v1 import jobs_pb2
 
@@ -98,6 +99,13 @@ class Provider(Protocol):
 
     async def fetch_output(self, job: ProviderJob, status: JobStatus, out_path: Path) -> None:
         """Writes the finished video to `out_path` (size-limited, SSRF-guarded when it is a URL)."""
+
+    def webhook_subject(self, body: Any) -> str | None:
+        """The provider's job id a verified webhook body is about (None: not a delivery we understand)."""
+
+    def webhook_status(self, job: ProviderJob, body: Any) -> JobStatus | None:
+        """The job's state as the webhook body tells it, read by the same rules as a `status` answer; None
+        when the body does not carry the state (the tracker then polls at once)."""
 
     async def close(self) -> None:
         """Releases connections."""

@@ -34,7 +34,8 @@ class ProviderConfig(BaseModel):
     max_output_bytes: int = Field(default=1024**3, gt=0)
     # Hosts or networks output URLs may point to although they are not public (tests: the fake's loopback).
     allow_output_hosts: list[str] = Field(default_factory=list)
-    # Our public webhook URL for this provider, when it can call back (the call only triggers an early poll).
+    # Our public webhook URL for this provider, when it can call back: the gateway's
+    # /v1/provider-webhooks/{name}, which verifies the delivery (the gateway's PROVIDER_WEBHOOKS setting).
     webhook_url: str = ""
     options: dict[str, str] = Field(default_factory=dict)  # provider-specific knobs, documented per module
 

@@ -3,9 +3,9 @@
 API: https://docs.fal.ai/documentation/model-apis/inference/queue (shapes in fakes/fal.py). `base_url` is
 https://queue.fal.run; the job's model maps to a fal endpoint id such as `fal-ai/veo3` (config `models`).
 Status and result live under the app id (owner/app, without the endpoint's sub-path). The key goes as
-`Authorization: Key <key>`. When `webhook_url` is configured it is passed as `fal_webhook` (the call only
-moves our next poll earlier). fal has no idempotency key: the tracker's submission record keeps a submit
-whose outcome is unknown from being repeated.
+`Authorization: Key <key>`. When `webhook_url` is configured it is passed as `fal_webhook` (the gateway verifies
+the delivery; its body is read in place of the next poll). fal has no idempotency key: the tracker's
+submission record keeps a submit whose outcome is unknown from being repeated.
 """
 
 from __future__ import annotations
@@ -79,6 +79,28 @@ class FalQueue(HttpProvider):
             # A completed request whose result is an error: the model failed it.
             code = exc.code if exc.code in (CONTENT_POLICY, INVALID_INPUT) else INTERNAL
             return JobStatus("failed", error=ProviderError(code, exc.message))
+        return self._completed(job, result)
+
+    def webhook_subject(self, body: Any) -> str | None:
+        return body.get("request_id") if isinstance(body, dict) and isinstance(body.get("request_id"), str) else None
+
+    def webhook_status(self, job: ProviderJob, body: Any) -> JobStatus | None:
+        """fal's webhook: {request_id, gateway_request_id, status: OK|ERROR, payload (the result, or the error
+        details), error?, payload_error?} (https://docs.fal.ai/model-apis/model-endpoints/webhooks)."""
+        if not isinstance(body, dict):
+            return None
+        payload = body.get("payload")
+        if body.get("status") == "OK":
+            return self._completed(job, payload) if isinstance(payload, dict) else None  # payload_error: poll
+        if body.get("status") == "ERROR":
+            code = (classify(422, payload) or INTERNAL) if isinstance(payload, dict) else INTERNAL
+            if code == INTERNAL and isinstance(payload, dict) and isinstance(payload.get("detail"), list):
+                code = INVALID_INPUT  # a validation error list, like the 422 a result read answers
+            message = str(body.get("error") or "failed")[:300]
+            return JobStatus("failed", error=ProviderError(code, f"{self.name}: {message}"))
+        return None
+
+    def _completed(self, job: ProviderJob, result: Any) -> JobStatus:
         url = (result.get("video") or {}).get("url") if isinstance(result, dict) else None
         if not url:
             return JobStatus("failed", error=ProviderError(INTERNAL, f"{self.name}: result without a video"))

@@ -11,6 +11,7 @@ from urllib.parse import urljoin
 
 import httpx
 
+from reelforge_core.ssrf import UnsafeURL, URLGuard
 from reelforge_render.providers.base import (
     INTERNAL,
     INVALID_INPUT,
@@ -21,7 +22,6 @@ from reelforge_render.providers.base import (
     ProviderJob,
 )
 from reelforge_render.providers.config import ProviderConfig
-from reelforge_render.ssrf import UnsafeURL, URLGuard
 
 MAX_REDIRECTS = 5
 MAX_MESSAGE_CHARS = 300
@@ -115,8 +115,10 @@ class ProviderHTTP:
             base_url=config.base_url, headers=dict(auth_headers), auth=auth, limits=limits,
             timeout=httpx.Timeout(config.request_timeout_seconds), follow_redirects=False,
         )
-        # Output URLs on other hosts (CDNs, buckets) get no credentials at all.
-        self._anonymous = httpx.AsyncClient(limits=limits, timeout=httpx.Timeout(config.request_timeout_seconds),
+        # Output URLs on other hosts (CDNs, buckets) get no credentials at all, and are connected to only at
+        # the address the SSRF guard checked (DNS pinning; see reelforge_core.ssrf).
+        self._anonymous = httpx.AsyncClient(transport=self.guard.transport(limits=limits),
+                                            timeout=httpx.Timeout(config.request_timeout_seconds),
                                             follow_redirects=False)
 
     async def close(self) -> None:
@@ -170,11 +172,6 @@ class ProviderHTTP:
         for _ in range(MAX_REDIRECTS + 1):
             absolute = urljoin(str(self.client.base_url), url)
             trusted = self._same_origin(absolute)
-            if not trusted:
-                try:
-                    await self.guard.check(absolute)
-                except UnsafeURL as exc:
-                    raise ProviderError(INTERNAL, f"{self.name}: output URL refused: {exc}") from exc
             client = self.client if trusted else self._anonymous
             try:
                 async with client.stream("GET", absolute) as response:
@@ -197,6 +194,8 @@ class ProviderHTTP:
                     if written == 0:
                         raise ProviderError(INTERNAL, f"{self.name}: empty output")
                     return
+            except UnsafeURL as exc:
+                raise ProviderError(INTERNAL, f"{self.name}: output URL refused: {exc}") from exc
             except httpx.HTTPError as exc:
                 raise ProviderError(PROVIDER_UNAVAILABLE,
                                     f"{self.name}: download failed ({type(exc).__name__})") from exc
@@ -224,6 +223,13 @@ class HttpProvider:
 
     async def fetch_output(self, job: ProviderJob, status: JobStatus, out_path: Path) -> None:
         await self._http.download(status.output_url, out_path)
+
+    def webhook_subject(self, body: Any) -> str | None:
+        """Providers without webhooks understand no delivery; those with one override this."""
+        return None
+
+    def webhook_status(self, job: ProviderJob, body: Any) -> JobStatus | None:
+        return None
 
     async def close(self) -> None:
         await self._http.close()

@@ -87,6 +87,15 @@ class OpenAIVideos(HttpProvider):
             return JobStatus("queued", progress)
         raise ProviderError(INTERNAL, f"{self.name}: unknown video status {state!r}")
 
+    def webhook_subject(self, body: Any) -> str | None:
+        """OpenAI's `video.completed` / `video.failed` events name the video in `data.id`
+        (https://platform.openai.com/docs/guides/webhooks)."""
+        data = body.get("data") if isinstance(body, dict) else None
+        return data.get("id") if isinstance(data, dict) and isinstance(data.get("id"), str) else None
+
+    def webhook_status(self, job: ProviderJob, body: Any) -> JobStatus | None:
+        return None  # the event carries no state: the tracker polls at once
+
     def _cost(self, job: ProviderJob, video: dict[str, Any]) -> Cost:
         seconds = float(video.get("seconds") or job.spec.seconds)
         usage = video.get("usage")

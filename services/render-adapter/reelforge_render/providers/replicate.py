@@ -69,6 +69,16 @@ class Replicate(HttpProvider):
 
     async def status(self, job: ProviderJob) -> JobStatus:
         prediction = await self._http.json("GET", f"v1/predictions/{job.external_id}")
+        return self._status(job, prediction)
+
+    def webhook_subject(self, body: Any) -> str | None:
+        return body.get("id") if isinstance(body, dict) and isinstance(body.get("id"), str) else None
+
+    def webhook_status(self, job: ProviderJob, body: Any) -> JobStatus | None:
+        """A webhook delivers the prediction object itself (https://replicate.com/docs/topics/webhooks)."""
+        return self._status(job, body) if isinstance(body, dict) else None
+
+    def _status(self, job: ProviderJob, prediction: dict[str, Any]) -> JobStatus:
         state = prediction.get("status")
         if state == "starting":
             return JobStatus("queued", 0)

@@ -5,7 +5,8 @@ fakes/wavespeed.py). `base_url` is https://api.wavespeed.ai; the job's model map
 such as `wavespeed-ai/wan-2.1/t2v-720p` (config `models`). POST /api/v3/{model-id} answers an envelope
 {code, message, data: prediction}; GET /api/v3/predictions/{id}/result reads it (created|processing|
 completed|failed). The envelope's `code` is checked too, not only the HTTP status. When `webhook_url` is
-configured it is passed as the `webhook` query parameter (the call only moves our next poll earlier).
+configured it is passed as the `webhook` query parameter (the gateway verifies the delivery; its
+body is read in place of the next poll).
 The API has no cancel (cancel is a no-op; the tracker still ends the render) and no idempotency key,
 so submissions are guarded by our own submission record (tracker.py).
 """
@@ -80,6 +81,16 @@ class WaveSpeed(HttpProvider):
 
     async def status(self, job: ProviderJob) -> JobStatus:
         data = await self._data("GET", f"api/v3/predictions/{job.external_id}/result")
+        return self._status(job, data)
+
+    def webhook_subject(self, body: Any) -> str | None:
+        return body.get("id") if isinstance(body, dict) and isinstance(body.get("id"), str) else None
+
+    def webhook_status(self, job: ProviderJob, body: Any) -> JobStatus | None:
+        """A webhook delivers the prediction object (https://wavespeed.ai/docs-api/webhooks)."""
+        return self._status(job, body) if isinstance(body, dict) else None
+
+    def _status(self, job: ProviderJob, data: dict[str, Any]) -> JobStatus:
         state = data.get("status")
         if state == "created":
             return JobStatus("queued", 0)
