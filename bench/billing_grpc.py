@@ -72,6 +72,7 @@ async def run(dsn: str, server: subprocess.Popen[bytes], port: int, args: argpar
     stub = billing_pb2_grpc.BillingServiceStub(channel)
     try:
         await wait_serving(stub, server)
+        print(f"billing server pid {server.pid} (attach a profiler to it while the run goes)", flush=True)
         tenants = [f"bench-tenant-{i}" for i in range(args.tenants)]
         flush = await _commit_latency(dsn)
         pool = await db.create_pool(dsn, SCHEMA, 2)
