@@ -38,8 +38,9 @@ async def start(runtime: ServiceRuntime) -> None:
     settings = runtime.settings
     assert isinstance(settings, BillingSettings)
     pool = await runtime.database(SCHEMA, MIGRATIONS, outbox=settings.publish_events)
+    store = LedgerStore(pool, settings.group_commit)
     server, _ = await start_server(
-        LedgerStore(pool), settings.currency, settings.grpc_host, settings.grpc_port, settings.reconcile_grace_seconds
+        store, settings.currency, settings.grpc_host, settings.grpc_port, settings.reconcile_grace_seconds
     )
     runtime.on_close(lambda: server.stop(grace=5))
     if settings.consume_usage:
