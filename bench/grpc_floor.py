@@ -24,13 +24,13 @@ import grpc
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from reelforge.billing.v1 import billing_pb2, billing_pb2_grpc  # noqa: E402
-from reelforge_core import grpc as core_grpc  # noqa: E402
-from reelforge_local.infra import free_port  # noqa: E402
+from reelforge.billing.v1 import billing_pb2, billing_pb2_grpc
+from reelforge_core import grpc as core_grpc
+from reelforge_local.infra import free_port
 
 
 class _Constant(billing_pb2_grpc.BillingServiceServicer):
-    async def GetBalance(  # noqa: N802 (the generated name)
+    async def GetBalance(
         self, request: billing_pb2.GetBalanceRequest, context: object
     ) -> billing_pb2.GetBalanceResponse:
         return billing_pb2.GetBalanceResponse(available_micros=1, currency="USD")
