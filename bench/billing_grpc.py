@@ -1,7 +1,7 @@
 """Reserve+Settle pairs over gRPC against a real billing server process and PostgreSQL.
 
     ./run bench bench/billing_grpc.py [--seconds 20] [--concurrency 32] [--tenants 64] [--pool 20]
-        [--synchronous-commit off] [--group-commit off]
+        [--synchronous-commit off] [--group-commit off] [--in-flight 2]
 
 Starts PostgreSQL and `python -m reelforge_billing serve` (usage consumer off: no Kafka needed),
 grants every tenant credit, then runs `concurrency` workers, each doing Reserve then Settle for a
@@ -63,6 +63,7 @@ def start_server(dsn: str, args: argparse.Namespace) -> tuple[subprocess.Popen[b
         "REELFORGE_BILLING_DATABASE_POOL_SIZE": str(args.pool),
         "REELFORGE_BILLING_LOG_LEVEL": "WARNING",
         "REELFORGE_BILLING_GROUP_COMMIT": str(args.group_commit == "on").lower(),
+        "REELFORGE_BILLING_GROUP_COMMIT_IN_FLIGHT": str(args.in_flight),
     }
     log = (CACHE / "bench-billing-grpc.log").open("wb")
     server = subprocess.Popen([sys.executable, "-m", "reelforge_billing", "serve"], env=env,
@@ -135,7 +136,7 @@ async def run(dsn: str, server: subprocess.Popen[bytes], port: int, args: argpar
         pairs = len(pair_latencies)
         print(f"billing gRPC Reserve+Settle: {pairs} pairs in {elapsed:.1f} s over {args.concurrency} workers, "
               f"{args.tenants} tenants, DB pool {args.pool}, synchronous_commit {args.synchronous_commit}, "
-              f"group commit {args.group_commit}")
+              f"group commit {args.group_commit} ({args.in_flight} in flight)")
         print("  one-row INSERT commit (WAL flush) on this machine, 200 in a row: "
               + ", ".join(f"p{p} {flush[p] * 1000:.2f} ms" for p in (50, 90, 99, 100)).replace("p100", "max"))
         print(f"  load average (1 min) {load_before[0]:.1f} before, {load_after[0]:.1f} after")
@@ -247,6 +248,7 @@ def main() -> int:
     parser.add_argument("--pool", type=int, default=20)
     parser.add_argument("--synchronous-commit", choices=["on", "off"], default="on")
     parser.add_argument("--group-commit", choices=["on", "off"], default="on")
+    parser.add_argument("--in-flight", type=int, default=2, help="group commit batches running at once")
     args = parser.parse_args()
     with postgres("billing-grpc") as dsn:
         if args.synchronous_commit == "off":

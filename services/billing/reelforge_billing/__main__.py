@@ -39,7 +39,7 @@ async def start(runtime: ServiceRuntime) -> None:
     settings = runtime.settings
     assert isinstance(settings, BillingSettings)
     pool = await runtime.database(SCHEMA, MIGRATIONS, outbox=settings.publish_events)
-    store = LedgerStore(pool, settings.group_commit)
+    store = LedgerStore(pool, settings.group_commit, settings.group_commit_in_flight)
     server, _ = await start_server(
         store, settings.currency, settings.grpc_host, settings.grpc_port, settings.reconcile_grace_seconds
     )

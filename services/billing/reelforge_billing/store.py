@@ -131,12 +131,12 @@ _FAST_ARGS: dict[str, Callable[[Item], tuple[object, ...]]] = {
 
 
 class LedgerStore:
-    def __init__(self, pool: asyncpg.Pool, group_commit: bool = True) -> None:
+    def __init__(self, pool: asyncpg.Pool, group_commit: bool = True, batches_in_flight: int = 2) -> None:
         """With `group_commit`, concurrent fast-path calls share one statement and one commit (group_commit.py);
         without, each is its own statement."""
         self._pool = pool
         self._tenants_with_accounts: set[str] = set()
-        self.group_commit = GroupCommit(pool) if group_commit else None
+        self.group_commit = GroupCommit(pool, max_in_flight=batches_in_flight) if group_commit else None
 
     @property
     def pool(self) -> asyncpg.Pool:
