@@ -64,6 +64,9 @@ class GroupCommit:
 
     async def run(self, item: Item) -> Result:
         """The item's (status, amount), once the transaction that wrote it has committed."""
+        if "\x00" in item.tenant_id or "\x00" in item.job_id or "\x00" in item.model:
+            # PostgreSQL text cannot hold NUL: this one would fail its whole batch, so it fails alone.
+            return await self._alone(item)
         future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
         self._pending.append((item, future))
         self._kick()

@@ -79,15 +79,21 @@ async def test_good_and_failing_items_in_one_batch_each_get_their_own_answer(pos
 
 
 @pytest.mark.asyncio
-async def test_a_value_postgres_refuses_fails_only_its_own_call(postgres_dsn: str) -> None:
+@pytest.mark.parametrize(("bad_id", "error", "fallbacks"), [
+    ("bad\x00id", asyncpg.DataError, 0),  # refused by PostgreSQL: sent alone, never in a batch
+    ("bad\ud800id", asyncpg.DataError, 1),  # refused by the driver: fails its batch, which reruns item by item
+])
+async def test_a_value_that_is_refused_fails_only_its_own_call(
+    postgres_dsn: str, bad_id: str, error: type[Exception], fallbacks: int
+) -> None:
     pool, store = await open_store(postgres_dsn)
     try:
         await store.grant("t1", 10 * JOB_PRICE)
         calls = [store.reserve("t1", f"ok-{i}", "animatic", 1280, 720, Decimal(8)) for i in range(5)]
-        calls.insert(2, store.reserve("t1", "bad\x00id", "animatic", 1280, 720, Decimal(8)))
+        calls.insert(2, store.reserve("t1", bad_id, "animatic", 1280, 720, Decimal(8)))
         results = await asyncio.gather(*(outcome(call) for call in calls))
-        assert store.group_commit is not None and store.group_commit.stats.fallbacks == 1
-        assert results[2] is not None and issubclass(results[2], asyncpg.DataError)  # type: ignore[arg-type]
+        assert store.group_commit is not None and store.group_commit.stats.fallbacks == fallbacks
+        assert isinstance(results[2], type) and issubclass(results[2], error)
         assert [r for i, r in enumerate(results) if i != 2] == [JOB_PRICE] * 5
         assert await pool.fetchval("SELECT count(*) FROM reservations") == 5
         await assert_balanced(pool)
