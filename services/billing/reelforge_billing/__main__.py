@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import gc
 import json
 import logging
 from collections.abc import Awaitable, Callable
@@ -38,10 +39,14 @@ async def start(runtime: ServiceRuntime) -> None:
     settings = runtime.settings
     assert isinstance(settings, BillingSettings)
     pool = await runtime.database(SCHEMA, MIGRATIONS, outbox=settings.publish_events)
+    store = LedgerStore(pool, settings.group_commit, settings.group_commit_in_flight)
     server, _ = await start_server(
-        LedgerStore(pool), settings.currency, settings.grpc_host, settings.grpc_port, settings.reconcile_grace_seconds
+        store, settings.currency, settings.grpc_host, settings.grpc_port, settings.reconcile_grace_seconds
     )
     runtime.on_close(lambda: server.stop(grace=5))
+    # Everything loaded so far lives as long as the process: keep it out of the collector's full passes,
+    # which otherwise walk every module's objects again and again under a stream of short-lived calls.
+    gc.freeze()
     if settings.consume_usage:
         recorder = UsageRecorder(pool)
         await runtime.consume(

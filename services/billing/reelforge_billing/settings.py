@@ -18,5 +18,9 @@ class BillingSettings(ServiceSettings):
     publish_events: bool = True
     # How often the reconciliation job compares usage with the ledger (0 = never; the RPC still works).
     reconcile_interval_seconds: float = Field(default=3600.0, ge=0)
+    # Concurrent Reserve/Settle/Release calls share one statement and one commit (group_commit.py).
+    group_commit: bool = True
+    # Batches running at once (each on its own connection); more overlap the WAL flush of one with the next.
+    group_commit_in_flight: int = Field(default=2, ge=1, le=16)
     # A settlement this young may still be waiting for its usage event.
     reconcile_grace_seconds: float = Field(default=300.0, ge=0)

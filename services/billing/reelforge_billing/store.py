@@ -6,6 +6,7 @@ then its free grants, then the reservation, then the other accounts in name orde
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -15,6 +16,7 @@ import asyncpg
 
 from reelforge_billing import budget, ledger
 from reelforge_billing.funding import Allocation, FreeGrant, Funding, fund, give_back
+from reelforge_billing.group_commit import GroupCommit, Item
 from reelforge_billing.pricing import NoRate, Rate, pick_rate, price_micros
 
 
@@ -116,10 +118,25 @@ ORDER BY expires_at NULLS LAST, id
 """
 
 
+_FAST = {
+    "reserve": "SELECT * FROM reserve_fast($1, $2, $3, $4, $5, $6)",
+    "settle": "SELECT * FROM settle_fast($1, $2, $3)",
+    "release": "SELECT * FROM release_fast($1, $2)",
+}
+_FAST_ARGS: dict[str, Callable[[Item], tuple[object, ...]]] = {
+    "reserve": lambda i: (i.tenant_id, i.job_id, i.model, i.width, i.height, i.seconds),
+    "settle": lambda i: (i.tenant_id, i.job_id, i.seconds),
+    "release": lambda i: (i.tenant_id, i.job_id),
+}
+
+
 class LedgerStore:
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(self, pool: asyncpg.Pool, group_commit: bool = True, batches_in_flight: int = 2) -> None:
+        """With `group_commit`, concurrent fast-path calls share one statement and one commit (group_commit.py);
+        without, each is its own statement."""
         self._pool = pool
         self._tenants_with_accounts: set[str] = set()
+        self.group_commit = GroupCommit(pool, max_in_flight=batches_in_flight) if group_commit else None
 
     @property
     def pool(self) -> asyncpg.Pool:
@@ -243,8 +260,7 @@ class LedgerStore:
     ) -> int:
         """Holds the job's price (free grants first); returns the held amount (the same on a repeated call)."""
         await self._ensure_accounts(tenant_id)
-        status, amount = await self._fast("SELECT * FROM reserve_fast($1, $2, $3, $4, $5, $6)",
-                                          tenant_id, job_id, model, width, height, seconds)
+        status, amount = await self._fast(Item("reserve", tenant_id, job_id, seconds, model, width, height))
         if status == "held":
             return int(amount or 0)
         if status == "unknown":
@@ -289,7 +305,7 @@ class LedgerStore:
     async def settle(self, tenant_id: str, job_id: str, seconds: Decimal) -> int:
         """Charges the actual seconds (never more than held); returns the charge."""
         await self._ensure_accounts(tenant_id)
-        status, amount = await self._fast("SELECT * FROM settle_fast($1, $2, $3)", tenant_id, job_id, seconds)
+        status, amount = await self._fast(Item("settle", tenant_id, job_id, seconds))
         if status == "settled":
             return int(amount or 0)
         if status == "unknown":
@@ -324,6 +340,9 @@ class LedgerStore:
     async def release(self, tenant_id: str, job_id: str) -> int:
         """Returns the hold (credit and free grants); returns what was released (0 if nothing was held)."""
         await self._ensure_accounts(tenant_id)
+        status, amount = await self._fast(Item("release", tenant_id, job_id))
+        if status in ("released", "none"):
+            return int(amount or 0)
         async with self._pool.acquire() as conn, conn.transaction():
             await self._lock_tenant(conn, tenant_id)
             try:
@@ -405,9 +424,11 @@ class LedgerStore:
         )
 
     # -- helpers ------------------------------------------------------------------------------
-    async def _fast(self, query: str, *args: object) -> tuple[str, int | None]:
-        """One of the single-statement fast paths (migration 0003): (status, amount)."""
-        row = await self._pool.fetchrow(query, *args)
+    async def _fast(self, item: Item) -> tuple[str, int | None]:
+        """One of the single-statement fast paths (migrations 0003, 0070): (status, amount)."""
+        if self.group_commit is not None:
+            return await self.group_commit.run(item)
+        row = await self._pool.fetchrow(_FAST[item.kind], *_FAST_ARGS[item.kind](item))
         return row["status"], row["amount"]
 
     async def _use_grants(self, conn: asyncpg.Connection, job_id: str, funding: Funding) -> None:
