@@ -25,9 +25,9 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from reelforge.postprocess.v1 import postprocess_pb2 as pb
+from reelforge_core.finishing import SubtitleStyle, build_plan
 from reelforge_core.media import FFMPEG, file_arg, run_tool
 from reelforge_postprocess import qc, remux
-from reelforge_postprocess.options import SubtitleStyle, build_plan
 from reelforge_postprocess.pipeline import run_pipeline
 from reelforge_postprocess.remux import SubtitleTrack
 from reelforge_postprocess.subtitles import Cue, to_ass

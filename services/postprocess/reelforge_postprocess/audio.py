@@ -13,9 +13,9 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from reelforge_core.finishing import LoudnessPlan, MusicPlan
 from reelforge_core.media import FFMPEG, MediaError, file_arg, run_tool
 from reelforge_postprocess.narration import SpokenSegment
-from reelforge_postprocess.options import LoudnessPlan, MusicPlan
 
 SAMPLE_RATE = 48_000
 AUDIO_BITRATE = "128k"

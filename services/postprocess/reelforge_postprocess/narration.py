@@ -15,8 +15,8 @@ import wave
 from dataclasses import dataclass
 from pathlib import Path
 
+from reelforge_core.finishing import MAX_WPM, MIN_WPM, NarrationPlan, Segment
 from reelforge_core.media import ESPEAK, MediaError, run_tool
-from reelforge_postprocess.options import MAX_WPM, MIN_WPM, NarrationPlan, Segment
 
 SPEECH_TAIL_S = 0.1  # narration should end at least this long before the video does
 FIT_ATTEMPTS = 3

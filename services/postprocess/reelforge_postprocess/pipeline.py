@@ -22,10 +22,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
+from reelforge_core.finishing import FinishPlan
 from reelforge_core.media import MediaError, ProbeResult, file_arg
 from reelforge_postprocess import audio, qc, remux
 from reelforge_postprocess.narration import SpokenSegment, speak_narration
-from reelforge_postprocess.options import FinishPlan
 from reelforge_postprocess.subtitles import Cue, segment_cues, to_ass, to_srt, to_webvtt
 from reelforge_postprocess.thumbnails import ThumbnailFiles, make_thumbnails
 from reelforge_postprocess.video import Picture, encode_pictures

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 
 from reelforge.postprocess.v1 import postprocess_pb2 as pb
-from reelforge_core.media import MediaError
-from reelforge_postprocess import audio, qc
-from reelforge_postprocess.options import (
+from reelforge_core.finishing import (
+    QC_FIELDS,
     FinishPlan,
+    InvalidOptions,
     LoudnessPlan,
     QcPlan,
     SubtitleStyle,
@@ -16,6 +16,8 @@ from reelforge_postprocess.options import (
     language_of_voice,
     parse_options,
 )
+from reelforge_core.media import MediaError
+from reelforge_postprocess import audio, qc
 from reelforge_postprocess.subtitles import Cue, safe_margins, segment_cues, to_ass
 from reelforge_postprocess.thumbnails import sprite_layout, thumbnails_vtt
 
@@ -128,6 +130,31 @@ def test_bad_segments_renditions_and_styles_are_invalid_input() -> None:
         with pytest.raises(MediaError) as caught:
             build_plan(options, "Hello.", "en-us")
         assert caught.value.code == "invalid_input" and message in caught.value.message, message
+
+
+def test_qc_thresholds_take_the_partner_names_and_are_echoed() -> None:
+    options = _options(qc__max_black_seconds=1.5, qc__av_sync_tolerance_ms=80.0, qc__loudness_tolerance_lu=0.5,
+                       qc__max_silence_seconds=0.0)  # fmt: skip
+    plan = build_plan(options).qc
+    assert (plan.max_black_s, plan.max_av_offset_s, plan.loudness_tolerance_lu) == (1.5, pytest.approx(0.08), 0.5)
+    assert plan.max_silence_s == 0.0 and plan.max_frozen_s is None and plan.max_black_fraction == 0.5
+    echoed = plan.thresholds()
+    assert (echoed["max_black_seconds"], echoed["av_sync_tolerance_ms"]) == (1.5, 80)
+    assert echoed["max_frozen_seconds"] is None
+    assert echoed["enforce"] is True and set(echoed) == {"enforce", *QC_FIELDS}
+    assert build_plan(_options(qc__disabled=True)).qc.thresholds()["enforce"] is False
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("max_black_seconds", -0.5), ("max_frozen_seconds", float("nan")), ("av_sync_tolerance_ms", 6000.0),
+     ("loudness_tolerance_lu", 0.0), ("max_silence_fraction", 1.5), ("silence_noise_db", 3.0)],
+)  # fmt: skip
+def test_bad_qc_thresholds_name_their_field(name: str, value: float) -> None:
+    with pytest.raises(InvalidOptions) as caught:
+        build_plan(_options(**{f"qc__{name}": value}))
+    assert caught.value.code == "invalid_input" and caught.value.field == f"qc.{name}"
+    assert "must be between" in caught.value.message
 
 
 def test_watermark_follows_the_free_tier_unless_disabled() -> None:
@@ -265,6 +292,17 @@ def test_black_video_fails_and_asks_for_a_rerender() -> None:
     assert relaxed.passed
     report_only = qc.judge(_measures(black=[(0.0, 4.0)]), EXPECT, QcPlan(enforce=False), "main")
     assert report_only.passed and not report_only.checks[5].passed
+
+
+def test_limits_in_seconds_judge_the_total_length_of_the_stretches() -> None:
+    measures = _measures(black=[(0.0, 0.5), (2.0, 2.8)], frozen=[(1.0, 2.0)], silence=[(3.0, 4.0)])
+    assert "black_seconds" not in {c.name for c in qc.judge(measures, EXPECT, QcPlan(), "main").checks}
+    strict = qc.judge(measures, EXPECT, QcPlan(max_black_s=1.0, max_frozen_s=1.0, max_silence_s=0.5), "main")
+    assert [(c.name, c.measured, c.limit) for c in strict.failures] == [("black_seconds", 1.3, 1.0),
+                                                                        ("silence_seconds", 1.0, 0.5)]  # fmt: skip
+    assert strict.rerender  # black is the render's fault; silence alone would not be
+    assert not qc.judge(_measures(silence=[(3.0, 4.0)]), EXPECT, QcPlan(max_silence_s=0.5), "main").rerender
+    assert qc.judge(measures, EXPECT, QcPlan(max_black_s=1.3, max_frozen_s=1.0), "main").passed
 
 
 def test_sound_faults_fail_without_a_rerender() -> None:

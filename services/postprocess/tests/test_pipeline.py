@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from reelforge.postprocess.v1 import postprocess_pb2 as pb
+from reelforge_core.finishing import QcPlan, build_plan
 from reelforge_core.media import probe
 from reelforge_postprocess import qc
-from reelforge_postprocess.options import QcPlan, build_plan
 from reelforge_postprocess.pipeline import PipelineResult, run_pipeline
 from services.postprocess.tests.media_helpers import (
     band_levels_db,
