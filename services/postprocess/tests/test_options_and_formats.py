@@ -17,7 +17,7 @@ from reelforge_core.finishing import (
     parse_options,
 )
 from reelforge_core.media import MediaError
-from reelforge_postprocess import audio, qc
+from reelforge_postprocess import audio, loudness, qc
 from reelforge_postprocess.subtitles import Cue, safe_margins, segment_cues, to_ass
 from reelforge_postprocess.thumbnails import sprite_layout, thumbnails_vtt
 
@@ -234,13 +234,21 @@ def test_loudness_gain_and_limiter() -> None:
     measured = audio.parse_ebur128("noise\n" + EBUR128_TAIL)
     assert (measured.integrated_lufs, measured.true_peak_dbtp) == (-20.5, -3.4)
     plan = LoudnessPlan()
-    chain = audio.normalise_chain(plan, measured)
-    assert chain.startswith("volume=6.50dB,alimiter=limit=0.8222")  # -3.4 + 6.5 would peak at +3.1; -1.7 dBFS ceiling
-    quiet_peaks = audio.LoudnessMeasure(-20.5, -12.0)
-    assert "alimiter" not in audio.normalise_chain(plan, quiet_peaks)
+    steps = loudness.chain(plan, measured)
+    # -3.4 + 6.5 would peak at +3.1 dBTP: a limiter at the -1.7 dBFS ceiling (-1 dBTP less the margin)
+    assert steps == [("volume", "6.500dB"), ("alimiter", "limit=0.8222:level=false:attack=5:release=50")]
+    assert loudness.chain(plan, measured, 1.25)[0] == ("volume", "7.750dB")
+    assert not loudness.limited(loudness.chain(plan, audio.LoudnessMeasure(-20.5, -12.0)))
     with pytest.raises(MediaError) as caught:
         audio.parse_ebur128(EBUR128_TAIL.replace("-20.5 LUFS", "-inf LUFS"))
     assert caught.value.code == "media_silent"
+
+
+def test_the_gain_correction_follows_the_secant() -> None:
+    assert loudness.next_correction([(0.0, -15.2)], -14.0) == pytest.approx(1.2)
+    # 1.2 dB more gave only 0.8 LU more: the secant asks for 0.4 LU more at 1.5 dB per LU
+    assert loudness.next_correction([(0.0, -15.2), (1.2, -14.4)], -14.0) == pytest.approx(1.8)
+    assert loudness.next_correction([(0.0, -15.2), (1.2, -15.2)], -14.0) == pytest.approx(2.4)  # flat: step on
 
 
 def test_analysis_parsing_pairs_open_intervals_with_the_end() -> None:
@@ -319,17 +327,3 @@ def test_sound_faults_fail_without_a_rerender() -> None:
         report = qc.judge(measures, EXPECT, plan, "main")
         assert [c.name for c in report.failures] == [name], name
         assert report.rerender is (name == "frozen"), name
-
-
-def test_trial_summaries_keep_the_last_per_instance_and_interpolate_the_gain() -> None:
-    stderr = "".join(
-        f"[Parsed_ebur128_{n} @ 0x1] Summary:\n\n  Integrated loudness:\n    I:         {value} LUFS\n"
-        for n, value in ((4, "-70.0"), (2, "-70.0"), (2, "-15.5"), (4, "-14.6"), (6, "-13.9"))
-    )
-    assert audio.parse_trials(stderr, 3) == [-15.5, -14.6, -13.9]
-    with pytest.raises(MediaError):
-        audio.parse_trials(stderr, 4)
-    points = [(0.0, -15.5), (1.5, -14.6), (3.0, -13.9)]
-    assert audio.interpolate(points, -14.0) == pytest.approx(1.5 + 1.5 * 0.6 / 0.7)
-    assert audio.interpolate(points, -15.0) == pytest.approx(1.5 * 0.5 / 0.9)
-    assert audio.interpolate(points, -13.2) == pytest.approx(4.5)  # beyond the trials: extrapolated
