@@ -117,10 +117,10 @@ def gain_db(plan: LoudnessPlan, measured: LoudnessMeasure) -> float:
     return plan.integrated_lufs - measured.integrated_lufs
 
 
-# FFmpeg's default AAC coder (two-loop search): here it took 0.40 CPU-s for 12 s of stereo where
-# `-aac_coder fast` took 0.70.
+# The fast coder: on 12 s of narration over music it took 0.21 CPU-s here against 0.64 for the
+# default two-loop search (on a pure tone the other way round, so measure on real mixes).
 def aac_args(out: Path) -> list[str]:
-    return ["-c:a", "aac", "-b:a", AUDIO_BITRATE, "-f", "mp4", file_arg(out)]
+    return ["-c:a", "aac", "-aac_coder", "fast", "-b:a", AUDIO_BITRATE, "-f", "mp4", file_arg(out)]
 
 
 async def render_mix(input_args: list[str], graph: str, out: Path, timeout_s: float) -> LoudnessMeasure | None:
