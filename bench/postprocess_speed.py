@@ -5,8 +5,9 @@
 Three scenarios (targets from issue 8):
   A. sound + soft subtitles muxed by stream copy (AAC made, cues given): the pipeline's in-process
      mux (remux.mux), and the ffmpeg program doing the same for comparison      target 200x
-  B. full sound: 3 narration segments (en, ru, cmn), music bed ducked, loudness
-     two-pass to -14 LUFS, 3 soft subtitle tracks; QC runs alongside, shown apart  target 20x
+  B. full sound: 3 narration segments (en, ru, cmn), music bed ducked, loudness to -14 LUFS
+     (measured in the mixing run, gain + limiter fitted in process, one AAC encode), 3 soft
+     subtitle tracks; QC runs alongside, shown apart                                target 20x
   C. subtitles burned in at 720p (one x264 encode; superfast (the default), ultrafast, veryfast)  target 3x
 
 "x real time" = clip seconds / wall seconds. The machine is shared, so the CPU seconds (this
@@ -25,9 +26,9 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from reelforge.postprocess.v1 import postprocess_pb2 as pb
+from reelforge_core.finishing import SubtitleStyle, build_plan
 from reelforge_core.media import FFMPEG, file_arg, run_tool
 from reelforge_postprocess import qc, remux
-from reelforge_postprocess.options import SubtitleStyle, build_plan
 from reelforge_postprocess.pipeline import run_pipeline
 from reelforge_postprocess.remux import SubtitleTrack
 from reelforge_postprocess.subtitles import Cue, to_ass

@@ -27,6 +27,7 @@ FINISH: dict[str, Any] = {
     "loudness": {"integrated_lufs": -16},
     "renditions": [{"name": "square", "width": 360, "height": 360, "fit": "pad"}],
     "thumbnails": {"thumbnail": True},
+    "qc": {"max_black_seconds": 1.5, "av_sync_tolerance_ms": 150, "loudness_tolerance_lu": 0.9},
 }
 
 
@@ -79,6 +80,11 @@ def test_postprocess_options_shape_the_finish_and_qc_is_visible(stack: Stack, ap
     main = report["outputs"][0]
     assert {c["name"] for c in main["checks"]} >= {"duration", "av_sync", "subtitle_tracks", "black", "loudness"}
     assert abs(main["measures"]["integrated_lufs"] + 16) <= 1.0
+    # The job's thresholds are the ones QC applied, and the report says so.
+    assert {k: report["thresholds"][k] for k in FINISH["qc"]} == FINISH["qc"]
+    assert report["thresholds"]["max_black_fraction"] == 0.5  # the default, for what the job left unset
+    limits = {c["name"]: c["limit"] for c in main["checks"]}
+    assert (limits["black_seconds"], limits["av_sync"]) == (1.5, 0.15)
 
     rival = stack.create_tenant("pp-rival", credit_usd="1")
     with httpx.Client(base_url=stack.gateway_url, headers={"Authorization": f"Bearer {rival.api_key}"},

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import time
 
 import httpx
 
@@ -39,3 +40,24 @@ def test_black_render_fails_qc_is_rerendered_then_fails_with_qc_failed(stack: St
     assert not black["passed"] and black["rerender"] and black["measured"] > 0.95
     reservation = db_fetch(stack, "billing", "SELECT state FROM reservations WHERE job_id = $1", job["id"])
     assert reservation == [{"state": "released"}]
+
+
+def test_a_jobs_own_qc_thresholds_decide_a_black_render_passes(stack: Stack, api: httpx.Client) -> None:
+    """The same black render, with a job that allows black pictures: one render, completed, and the
+    report shows the thresholds that let it through."""
+    job = submit(api, prompt="[animatic:black] A purifier in the dark", seconds=2, size="640x360",
+                 postprocess={"qc": {"max_black_fraction": 1.0, "max_black_seconds": 2.5}})  # fmt: skip
+
+    done = wait_for(api, job["id"], {"completed", "failed"}, timeout=180)
+
+    assert done["status"] == "completed", done
+    states = [state for state, _ in itertools.groupby(e["status"] for e in done["timeline"])]
+    assert states.count("rendering") == 1
+    deadline = time.monotonic() + 30  # the report arrives by its own topic, beside the status
+    while (found := api.get(f"/v1/jobs/{job['id']}/qc")).status_code == 404 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    report = found.json()
+    assert report["passed"] and report["thresholds"]["max_black_seconds"] == 2.5
+    checks = {c["name"]: c for c in report["outputs"][0]["checks"]}
+    assert checks["black"]["measured"] > 0.95 and checks["black"]["passed"]
+    assert checks["black_seconds"]["measured"] > 1.9 and checks["black_seconds"]["limit"] == 2.5

@@ -162,9 +162,22 @@ def fill(text: str, values: dict[str, Any]) -> str:
     return " ".join(rendered.split())
 
 
+# Preset fields whose object a job's own merges into, part by part (a job's postprocess.qc over a
+# template's postprocess keeps the template's music and subtitles); other fields are replaced whole.
+MERGED_FIELDS = frozenset({"postprocess"})
+
+
+def merged(preset: Any, given: Any) -> Any:
+    """`given` over `preset`: objects key by key (recursively); anything else (lists, null) replaces."""
+    if not isinstance(preset, dict) or not isinstance(given, dict):
+        return given
+    return {**preset, **{key: merged(preset[key], value) if key in preset else value for key, value in given.items()}}
+
+
 def render_job(template: Template, variables: dict[str, Any], overrides: dict[str, Any],
                variant: int, variants: int) -> dict[str, Any]:
-    """The job body for one variant: preset < template texts < explicit job fields.
+    """The job body for one variant: preset < template texts < explicit job fields (`postprocess`
+    merged part by part, see MERGED_FIELDS).
 
     With several variants, each gets the template's next variation (if it has any) appended to the
     prompt; seeds are the caller's business (they must differ per variant).
@@ -174,7 +187,8 @@ def render_job(template: Template, variables: dict[str, Any], overrides: dict[st
     body["prompt"] = fill(template.body.prompt, values)
     if template.body.narration:
         body["narration"] = fill(template.body.narration, values)
-    body.update(overrides)
+    for name, value in overrides.items():
+        body[name] = merged(body[name], value) if name in MERGED_FIELDS and name in body else value
     variations = template.body.variations
     if variants > 1 and variations and "prompt" not in overrides:
         body["prompt"] = f"{body['prompt']} {variations[variant % len(variations)]}"
@@ -214,7 +228,9 @@ BUILTINS: dict[str, Template] = {template.name: template for template in (
         prompt="{{product}}, {{style}} product shot, slow camera orbit, crisp detail, {{benefit}}",
         narration="Meet {{product}}. {{benefit}}.",
         variables=_PRODUCT_VARIABLES,
-        preset={"model": "animatic", "seconds": 12.0, "size": "1280x720", "voice": "en-us"},
+        # An advert that is black for more than 2 s is a failed render, whatever share of it that is.
+        preset={"model": "animatic", "seconds": 12.0, "size": "1280x720", "voice": "en-us",
+                "postprocess": {"qc": {"max_black_seconds": 2.0}}},
         variations=["hero close-up", "wide establishing shot", "hands-on demo", "top-down flat lay"],
     ),
     _listing("ecommerce-listing-9x16", "A vertical (9:16) marketplace listing clip for stories and reels",

@@ -99,8 +99,32 @@ def test_bad_postprocess_objects_get_problem_details_naming_the_field(api: httpx
     # Postprocess's own rules, applied at the door: a subtitle language needs every segment's text.
     untranslated = _problem(api, {"narration": {"segments": [segment]}, "subtitles": {"languages": ["eng", "deu"]}})
     assert untranslated["code"] == "invalid_postprocess" and "'deu'" in untranslated["detail"]
+    assert untranslated["errors"][0]["field"] == "postprocess.subtitles.languages"
     burn = _problem(api, {"narration": {"segments": [segment]}, "subtitles": {"burn_in": {"language": "rus"}}})
     assert "burn-in language" in burn["detail"]
+    assert burn["errors"][0]["field"] == "postprocess.subtitles.burn_in.language"
+
+
+def test_qc_thresholds_travel_in_the_job_spec_and_bad_ones_name_the_field(api: httpx.Client, gateway: Gateway) -> None:
+    qc = {"enforce": True, "max_black_seconds": 1.5, "av_sync_tolerance_ms": 120, "loudness_tolerance_lu": 0.5}
+    response = api.post("/v1/jobs", json={"prompt": "A toy", "seconds": 4, "postprocess": {"qc": qc}})
+    assert response.status_code == 202, response.text
+    options = pb.PostprocessOptions()
+    options.ParseFromString(_submitted_spec(gateway, response.json()["id"]).postprocess_options)
+    assert (options.qc.max_black_seconds, options.qc.av_sync_tolerance_ms, options.qc.loudness_tolerance_lu) == (
+        1.5, 120, 0.5)  # fmt: skip
+    assert not options.qc.disabled and not options.qc.HasField("max_frozen_seconds")
+    report_only = api.post("/v1/jobs", json={"prompt": "A toy", "seconds": 4,
+                                             "postprocess": {"qc": {"enforce": False}}})  # fmt: skip
+    options.ParseFromString(_submitted_spec(gateway, report_only.json()["id"]).postprocess_options)
+    assert options.qc.disabled
+
+    for name, value in (("max_black_seconds", -1), ("av_sync_tolerance_ms", 10_000), ("loudness_tolerance_lu", 0),
+                        ("max_frozen_fraction", 2), ("black_pixel_threshold", "0.1")):  # fmt: skip
+        problem = _problem(api, {"qc": {name: value}})
+        assert (problem["code"], problem["errors"][0]["field"]) == ("invalid_request", f"postprocess.qc.{name}")
+    unknown = _problem(api, {"qc": {"max_black_minutes": 1}})
+    assert unknown["errors"][0]["field"] == "postprocess.qc.max_black_minutes"
 
 
 def test_a_stored_music_track_is_accepted(api: httpx.Client, gateway: Gateway, sample_video: Path) -> None:
@@ -115,7 +139,9 @@ def test_openapi_documents_the_postprocess_object_and_the_qc_routes(api: httpx.C
     create = schema["components"]["schemas"]["CreateJob"]["properties"]
     assert "postprocess" in create
     components = schema["components"]["schemas"]
-    assert {"Postprocess", "NarrationSegment", "Rendition", "QcSummary", "QcReport"} <= set(components)
+    assert {"Postprocess", "NarrationSegment", "Rendition", "Qc", "QcSummary", "QcReport"} <= set(components)
+    assert components["Qc"]["properties"]["av_sync_tolerance_ms"]["anyOf"][0]["maximum"] == 5000
+    assert "thresholds" in components["QcReport"]["properties"]
     assert components["NarrationSegment"]["properties"]["words_per_minute"]["anyOf"][0]["maximum"] == 450
     assert "/v1/jobs/{job_id}/qc" in schema["paths"]
 
@@ -127,8 +153,8 @@ def _report(passed: bool, black: float) -> dict[str, Any]:
                "rerender": True, "detail": "1 stretch(es)"}]  # fmt: skip
     measures = {"duration_s": 4.0, "width": 1280, "height": 720, "fps": 24.0, "integrated_lufs": -14.1,
                 "true_peak_dbtp": -1.6, "black": [[0.0, 4.0]] if not passed else []}  # fmt: skip
-    return {"passed": passed, "outputs": [{"output": "main", "passed": passed, "measures": measures,
-                                           "checks": checks}]}  # fmt: skip
+    return {"passed": passed, "thresholds": {"max_black_fraction": 0.5, "max_black_seconds": None},
+            "outputs": [{"output": "main", "passed": passed, "measures": measures, "checks": checks}]}  # fmt: skip
 
 
 def _result(job_id: str, tenant_id: str, attempt: int, report: dict[str, Any]) -> pb.PostprocessResult:
@@ -163,6 +189,7 @@ def test_qc_report_is_shown_with_the_job_newest_render_wins_and_other_tenants_se
     assert next(j for j in listed if j["id"] == job["id"])["qc"]["passed"] is True
     full = api.get(f"/v1/jobs/{job['id']}/qc").json()
     assert (full["object"], full["passed"], full["outputs"]) == ("job.qc_report", True, passed["outputs"])
+    assert full["thresholds"] == {"max_black_fraction": 0.5, "max_black_seconds": None}
 
     other_tenant, other_key = gateway.new_tenant("rival")
     with httpx.Client(base_url=gateway.url, headers={"Authorization": f"Bearer {other_key}"}, timeout=15) as rival:

@@ -94,7 +94,8 @@ def test_builtins_render_valid_jobs(name: str) -> None:
     assert all("{{" not in job.spec.prompt for job in jobs)
     assert len({job.spec.seed for job in jobs}) == 3
     for field, value in template.body.preset.items():
-        assert all(getattr(job.spec, field) == value for job in jobs)
+        given = [getattr(job.spec, field) for job in jobs]
+        assert all((g.model_dump(exclude_unset=True) if field == "postprocess" else g) == value for g in given)
     if template.body.variations:
         assert len({job.spec.prompt for job in jobs}) == 3
     assert set(templates.BUILTINS) == {"product-ad", "ecommerce-listing-9x16", "ecommerce-listing-1x1", "explainer"}
@@ -110,6 +111,24 @@ def test_explicit_fields_override_the_preset_and_variants_get_consecutive_seeds(
     single = expand(JobRequest.model_validate({"template": "t", "variables": {"product": "A lamp"},
                                                "prompt": "my own words"}), TYPED, Moderator([]))
     assert single[0].spec.prompt == "my own words" and single[0].spec.seed is None
+
+
+def test_a_jobs_postprocess_merges_into_the_templates_part_by_part() -> None:
+    finish = {"qc": {"max_black_seconds": 2.0, "max_frozen_fraction": 0.5}, "loudness": {"integrated_lufs": -16.0},
+              "renditions": [{"width": 720, "height": 720}]}  # fmt: skip
+    template = _template(prompt="{{product}}", variables=[{"name": "product"}],
+                         preset={"seconds": 6.0, "postprocess": finish})  # fmt: skip
+    own = {"qc": {"max_black_seconds": 0.5, "av_sync_tolerance_ms": 100}, "renditions": [], "loudness": None}
+    [job] = expand(JobRequest.model_validate({"template": "t", "variables": {"product": "A lamp"},
+                                              "postprocess": own}), template, Moderator([]))  # fmt: skip
+    assert job.spec.postprocess is not None
+    assert job.spec.postprocess.model_dump(exclude_unset=True) == {
+        "qc": {"max_black_seconds": 0.5, "max_frozen_fraction": 0.5, "av_sync_tolerance_ms": 100},
+        "loudness": None, "renditions": []}  # fmt: skip
+    [plain] = expand(JobRequest.model_validate({"template": "t", "variables": {"product": "A lamp"}}), template,
+                     Moderator([]))  # fmt: skip
+    assert plain.spec.postprocess is not None and plain.spec.postprocess.model_dump(exclude_unset=True) == finish
+    assert templates.merged({"a": {"b": 1}}, {"a": None}) == {"a": None}
 
 
 def _rejected(body: dict[str, Any], template: Template | None = TYPED, blocked: list[str] | None = None) -> JobRejected:

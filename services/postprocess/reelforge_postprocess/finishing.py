@@ -10,9 +10,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from reelforge_core.media import MediaError, probe
-from reelforge_postprocess.narration import faster_wpm, speak
-from reelforge_postprocess.options import (
+from reelforge_core.finishing import (
     DEFAULT_WPM,
     FinishPlan,
     NarrationPlan,
@@ -20,6 +18,8 @@ from reelforge_postprocess.options import (
     Segment,
     SubtitlesPlan,
 )
+from reelforge_core.media import MediaError, probe
+from reelforge_postprocess.narration import faster_wpm, speak
 from reelforge_postprocess.pipeline import run_pipeline, video_seconds
 from reelforge_postprocess.subtitles import Cue, cue_lines, subtitle_cues, to_srt, to_webvtt
 

@@ -15,13 +15,13 @@ import wave
 from dataclasses import dataclass
 from pathlib import Path
 
+from reelforge_core.finishing import MAX_WPM, MIN_WPM, NarrationPlan, Segment
 from reelforge_core.media import ESPEAK, MediaError, run_tool
-from reelforge_postprocess.options import MAX_WPM, MIN_WPM, NarrationPlan, Segment
 
 SPEECH_TAIL_S = 0.1  # narration should end at least this long before the video does
 FIT_ATTEMPTS = 3
 SILENCE_LEVEL = 0.005  # about -46 dBFS: quieter samples at the head and tail are not speech
-PARALLEL_VOICES = 2
+PARALLEL_VOICES = 4  # espeak-ng runs are short and mostly start-up: all of a typical job at once
 
 _VOICE = re.compile(r"[a-z]{2,3}(?:-[a-z0-9]+)*(?:\+[a-z0-9]+)?", re.IGNORECASE)
 
@@ -129,7 +129,7 @@ def windows(segments: tuple[Segment, ...], video_s: float) -> list[float]:
 
 
 async def speak_narration(plan: NarrationPlan, video_s: float, workdir: Path, timeout_s: float) -> list[SpokenSegment]:
-    """Every segment spoken (two at a time) and measured, in start order."""
+    """Every segment spoken (PARALLEL_VOICES at a time) and measured, in start order."""
     gate = asyncio.Semaphore(PARALLEL_VOICES)
 
     async def one(index: int, segment: Segment, window: float) -> SpokenSegment:

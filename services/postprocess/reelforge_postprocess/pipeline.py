@@ -2,7 +2,7 @@
 
   probe (in process)  ->  QC picture analysis of the rendered video, in the background
   narration (espeak-ng per segment, measured)  ->  cues per subtitle language (SRT/WebVTT files)
-  sound (segments + bed + ducked music [-> loudness pass one -> pass two]) as an AAC file
+  sound (segments + bed + ducked music, measured) [-> gain + limiter fitted in process] as an AAC file
   master mux (in process): video stream-copied, the AAC sound, one mov_text track per language, faststart
   pictures (burn-in, watermark, renditions; one encode run, or none)
   thumbnails and QC sound analysis side by side  ->  QC judged per output
@@ -22,10 +22,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
+from reelforge_core.finishing import FinishPlan
 from reelforge_core.media import MediaError, ProbeResult, file_arg
-from reelforge_postprocess import audio, qc, remux
+from reelforge_postprocess import audio, loudness, qc, remux
 from reelforge_postprocess.narration import SpokenSegment, speak_narration
-from reelforge_postprocess.options import FinishPlan
 from reelforge_postprocess.subtitles import Cue, segment_cues, to_ass, to_srt, to_webvtt
 from reelforge_postprocess.thumbnails import ThumbnailFiles, make_thumbnails
 from reelforge_postprocess.video import Picture, encode_pictures
@@ -155,12 +155,15 @@ async def _master(
         async with watch.stage("mux"):
             await asyncio.to_thread(remux.mux, master, video_in, video_in if info.audio else None, tracks)
         return master
-    inputs = ["-i", file_arg(video_in)] + [a for s in spoken for a in ("-i", file_arg(s.wav))]
-    speech = tuple((i + 1, s) for i, s in enumerate(spoken))
+    # The video file is an input only for its own sound (the bed), and then only its audio is read.
+    inputs = ["-vn", "-sn", "-dn", "-i", file_arg(video_in)] if info.audio else []
+    first = 1 if info.audio else 0
+    inputs += [a for s in spoken for a in ("-i", file_arg(s.wav))]
+    speech = tuple((first + i, s) for i, s in enumerate(spoken))
     music_index = None
     if has_music:
         assert music_path is not None
-        music_index = len(spoken) + 1
+        music_index = first + len(spoken)
         inputs += audio.music_input_args(music_path)
     sources = audio.AudioSources("0:a:0" if info.audio else None, speech, music_index)
     graph = audio.mix_graph(sources, seconds, plan.music)
@@ -174,7 +177,7 @@ async def _master(
             measured = await audio.render_mix(inputs, graph, mix, timeout_s)
         assert measured is not None
         async with watch.stage("loudness_apply"):
-            await audio.encode_normalised(plan.loudness, measured, mix, sound, timeout_s)
+            await loudness.normalise_to_aac(plan.loudness, measured, mix, sound, timeout_s)
     async with watch.stage("mux"):
         await asyncio.to_thread(remux.mux, master, video_in, sound, tracks, language)
     return master

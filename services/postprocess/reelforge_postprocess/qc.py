@@ -22,9 +22,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from reelforge_core.finishing import LoudnessPlan, QcPlan
 from reelforge_core.media import FFMPEG, ProbeResult, file_arg, run_tool
 from reelforge_postprocess import remux
-from reelforge_postprocess.options import LoudnessPlan, QcPlan
 
 T = TypeVar("T")
 
@@ -249,6 +249,16 @@ def _fraction_check(
     return Check(name, passed, fraction, limit, enforce, rerender, f"{len(intervals)} stretch(es)")
 
 
+def _seconds_check(
+    name: str, intervals: list[Interval], limit: float | None, enforce: bool, rerender: bool
+) -> list[Check]:
+    """The stretches' total length against a limit in seconds, when the plan sets one."""
+    if limit is None:
+        return []
+    total = round(_covered(intervals), 3)
+    return [Check(name, total <= limit, total, limit, enforce, rerender, f"{len(intervals)} stretch(es)")]
+
+
 def judge(measures: Measures, expect: Expectations, plan: QcPlan, output: str) -> QcReport:
     enforce = plan.enforce
     checks: list[Check] = []
@@ -278,11 +288,14 @@ def judge(measures: Measures, expect: Expectations, plan: QcPlan, output: str) -
     if has_video:
         checks.append(_fraction_check("black", measures.black, measures.duration_s, plan.max_black_fraction,
                                       enforce, True))  # fmt: skip
+        checks += _seconds_check("black_seconds", measures.black, plan.max_black_s, enforce, True)
         checks.append(_fraction_check("frozen", measures.frozen, measures.duration_s, plan.max_frozen_fraction,
                                       enforce, True))  # fmt: skip
+        checks += _seconds_check("frozen_seconds", measures.frozen, plan.max_frozen_s, enforce, True)
     if has_audio:
         checks.append(_fraction_check("silence", measures.silence, measures.duration_s, plan.max_silence_fraction,
                                       enforce, False))  # fmt: skip
+        checks += _seconds_check("silence_seconds", measures.silence, plan.max_silence_s, enforce, False)
     if expect.loudness is not None and has_audio:
         target = expect.loudness
         lufs = measures.integrated_lufs

@@ -11,7 +11,7 @@ import textwrap
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
-from reelforge_postprocess.options import SubtitleStyle
+from reelforge_core.finishing import SubtitleStyle
 
 MIN_CUE_CHARS = 10
 

@@ -7,8 +7,8 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+from reelforge_core.finishing import ThumbnailsPlan
 from reelforge_core.media import FFMPEG, file_arg, run_tool
-from reelforge_postprocess.options import ThumbnailsPlan
 from reelforge_postprocess.subtitles import vtt_timestamp
 
 MAX_COLUMNS = 10

@@ -11,8 +11,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from reelforge_core.finishing import WatermarkPlan
 from reelforge_core.media import FFMPEG, file_arg, run_tool
-from reelforge_postprocess.options import WatermarkPlan
 from reelforge_postprocess.subtitles import is_wide
 
 WATERMARK_FONT = Path("/usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf")

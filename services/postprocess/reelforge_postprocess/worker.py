@@ -20,10 +20,10 @@ import asyncpg
 from reelforge.postprocess.v1 import postprocess_pb2
 from reelforge_core import outbox, topics
 from reelforge_core.content import ContentNotFound, ContentStore
+from reelforge_core.finishing import FinishPlan, build_plan, parse_options
 from reelforge_core.kafka import Event, PoisonMessage
 from reelforge_core.media import MediaError
 from reelforge_postprocess import metrics, qc
-from reelforge_postprocess.options import FinishPlan, build_plan, parse_options
 from reelforge_postprocess.pipeline import PipelineResult, run_pipeline
 from reelforge_postprocess.thumbnails import thumbnails_vtt
 
@@ -152,7 +152,8 @@ class PostprocessWorker:
             track_file.write_text(thumbnails_vtt(thumbs.layout, result.sprite_uri), encoding="utf-8")
             result.thumbnails_vtt_uri = outputs["thumbnails_vtt"] = self._content.put(track_file).uri
         reports = finished.reports
-        finish.qc_report = {"passed": finished.qc_passed, "outputs": [r.to_dict() for r in reports]}
+        finish.qc_report = {"passed": finished.qc_passed, "thresholds": plan.qc.thresholds(),
+                            "outputs": [r.to_dict() for r in reports]}
         finish.outputs, finish.timings = outputs, finished.timings
         result.qc_passed = finished.qc_passed
         result.qc_report_json = json.dumps(finish.qc_report)

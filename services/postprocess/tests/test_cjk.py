@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from reelforge.postprocess.v1 import postprocess_pb2 as pb
+from reelforge_core.finishing import CJK_FONT, LATIN_FONT, SubtitleStyle, build_plan
 from reelforge_core.media import FFMPEG, file_arg
-from reelforge_postprocess.options import CJK_FONT, LATIN_FONT, SubtitleStyle, build_plan
 from reelforge_postprocess.subtitles import Cue, to_ass
 from services.postprocess.tests.media_helpers import bright_pixels, gray_frame, make_video
 from services.postprocess.tests.test_pipeline import GREY, run

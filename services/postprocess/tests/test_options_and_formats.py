@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 
 from reelforge.postprocess.v1 import postprocess_pb2 as pb
-from reelforge_core.media import MediaError
-from reelforge_postprocess import audio, qc
-from reelforge_postprocess.options import (
+from reelforge_core.finishing import (
+    QC_FIELDS,
     FinishPlan,
+    InvalidOptions,
     LoudnessPlan,
     QcPlan,
     SubtitleStyle,
@@ -16,6 +16,8 @@ from reelforge_postprocess.options import (
     language_of_voice,
     parse_options,
 )
+from reelforge_core.media import MediaError
+from reelforge_postprocess import audio, loudness, qc
 from reelforge_postprocess.subtitles import Cue, safe_margins, segment_cues, to_ass
 from reelforge_postprocess.thumbnails import sprite_layout, thumbnails_vtt
 
@@ -130,6 +132,31 @@ def test_bad_segments_renditions_and_styles_are_invalid_input() -> None:
         assert caught.value.code == "invalid_input" and message in caught.value.message, message
 
 
+def test_qc_thresholds_take_the_partner_names_and_are_echoed() -> None:
+    options = _options(qc__max_black_seconds=1.5, qc__av_sync_tolerance_ms=80.0, qc__loudness_tolerance_lu=0.5,
+                       qc__max_silence_seconds=0.0)  # fmt: skip
+    plan = build_plan(options).qc
+    assert (plan.max_black_s, plan.max_av_offset_s, plan.loudness_tolerance_lu) == (1.5, pytest.approx(0.08), 0.5)
+    assert plan.max_silence_s == 0.0 and plan.max_frozen_s is None and plan.max_black_fraction == 0.5
+    echoed = plan.thresholds()
+    assert (echoed["max_black_seconds"], echoed["av_sync_tolerance_ms"]) == (1.5, 80)
+    assert echoed["max_frozen_seconds"] is None
+    assert echoed["enforce"] is True and set(echoed) == {"enforce", *QC_FIELDS}
+    assert build_plan(_options(qc__disabled=True)).qc.thresholds()["enforce"] is False
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("max_black_seconds", -0.5), ("max_frozen_seconds", float("nan")), ("av_sync_tolerance_ms", 6000.0),
+     ("loudness_tolerance_lu", 0.0), ("max_silence_fraction", 1.5), ("silence_noise_db", 3.0)],
+)  # fmt: skip
+def test_bad_qc_thresholds_name_their_field(name: str, value: float) -> None:
+    with pytest.raises(InvalidOptions) as caught:
+        build_plan(_options(**{f"qc__{name}": value}))
+    assert caught.value.code == "invalid_input" and caught.value.field == f"qc.{name}"
+    assert "must be between" in caught.value.message
+
+
 def test_watermark_follows_the_free_tier_unless_disabled() -> None:
     assert build_plan(pb.PostprocessOptions()).watermark is None
     forced = build_plan(pb.PostprocessOptions(), free_tier=True).watermark
@@ -207,13 +234,21 @@ def test_loudness_gain_and_limiter() -> None:
     measured = audio.parse_ebur128("noise\n" + EBUR128_TAIL)
     assert (measured.integrated_lufs, measured.true_peak_dbtp) == (-20.5, -3.4)
     plan = LoudnessPlan()
-    chain = audio.normalise_chain(plan, measured)
-    assert chain.startswith("volume=6.50dB,alimiter=limit=0.8222")  # -3.4 + 6.5 would peak at +3.1; -1.7 dBFS ceiling
-    quiet_peaks = audio.LoudnessMeasure(-20.5, -12.0)
-    assert "alimiter" not in audio.normalise_chain(plan, quiet_peaks)
+    steps = loudness.chain(plan, measured)
+    # -3.4 + 6.5 would peak at +3.1 dBTP: a limiter at the -1.7 dBFS ceiling (-1 dBTP less the margin)
+    assert steps == [("volume", "6.500dB"), ("alimiter", "limit=0.8222:level=false:attack=5:release=50")]
+    assert loudness.chain(plan, measured, 1.25)[0] == ("volume", "7.750dB")
+    assert not loudness.limited(loudness.chain(plan, audio.LoudnessMeasure(-20.5, -12.0)))
     with pytest.raises(MediaError) as caught:
         audio.parse_ebur128(EBUR128_TAIL.replace("-20.5 LUFS", "-inf LUFS"))
     assert caught.value.code == "media_silent"
+
+
+def test_the_gain_correction_follows_the_secant() -> None:
+    assert loudness.next_correction([(0.0, -15.2)], -14.0) == pytest.approx(1.2)
+    # 1.2 dB more gave only 0.8 LU more: the secant asks for 0.4 LU more at 1.5 dB per LU
+    assert loudness.next_correction([(0.0, -15.2), (1.2, -14.4)], -14.0) == pytest.approx(1.8)
+    assert loudness.next_correction([(0.0, -15.2), (1.2, -15.2)], -14.0) == pytest.approx(2.4)  # flat: step on
 
 
 def test_analysis_parsing_pairs_open_intervals_with_the_end() -> None:
@@ -267,6 +302,17 @@ def test_black_video_fails_and_asks_for_a_rerender() -> None:
     assert report_only.passed and not report_only.checks[5].passed
 
 
+def test_limits_in_seconds_judge_the_total_length_of_the_stretches() -> None:
+    measures = _measures(black=[(0.0, 0.5), (2.0, 2.8)], frozen=[(1.0, 2.0)], silence=[(3.0, 4.0)])
+    assert "black_seconds" not in {c.name for c in qc.judge(measures, EXPECT, QcPlan(), "main").checks}
+    strict = qc.judge(measures, EXPECT, QcPlan(max_black_s=1.0, max_frozen_s=1.0, max_silence_s=0.5), "main")
+    assert [(c.name, c.measured, c.limit) for c in strict.failures] == [("black_seconds", 1.3, 1.0),
+                                                                        ("silence_seconds", 1.0, 0.5)]  # fmt: skip
+    assert strict.rerender  # black is the render's fault; silence alone would not be
+    assert not qc.judge(_measures(silence=[(3.0, 4.0)]), EXPECT, QcPlan(max_silence_s=0.5), "main").rerender
+    assert qc.judge(measures, EXPECT, QcPlan(max_black_s=1.3, max_frozen_s=1.0), "main").passed
+
+
 def test_sound_faults_fail_without_a_rerender() -> None:
     cases = {
         "loudness": _measures(integrated_lufs=-16.0),
@@ -281,17 +327,3 @@ def test_sound_faults_fail_without_a_rerender() -> None:
         report = qc.judge(measures, EXPECT, plan, "main")
         assert [c.name for c in report.failures] == [name], name
         assert report.rerender is (name == "frozen"), name
-
-
-def test_trial_summaries_keep_the_last_per_instance_and_interpolate_the_gain() -> None:
-    stderr = "".join(
-        f"[Parsed_ebur128_{n} @ 0x1] Summary:\n\n  Integrated loudness:\n    I:         {value} LUFS\n"
-        for n, value in ((4, "-70.0"), (2, "-70.0"), (2, "-15.5"), (4, "-14.6"), (6, "-13.9"))
-    )
-    assert audio.parse_trials(stderr, 3) == [-15.5, -14.6, -13.9]
-    with pytest.raises(MediaError):
-        audio.parse_trials(stderr, 4)
-    points = [(0.0, -15.5), (1.5, -14.6), (3.0, -13.9)]
-    assert audio.interpolate(points, -14.0) == pytest.approx(1.5 + 1.5 * 0.6 / 0.7)
-    assert audio.interpolate(points, -15.0) == pytest.approx(1.5 * 0.5 / 0.9)
-    assert audio.interpolate(points, -13.2) == pytest.approx(4.5)  # beyond the trials: extrapolated

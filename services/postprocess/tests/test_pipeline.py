@@ -3,15 +3,16 @@ silencedetect, ebur128, pixels of decoded frames)."""
 
 from __future__ import annotations
 
+import asyncio
 import struct
 from pathlib import Path
 
 import pytest
 
 from reelforge.postprocess.v1 import postprocess_pb2 as pb
-from reelforge_core.media import probe
-from reelforge_postprocess import qc
-from reelforge_postprocess.options import QcPlan, build_plan
+from reelforge_core.finishing import LoudnessPlan, QcPlan, build_plan
+from reelforge_core.media import FFMPEG, file_arg, probe, run_tool
+from reelforge_postprocess import audio, loudness, qc, remux
 from reelforge_postprocess.pipeline import PipelineResult, run_pipeline
 from services.postprocess.tests.media_helpers import (
     band_levels_db,
@@ -276,3 +277,28 @@ async def test_qc_measures_frozen_picture_and_silence_with_configured_thresholds
     strict = await run(source, options, tmp_path / "strict")
     assert {c.name for c in strict.main.qc.failures} == {"frozen", "silence"}
     assert strict.rerender  # a frozen picture may render better next time
+
+
+@pytest.mark.asyncio
+async def test_a_peaky_mix_is_limited_and_its_gain_fitted_to_the_target(tmp_path: Path) -> None:
+    """Quiet tone with loud clicks: the gain to -14 LUFS would peak far over the ceiling, the limiter
+    takes several LU away, and the fitted gain gives them back (checked by ffmpeg's own ebur128)."""
+    mix = tmp_path / "mix.wav"
+    clicks = "0.05*sin(2*PI*440*t)+0.9*lt(mod(t\\,0.25)\\,0.005)*sin(2*PI*2000*t)"
+    args = [FFMPEG, "-nostdin", "-hide_banner", "-nostats", "-y", "-f", "lavfi", "-i",
+            f"aevalsrc=exprs={clicks}:s=48000:d=6", "-ac", "2", "-af", audio.MEASURE_CHAIN, "-c:a", "pcm_f32le",
+            file_arg(mix)]  # fmt: skip
+    measured = audio.parse_ebur128(await run_tool(args, 60, output="stderr"))
+    plan = LoudnessPlan()
+    plain = loudness.chain(plan, measured)
+    assert loudness.limited(plain)
+    assert loudness.integrated_lufs(loudness.load(mix), plain) < plan.integrated_lufs - 1.5  # the test can fail
+
+    out = tmp_path / "sound.m4a"
+    await loudness.normalise_to_aac(plan, measured, mix, out, 60)
+    found = await qc.measure_sound(out, 6.0, QcPlan(), 60)
+    assert found.integrated_lufs == pytest.approx(-14.0, abs=0.5)
+    assert found.true_peak_dbtp is not None and found.true_peak_dbtp <= plan.true_peak_dbtp + 0.5
+    info = await asyncio.to_thread(remux.probe, out)
+    assert info.audio is not None and info.audio.codec_name == "aac"
+    assert info.audio.duration_s == pytest.approx(6.0, abs=0.05)

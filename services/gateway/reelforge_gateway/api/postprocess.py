@@ -2,25 +2,26 @@
 
 One schema on both sides: the object has the names and nesting of
 `reelforge.postprocess.v1.PostprocessOptions` (the message postprocess runs from, carried in
-`JobSpec.postprocess_options`), its bounds are postprocess's own constants, and after the shape
-checks here the options go through postprocess's own `build_plan`, so a job accepted here is one
-postprocess will accept. The watermark is not the partner's to choose: it follows the tenant's tier.
+`JobSpec.postprocess_options`), its bounds are the shared finishing rules' constants
+(`reelforge_core.finishing`), and after the shape checks here the options go through the same
+`build_plan` postprocess runs, so a job accepted here is one postprocess will accept.
+The watermark is not the partner's to choose: it follows the tenant's tier.
 """
 
 from __future__ import annotations
 
 import re
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from google.protobuf.message import Message
 from pydantic import BaseModel, ConfigDict, Field
 
 from reelforge.postprocess.v1 import postprocess_pb2 as pb
+from reelforge_core import finishing
 from reelforge_core.content import ContentNotFound, ContentStore
 from reelforge_core.media import MediaError
 from reelforge_gateway import validation
 from reelforge_gateway.api.problems import Problem
-from reelforge_postprocess import options as finishing
 
 Language = Annotated[str, Field(pattern=r"^[a-z]{3}$", description="ISO 639-2, e.g. eng, rus, zho")]
 Voice = Annotated[str, Field(description=f"espeak-ng voice, one of {', '.join(validation.VOICES)}")]
@@ -130,6 +131,33 @@ class Thumbnails(_Strict):
     sprite_tile_width: int = Field(default=160, ge=32, le=640, multiple_of=2)
 
 
+def _qc_bound(name: str, description: str) -> Any:
+    _, low, high, _ = finishing.QC_FIELDS[name]
+    return Field(default=None, ge=low, le=high, allow_inf_nan=False, description=description)
+
+
+class Qc(_Strict):
+    """Quality control thresholds; an absent one takes its default (echoed in GET /v1/jobs/{id}/qc)."""
+
+    enforce: bool = Field(default=True, description="false: report only, never fail the job")
+    max_black_seconds: float | None = _qc_bound("max_black_seconds", "Total black seconds allowed; default no limit")
+    max_black_fraction: float | None = _qc_bound("max_black_fraction", "Share of the duration; default 0.5")
+    max_frozen_seconds: float | None = _qc_bound("max_frozen_seconds", "Total frozen seconds; default no limit")
+    max_frozen_fraction: float | None = _qc_bound("max_frozen_fraction", "Default 1 (report only)")
+    max_silence_seconds: float | None = _qc_bound("max_silence_seconds", "Total silent seconds; default no limit")
+    max_silence_fraction: float | None = _qc_bound("max_silence_fraction", "Default 1 (report only)")
+    av_sync_tolerance_ms: float | None = _qc_bound(
+        "av_sync_tolerance_ms", "Start and duration difference of sound and picture; default 200"
+    )
+    max_duration_error_seconds: float | None = _qc_bound("max_duration_error_seconds", "Default 0.25")
+    loudness_tolerance_lu: float | None = _qc_bound(
+        "loudness_tolerance_lu", "Integrated loudness off the target (when `loudness` is set); default 1"
+    )
+    black_pixel_threshold: float | None = _qc_bound("black_pixel_threshold", "A pixel this dark is black; 0.10")
+    freeze_noise_db: float | None = _qc_bound("freeze_noise_db", "Frozen-picture noise floor; default -60")
+    silence_noise_db: float | None = _qc_bound("silence_noise_db", "Silence level; default -50")
+
+
 class Postprocess(_Strict):
     """Every part is optional; without it the job's `narration` is spoken at 0 s with a soft subtitle track."""
 
@@ -143,6 +171,7 @@ class Postprocess(_Strict):
         description="Extra sizes, e.g. 720x1280 (9:16) and 720x720 (1:1)",
     )
     thumbnails: Thumbnails | None = None
+    qc: Qc | None = Field(default=None, description="Quality control thresholds (a template may set them)")
 
 
 _POSITIONS = {
@@ -186,6 +215,9 @@ def to_options(given: Postprocess) -> pb.PostprocessOptions:
         _set(options.renditions.add(fit=fit), rendition, exclude={"fit"})
     if given.thumbnails is not None:
         _set(options.thumbnails, given.thumbnails)
+    if given.qc is not None:
+        _set(options.qc, given.qc, exclude={"enforce"})
+        options.qc.disabled = not given.qc.enforce
     return options
 
 
@@ -232,6 +264,8 @@ def check(
     options = to_options(given)
     try:
         finishing.build_plan(options, narration or "", voice)
+    except finishing.InvalidOptions as exc:
+        raise _invalid(exc.message, f"postprocess.{exc.field}" if exc.field else "postprocess") from None
     except MediaError as exc:
         raise _invalid(exc.message, "postprocess") from None
     return options

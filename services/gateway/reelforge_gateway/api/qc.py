@@ -51,6 +51,10 @@ class QcReport(BaseModel):
     render_id: str
     passed: bool
     checked_at: datetime
+    thresholds: dict[str, Any] = Field(
+        default_factory=dict,
+        description="The thresholds QC applied (the job's postprocess.qc over its template's and the defaults)",
+    )
     outputs: list[dict[str, Any]] = Field(
         description="Per output: measures (duration, size, fps, streams, A/V sync, black, frozen and silent "
         "stretches, loudness, true peak) and every check with its limit and verdict"
@@ -96,5 +100,6 @@ async def get_qc_report(job_id: str, request: Request, caller: Annotated[Caller,
         render_id=row["render_id"],
         passed=row["passed"],
         checked_at=row["checked_at"],
+        thresholds=report.get("thresholds") or {},
         outputs=report.get("outputs") or [],
     )

@@ -1,4 +1,8 @@
-"""PostprocessOptions (proto) -> a validated, fully defaulted finishing plan. Pure: no I/O.
+"""PostprocessOptions (proto) -> a validated, fully defaulted finishing plan. Pure: no I/O, no ffmpeg.
+
+Shared by the gateway (which checks a partner's options when the job is submitted) and postprocess
+(which runs the plan), so both apply the same rules and bounds. A rule that fails raises
+`InvalidOptions`, naming the field as the partner wrote it (e.g. `qc.max_black_seconds`).
 
 Every step is optional. With no options the plan reproduces the original finish: the job's
 narration (if any) as one segment at 0 s that is re-spoken faster until it fits, a soft mov_text
@@ -7,6 +11,7 @@ subtitle track in the narration's language, the video stream-copied, and QC with
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field, replace
 
@@ -147,12 +152,30 @@ class QcPlan:
     max_black_fraction: float = 0.5
     max_frozen_fraction: float = 1.0
     max_silence_fraction: float = 1.0
+    max_black_s: float | None = None  # total seconds; None: no limit in seconds
+    max_frozen_s: float | None = None
+    max_silence_s: float | None = None
     max_av_offset_s: float = 0.2
     max_duration_error_s: float = 0.25
     loudness_tolerance_lu: float = 1.0
     black_pixel_threshold: float = 0.10
     freeze_noise_db: float = -60.0
     silence_noise_db: float = -50.0
+
+    def thresholds(self) -> dict[str, float | bool | None]:
+        """The thresholds under the partner-facing names (QcThresholds), as the QC report echoes them."""
+        return {
+            "enforce": self.enforce,
+            "max_black_seconds": self.max_black_s, "max_black_fraction": self.max_black_fraction,
+            "max_frozen_seconds": self.max_frozen_s, "max_frozen_fraction": self.max_frozen_fraction,
+            "max_silence_seconds": self.max_silence_s, "max_silence_fraction": self.max_silence_fraction,
+            "av_sync_tolerance_ms": round(self.max_av_offset_s * 1000, 3),
+            "max_duration_error_seconds": self.max_duration_error_s,
+            "loudness_tolerance_lu": self.loudness_tolerance_lu,
+            "black_pixel_threshold": self.black_pixel_threshold,
+            "freeze_noise_db": self.freeze_noise_db,
+            "silence_noise_db": self.silence_noise_db,
+        }  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -171,8 +194,16 @@ class FinishPlan:
         return self.narration is not None or self.music is not None or self.loudness is not None
 
 
-def _invalid(message: str) -> MediaError:
-    return MediaError("invalid_input", message)
+class InvalidOptions(MediaError):
+    """A finishing option breaks a rule; `field` is its path inside `postprocess` ("" for the whole)."""
+
+    def __init__(self, message: str, field: str = "") -> None:
+        super().__init__("invalid_input", message)
+        self.field = field
+
+
+def _invalid(message: str, field: str = "") -> InvalidOptions:
+    return InvalidOptions(message, field)
 
 
 def parse_options(raw: bytes) -> postprocess_pb2.PostprocessOptions:
@@ -207,7 +238,7 @@ def _narration(options: postprocess_pb2.PostprocessOptions, job_narration: str, 
             return None
         return NarrationPlan(language, (Segment(0.0, job_narration, voice, wpm, language),))
     if len(given.segments) > MAX_SEGMENTS:
-        raise _invalid(f"at most {MAX_SEGMENTS} narration segments, got {len(given.segments)}")
+        raise _invalid(f"at most {MAX_SEGMENTS} narration segments, got {len(given.segments)}", "narration.segments")
     segments = []
     for n, raw in enumerate(sorted(given.segments, key=lambda s: s.start_seconds), 1):
         if raw.start_seconds < 0 or not raw.text.strip() or len(raw.text) > MAX_SEGMENT_CHARS:
@@ -267,23 +298,25 @@ def _subtitles(options: postprocess_pb2.PostprocessOptions, narration: Narration
     if narration is None or given.disabled:
         return None
     if len(given.languages) > MAX_LANGUAGES:
-        raise _invalid(f"at most {MAX_LANGUAGES} subtitle languages, got {len(given.languages)}")
+        raise _invalid(f"at most {MAX_LANGUAGES} subtitle languages, got {len(given.languages)}", "subtitles.languages")
     languages = tuple(dict.fromkeys(_language(x, "subtitle language") for x in given.languages)) or (
         narration.language,
     )
     for language in languages:
         missing = [n for n, s in enumerate(narration.segments, 1) if not s.text_in(language)]
         if missing:
-            raise _invalid(f"subtitle language {language!r} needs a translation of narration segment {missing[0]}")
+            raise _invalid(f"subtitle language {language!r} needs a translation of narration segment {missing[0]}",
+                           "subtitles.languages")
     burn_in = None
     if given.HasField("burn_in"):
         language = given.burn_in.language or languages[0]
         if language not in languages:
-            raise _invalid(f"burn-in language {language!r} is not among the subtitle languages {list(languages)}")
+            raise _invalid(f"burn-in language {language!r} is not among the subtitle languages {list(languages)}",
+                           "subtitles.burn_in.language")
         burn_in = BurnInPlan(language, _style(given.burn_in.style, language))
     max_chars = given.max_chars_per_line or 42
     if not 10 <= max_chars <= 80:
-        raise _invalid(f"max_chars_per_line must be between 10 and 80, got {max_chars}")
+        raise _invalid(f"max_chars_per_line must be between 10 and 80, got {max_chars}", "subtitles.max_chars_per_line")
     return SubtitlesPlan(languages, given.srt, given.webvtt, burn_in, max_chars)
 
 
@@ -298,9 +331,9 @@ def _music(options: postprocess_pb2.PostprocessOptions) -> MusicPlan | None:
         return None
     given = options.music
     if not given.uri:
-        raise _invalid("music needs the content URI of a track")
+        raise _invalid("music needs the content URI of a track", "music.uri")
     if not -60 <= given.volume_db <= 12:
-        raise _invalid(f"music volume_db must be between -60 and 12, got {given.volume_db:g}")
+        raise _invalid(f"music volume_db must be between -60 and 12, got {given.volume_db:g}", "music.volume_db")
     return MusicPlan(
         uri=given.uri,
         volume_db=given.volume_db or -6.0,
@@ -330,12 +363,13 @@ def _loudness(options: postprocess_pb2.PostprocessOptions) -> LoudnessPlan | Non
 
 def _renditions(options: postprocess_pb2.PostprocessOptions) -> tuple[RenditionPlan, ...]:
     if len(options.renditions) > MAX_RENDITIONS:
-        raise _invalid(f"at most {MAX_RENDITIONS} renditions, got {len(options.renditions)}")
+        raise _invalid(f"at most {MAX_RENDITIONS} renditions, got {len(options.renditions)}", "renditions")
     plans: list[RenditionPlan] = []
     for raw in options.renditions:
         name = raw.name or f"{raw.width}x{raw.height}"
         if not _NAME.fullmatch(name) or any(p.name == name for p in plans):
-            raise _invalid(f"rendition names must be unique and simple (letters, digits, _.-), got {name!r}")
+            raise _invalid(f"rendition names must be unique and simple (letters, digits, _.-), got {name!r}",
+                           f"renditions.{len(plans)}.name")
         for side in (raw.width, raw.height):
             if side % 2 or not MIN_SIDE <= side <= MAX_SIDE:
                 raise _invalid(f"rendition {name}: sides must be even and between {MIN_SIDE} and {MAX_SIDE}")
@@ -371,29 +405,34 @@ def _watermark(options: postprocess_pb2.PostprocessOptions, free_tier: bool) -> 
     return WatermarkPlan(text, opacity)
 
 
+# QcThresholds field -> (QcPlan field, low, high, scale to the plan's unit); every bound inclusive.
+QC_FIELDS: dict[str, tuple[str, float, float, float]] = {
+    "max_black_fraction": ("max_black_fraction", 0.0, 1.0, 1.0),
+    "max_frozen_fraction": ("max_frozen_fraction", 0.0, 1.0, 1.0),
+    "max_silence_fraction": ("max_silence_fraction", 0.0, 1.0, 1.0),
+    "max_black_seconds": ("max_black_s", 0.0, 3600.0, 1.0),
+    "max_frozen_seconds": ("max_frozen_s", 0.0, 3600.0, 1.0),
+    "max_silence_seconds": ("max_silence_s", 0.0, 3600.0, 1.0),
+    "av_sync_tolerance_ms": ("max_av_offset_s", 0.0, 5000.0, 0.001),
+    "max_duration_error_seconds": ("max_duration_error_s", 0.0, 60.0, 1.0),
+    "loudness_tolerance_lu": ("loudness_tolerance_lu", 0.1, 20.0, 1.0),
+    "black_pixel_threshold": ("black_pixel_threshold", 0.0, 1.0, 1.0),
+    "freeze_noise_db": ("freeze_noise_db", -120.0, 0.0, 1.0),
+    "silence_noise_db": ("silence_noise_db", -120.0, 0.0, 1.0),
+}
+
+
 def _qc(options: postprocess_pb2.PostprocessOptions) -> QcPlan:
-    given, default = options.qc, QcPlan()
     values: dict[str, float] = {}
-    names = {
-        "max_black_fraction": "max_black_fraction", "max_frozen_fraction": "max_frozen_fraction",
-        "max_silence_fraction": "max_silence_fraction", "max_av_offset_seconds": "max_av_offset_s",
-        "max_duration_error_seconds": "max_duration_error_s", "loudness_tolerance_lu": "loudness_tolerance_lu",
-        "black_pixel_threshold": "black_pixel_threshold", "freeze_noise_db": "freeze_noise_db",
-        "silence_noise_db": "silence_noise_db",
-    }  # fmt: skip
-    for descriptor, value in given.ListFields():  # explicitly set fields only
-        if descriptor.name in names:
-            values[names[descriptor.name]] = value
-    for name in ("max_black_fraction", "max_frozen_fraction", "max_silence_fraction", "black_pixel_threshold"):
-        if not 0 <= values.get(name, 0.0) <= 1:
-            raise _invalid(f"qc {name} must be between 0 and 1")
-    for name in ("freeze_noise_db", "silence_noise_db"):
-        if not -120 <= values.get(name, -60.0) <= 0:
-            raise _invalid(f"qc {name} must be between -120 and 0 dB")
-    for name in ("max_av_offset_s", "max_duration_error_s", "loudness_tolerance_lu"):
-        if values.get(name, 0.0) < 0:
-            raise _invalid(f"qc {name} must not be negative")
-    return replace(default, enforce=not given.disabled, **values)
+    for descriptor, value in options.qc.ListFields():  # explicitly set fields only
+        if descriptor.name not in QC_FIELDS:
+            continue
+        name, low, high, scale = QC_FIELDS[descriptor.name]
+        if not (math.isfinite(value) and low <= value <= high):
+            field = f"qc.{descriptor.name}"
+            raise _invalid(f"{field} must be between {low:g} and {high:g}, got {value:g}", field)
+        values[name] = value * scale
+    return replace(QcPlan(), enforce=not options.qc.disabled, **values)
 
 
 def build_plan(
