@@ -19,7 +19,7 @@ from typing import Any
 
 import asyncpg
 
-from reelforge_billing import reports
+from reelforge_billing import ledger_totals, reports
 from reelforge_billing.grpc_api import start_server
 from reelforge_billing.settings import BillingSettings
 from reelforge_billing.store import LedgerStore, Mode
@@ -39,7 +39,8 @@ async def start(runtime: ServiceRuntime) -> None:
     assert isinstance(settings, BillingSettings)
     pool = await runtime.database(SCHEMA, MIGRATIONS, outbox=settings.publish_events)
     server, _ = await start_server(
-        LedgerStore(pool), settings.currency, settings.grpc_host, settings.grpc_port, settings.reconcile_grace_seconds
+        LedgerStore(pool), settings.currency, settings.grpc_host, settings.grpc_port, settings.reconcile_grace_seconds,
+        settings.operator_token,
     )
     runtime.on_close(lambda: server.stop(grace=5))
     if settings.consume_usage:
@@ -47,6 +48,8 @@ async def start(runtime: ServiceRuntime) -> None:
         await runtime.consume(
             CONSUMER_GROUP, [topics.USAGE_RECORDED], recorder.handle, batch_handler=recorder.handle_batch
         )
+    if settings.ledger_totals_seconds > 0:
+        runtime.add_task("ledger-totals", lambda: ledger_totals.keep_folding(pool, settings.ledger_totals_seconds))
     if settings.reconcile_interval_seconds > 0:
         runtime.add_task("reconcile", lambda: reconcile_forever(pool, settings))
 

@@ -56,6 +56,17 @@ POOL_PAUSED = Gauge("reelforge_pool_paused", "1 while the pool is paused", ["poo
 POOL_DRAINING = Gauge("reelforge_pool_draining", "1 while the pool is draining", ["pool"])
 POOL_ERROR_RATE = Gauge("reelforge_pool_error_rate", "Failed share of the pool's recent renders (breaker window)",
                         ["pool"])
+POOL_GPUS = Gauge("reelforge_pool_gpus", "GPUs of a self-hosted GPU pool (0 for a provider's slot pool)", ["pool"])
+POOL_GPUS_IN_USE = Gauge("reelforge_pool_gpus_in_use", "GPUs busy rendering, by pool (0 for slot pools)", ["pool"])
+POOL_GPU_SECONDS_IN_USE = Gauge(
+    "reelforge_pool_gpu_seconds_in_use",
+    "GPU-seconds the renders now running on the pool are expected to take in all (0 for slot pools)", ["pool"])
+POOL_GPU_SECONDS = Counter(
+    "reelforge_pool_gpu_seconds_total",
+    "GPU-seconds held by renders: GPUs in use integrated over time, by pool (its rate is the mean GPUs busy)",
+    ["pool"])
+JOBS_ACTIVE = Gauge("reelforge_jobs_active", "Unfinished jobs the leader schedules, by state: admitted (waiting for "
+                    "capacity, retries included), rendering, postprocessing", ["state"])
 IS_LEADER = Gauge("reelforge_orchestrator_leader", "1 on the instance that leads")
 
 
@@ -101,6 +112,7 @@ class Engine:
         self._wake = asyncio.Event()
         self.scheduler = Scheduler([], [], {}, self._policy)
         self._observed_at = 0.0
+        self._gpus_busy: dict[str, tuple[float, int]] = {}  # pool -> (when observed, GPUs busy then)
         self._waiting_labels: set[tuple[str, str]] = set()  # (tenant, tier) with a nonzero waiting gauge
 
     def wake(self) -> None:
@@ -289,3 +301,27 @@ class Engine:
             POOL_PAUSED.labels(pool_id).set(1 if pool.paused else 0)
             POOL_DRAINING.labels(pool_id).set(1 if pool.draining else 0)
             POOL_ERROR_RATE.labels(pool_id).set(pool.circuit.error_rate)
+        self._observe_gpus(now)
+        rendering = sum(1 for flight in self.scheduler.in_flight.values() if flight.rendering)
+        JOBS_ACTIVE.labels(JobState.ADMITTED.value).set(len(self.scheduler.waiting))
+        JOBS_ACTIVE.labels(JobState.RENDERING.value).set(rendering)
+        JOBS_ACTIVE.labels(JobState.POSTPROCESSING.value).set(len(self.scheduler.in_flight) - rendering)
+
+    def _observe_gpus(self, now: float) -> None:
+        """GPUs busy, the GPU-seconds of the renders running on them, and GPU time held (integrated
+        between observations with the count seen at the previous one)."""
+        expected: dict[str, float] = {}
+        for flight in self.scheduler.in_flight.values():
+            pool = self.scheduler.pools.get(flight.pool_id) if flight.rendering else None
+            if pool is not None and pool.spec.is_gpu_pool:
+                job = flight.job
+                expected[pool.pool_id] = expected.get(pool.pool_id, 0.0) + pool.spec.gpu_seconds(
+                    job.seconds, job.width, job.height)
+        for pool_id, pool in self.scheduler.pools.items():
+            busy = pool.in_use if pool.spec.is_gpu_pool else 0
+            POOL_GPUS.labels(pool_id).set(pool.spec.gpus)
+            POOL_GPUS_IN_USE.labels(pool_id).set(busy)
+            POOL_GPU_SECONDS_IN_USE.labels(pool_id).set(expected.get(pool_id, 0.0))
+            seen_at, busy_then = self._gpus_busy.get(pool_id, (now, busy))
+            POOL_GPU_SECONDS.labels(pool_id).inc(max(0.0, now - seen_at) * busy_then)
+            self._gpus_busy[pool_id] = (now, busy)

@@ -33,6 +33,7 @@ class InFlight:
     polls: int = 0
     errors: int = 0  # consecutive transient errors (backoff grows with them)
     due: float = 0.0  # monotonic time of the next step
+    accepted_at: float = 0.0  # wall-clock seconds since the epoch (a resumed render keeps its start)
 
 
 def _in_flight(row: asyncpg.Record) -> InFlight:
@@ -43,7 +44,7 @@ def _in_flight(row: asyncpg.Record) -> InFlight:
         render_id=row["render_id"], job_id=row["job_id"], tenant_id=row["tenant_id"], provider=row["provider"],
         spec=spec, deadline=deadline.timestamp(), external_id=row["external_id"] or "",
         trace_headers=json.loads(row["trace_headers"]), cancel_requested=row["cancel_requested"],
-        submit_pending=row["submit_pending"],
+        submit_pending=row["submit_pending"], accepted_at=row["accepted_at"].timestamp(),
     )
 
 
