@@ -28,6 +28,7 @@ from reelforge_core import outbox, telemetry, topics
 from reelforge_core.context import job_context
 from reelforge_orchestrator import config_store, store
 from reelforge_orchestrator.billing_client import BillingClient
+from reelforge_orchestrator.job_metrics import tenant_label
 from reelforge_orchestrator.leader import LostLeadership, check_epoch
 from reelforge_orchestrator.scheduling.fair_queue import Decisions, Scheduler, SchedulingPolicy
 from reelforge_orchestrator.scheduling.router import Job as SchedJob
@@ -277,19 +278,27 @@ class Engine:
         now = self.clock()
         depth: dict[str, int] = {}
         oldest: dict[str, float] = {}
-        waiting_now: set[tuple[str, str]] = set()
+        # Tenants past the label limit share "other": their figures add up (oldest wait: the longest).
+        tenant_waiting: dict[tuple[str, str], tuple[int, float]] = {}
         for tenant_id, (tier, waiting, wait) in self.scheduler.queue_depths(now).items():
             depth[tier] = depth.get(tier, 0) + waiting
             oldest[tier] = max(oldest.get(tier, 0.0), wait)
-            TENANT_WAITING.labels(tenant_id, tier).set(waiting)
-            TENANT_OLDEST_WAIT.labels(tenant_id, tier).set(wait)
-            waiting_now.add((tenant_id, tier))
-        for labels in self._waiting_labels - waiting_now:  # no longer waiting: zero, not the last value
+            key = (tenant_label(tenant_id), tier)
+            count, longest = tenant_waiting.get(key, (0, 0.0))
+            tenant_waiting[key] = (count + waiting, max(longest, wait))
+        for key, (count, longest) in tenant_waiting.items():
+            TENANT_WAITING.labels(*key).set(count)
+            TENANT_OLDEST_WAIT.labels(*key).set(longest)
+        for labels in self._waiting_labels - tenant_waiting.keys():  # no longer waiting: zero, not the last value
             TENANT_WAITING.labels(*labels).set(0)
             TENANT_OLDEST_WAIT.labels(*labels).set(0)
-        self._waiting_labels = waiting_now
+        self._waiting_labels = set(tenant_waiting)
+        in_flight: dict[str, int] = {}
         for tenant_id, tenant in self.scheduler.tenants.items():
-            TENANT_IN_FLIGHT.labels(tenant_id).set(tenant.in_flight)
+            label = tenant_label(tenant_id)
+            in_flight[label] = in_flight.get(label, 0) + tenant.in_flight
+        for label, count in in_flight.items():
+            TENANT_IN_FLIGHT.labels(label).set(count)
         for tier in {"enterprise", "standard", "free", *depth}:
             QUEUE_DEPTH.labels(tier).set(depth.get(tier, 0))
             OLDEST_WAIT.labels(tier).set(oldest.get(tier, 0.0))

@@ -7,6 +7,7 @@ import pytest
 from prometheus_client import REGISTRY
 
 from reelforge_orchestrator import config_store
+from reelforge_orchestrator import engine as engine_module
 from reelforge_orchestrator.job_metrics import OTHER, BoundedLabel
 from reelforge_orchestrator.scheduling.pools import PoolSpec
 
@@ -93,3 +94,18 @@ async def test_gpu_pool_gauges_and_gpu_seconds_held(h: Harness) -> None:
     # integrated with the count seen at the previous observation (16 GPUs): at most one observation
     # interval (1 s live) of error per change
     assert _value("reelforge_pool_gpu_seconds_total", pool="gpu-metrics") - held_before == pytest.approx(240.0)
+
+
+@pytest.mark.asyncio
+async def test_tenant_gauges_past_the_label_limit_add_up_as_other(h: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(engine_module, "tenant_label", BoundedLabel(1))
+    await config_store.set_pool_mode(h.pool, "animatic", paused=True, draining=False)
+    await h.engine.reload()
+    for tenant, jobs in (("first-tenant", 1), ("second-tenant", 2), ("third-tenant", 3)):
+        for _ in range(jobs):
+            await h.submit(tenant)
+    await h.engine.step()
+    h.engine._observe()
+    assert _value("reelforge_scheduler_tenant_waiting", tenant="first-tenant", tier="standard") == 1
+    assert _value("reelforge_scheduler_tenant_waiting", tenant=OTHER, tier="standard") == 5
+    assert _value("reelforge_scheduler_tenant_waiting", tenant="second-tenant", tier="standard") == 0
