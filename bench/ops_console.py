@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import secrets
 import time
 
 import asyncpg
@@ -86,9 +87,10 @@ async def seed(dsn: str, tenants: int, active: int, history: int) -> None:
 
 async def measure(dsn: str, rounds: int) -> list[float]:
     billing_pool = await db.create_pool(dsn, "billing", 4)
-    server, port = await start_server(LedgerStore(billing_pool), "USD", "127.0.0.1", 0)
+    token = secrets.token_urlsafe(16)
+    server, port = await start_server(LedgerStore(billing_pool), "USD", "127.0.0.1", 0, operator_token=token)
     pool = await db.create_pool(dsn, SCHEMA, 4)
-    client = BillingClient(f"127.0.0.1:{port}", 10)
+    client = BillingClient(f"127.0.0.1:{port}", 10, token)
     admin = AdminServicer(pool, lambda: None)
     console = Console(admin, pool, client, None)
     try:

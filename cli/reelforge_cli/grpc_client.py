@@ -1,7 +1,7 @@
 """Where the operators' gRPC APIs are (orchestrator admin, billing) and readable errors from them.
 
-Targets come from a flag, then an environment variable, then the platform `reelforge up` runs
-(its stack.json). Any call goes through `call`, which turns a gRPC status into one sentence.
+Targets and the operator token come from a flag, then an environment variable, then the platform
+`reelforge up` runs (its stack.json). Any call goes through `call`, which turns a gRPC status into one sentence.
 """
 
 from __future__ import annotations
@@ -54,9 +54,9 @@ def resolve(api: Api, target: str | None) -> str:
     return target
 
 
-def operator_metadata() -> tuple[tuple[str, str], ...]:
-    """The operator token (REELFORGE_OPERATOR_TOKEN or `reelforge up`'s) as call metadata, if known."""
-    token = os.environ.get("REELFORGE_OPERATOR_TOKEN") or _state().get("operator_token")
+def operator_metadata(token: str | None = None) -> tuple[tuple[str, str], ...]:
+    """The operator token (`--token`, REELFORGE_OPERATOR_TOKEN or `reelforge up`'s) as call metadata, if known."""
+    token = token or os.environ.get("REELFORGE_OPERATOR_TOKEN") or _state().get("operator_token")
     return (("authorization", f"Bearer {token}"),) if token else ()
 
 
@@ -69,10 +69,10 @@ def open_channel(target: str) -> Iterator[grpc.Channel]:
         channel.close()
 
 
-def call(api: Api, target: str, method: Callable[..., T], request: object) -> T:
+def call(api: Api, target: str, method: Callable[..., T], request: object, token: str | None = None) -> T:
     """Calls `method(request)` with a deadline and the operator token; raises CallFailed with a sentence."""
     try:
-        return method(request, timeout=TIMEOUT_SECONDS, metadata=operator_metadata())
+        return method(request, timeout=TIMEOUT_SECONDS, metadata=operator_metadata(token))
     except grpc.RpcError as exc:
         raise CallFailed(_explain(api, target, exc)) from None
 
@@ -84,6 +84,9 @@ def _explain(api: Api, target: str, exc: grpc.RpcError) -> str:
         return f"cannot reach the {api.name} at {target}: is the platform running? (`reelforge up`)"
     if code == grpc.StatusCode.DEADLINE_EXCEEDED:
         return f"the {api.name} at {target} did not answer within {TIMEOUT_SECONDS:.0f} s"
+    if code == grpc.StatusCode.UNAUTHENTICATED:
+        return (f"the {api.name} at {target} refused the call: {details}. Pass --token, set "
+                "REELFORGE_OPERATOR_TOKEN, or run against the platform `reelforge up` started (it knows the token)")
     if code == grpc.StatusCode.UNIMPLEMENTED:
         return f"the {api.name} at {target} does not offer this call (an older version?)"
     return f"{details} ({code.name.lower()})"

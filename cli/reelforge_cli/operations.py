@@ -36,6 +36,8 @@ AdminTarget = Annotated[str | None, typer.Option(
     "--admin", help="orchestrator admin gRPC host:port (default: REELFORGE_ADMIN_TARGET or `reelforge up`)")]
 BillingTarget = Annotated[str | None, typer.Option(
     "--billing", help="billing gRPC host:port (default: REELFORGE_BILLING_TARGET or `reelforge up`)")]
+OperatorToken = Annotated[str | None, typer.Option(
+    "--token", help="operator token (default: REELFORGE_OPERATOR_TOKEN or `reelforge up`'s)")]
 
 
 def register(app: typer.Typer) -> None:
@@ -47,15 +49,16 @@ def register(app: typer.Typer) -> None:
 class _Session:
     """One API's stubs on an open channel, with every call made through `grpc_client.call`."""
 
-    def __init__(self, api: Api, target: str, stub: Any) -> None:
-        self.api, self.target, self.stub = api, target, stub
+    def __init__(self, api: Api, target: str, stub: Any, token: str | None) -> None:
+        self.api, self.target, self.stub, self.token = api, target, stub, token
 
     def __call__(self, method: Callable[..., T], request: object) -> T:
-        return grpc_client.call(self.api, self.target, method, request)
+        return grpc_client.call(self.api, self.target, method, request, self.token)
 
 
 @contextmanager
-def _session(api: Api, target: str | None, stub_class: Callable[[Any], Any]) -> Iterator[_Session]:
+def _session(api: Api, target: str | None, stub_class: Callable[[Any], Any],
+             token: str | None) -> Iterator[_Session]:
     try:
         resolved = grpc_client.resolve(api, target)
     except NotConfigured as exc:
@@ -63,14 +66,14 @@ def _session(api: Api, target: str | None, stub_class: Callable[[Any], Any]) -> 
         raise typer.Exit(2) from None
     try:
         with grpc_client.open_channel(resolved) as channel:
-            yield _Session(api, resolved, stub_class(channel))
+            yield _Session(api, resolved, stub_class(channel), token)
     except CallFailed as exc:
         err.print(f"[red]error:[/] {exc}")
         raise typer.Exit(1) from None
 
 
-def _admin(target: str | None) -> Any:
-    return _session(ADMIN, target, admin_pb2_grpc.OrchestratorAdminStub)
+def _admin(target: str | None, token: str | None) -> Any:
+    return _session(ADMIN, target, admin_pb2_grpc.OrchestratorAdminStub, token)
 
 
 # -- contracts ------------------------------------------------------------------------------------
@@ -99,9 +102,9 @@ def _contract_table(c: admin_pb2.Contract) -> Table:
 
 @contracts.command("get")
 def contracts_get(tenant_id: Annotated[str, typer.Argument(help="tenant id; '*' is the default contract")],
-                  admin: AdminTarget = None) -> None:
+                  admin: AdminTarget = None, token: OperatorToken = None) -> None:
     """Show a tenant's contract."""
-    with _admin(admin) as call:
+    with _admin(admin, token) as call:
         console.print(_contract_table(call(call.stub.GetContract, admin_pb2.GetContractRequest(tenant_id=tenant_id))))
 
 
@@ -122,10 +125,11 @@ def contracts_set(
     deadline_seconds: Annotated[float | None, typer.Option(min=1, help="default deadline for its jobs")] = None,
     no_deadline: Annotated[bool, typer.Option("--no-deadline", help="remove the default deadline")] = False,
     admin: AdminTarget = None,
+    token: OperatorToken = None,
 ) -> None:
     """Create or change a tenant's contract: only the options given change; a tenant without a
     contract of its own starts from the default ('*')."""
-    with _admin(admin) as call:
+    with _admin(admin, token) as call:
         contract = _current_contract(call, tenant_id)
         for name, value in (("tier", tier), ("weight", weight), ("max_concurrent", max_concurrent),
                             ("requests_per_minute", rpm), ("daily_seconds_quota", daily_seconds),
@@ -181,9 +185,9 @@ def _pools_table(statuses: list[admin_pb2.PoolStatus]) -> Table:
 
 
 @pools.command("list")
-def pools_list(admin: AdminTarget = None) -> None:
+def pools_list(admin: AdminTarget = None, token: OperatorToken = None) -> None:
     """Every pool: capacity in use, utilisation, circuit breaker, paused/draining."""
-    with _admin(admin) as call:
+    with _admin(admin, token) as call:
         statuses = list(call(call.stub.GetPools, admin_pb2.GetPoolsRequest()).pools)
     if not statuses:
         console.print("no pools configured")
@@ -193,29 +197,29 @@ def pools_list(admin: AdminTarget = None) -> None:
         console.print("[dim]circuit unknown: the instance that answered is a standby, not the leader[/]")
 
 
-def _set_mode(pool_id: str, mode: admin_pb2.PoolMode.ValueType, admin: str | None) -> None:
-    with _admin(admin) as call:
+def _set_mode(pool_id: str, mode: admin_pb2.PoolMode.ValueType, admin: str | None, token: str | None) -> None:
+    with _admin(admin, token) as call:
         status = call(call.stub.SetPoolMode, admin_pb2.SetPoolModeRequest(pool_id=pool_id, mode=mode))
     console.print(f"pool [bold]{status.pool_id}[/] is now {_state(status)}")
     console.print(_pools_table([status]))
 
 
 @pools.command("pause")
-def pools_pause(pool_id: str, admin: AdminTarget = None) -> None:
+def pools_pause(pool_id: str, admin: AdminTarget = None, token: OperatorToken = None) -> None:
     """Stop giving the pool new work (jobs wait; in-flight renders go on). `resume` undoes it."""
-    _set_mode(pool_id, admin_pb2.POOL_MODE_PAUSE, admin)
+    _set_mode(pool_id, admin_pb2.POOL_MODE_PAUSE, admin, token)
 
 
 @pools.command("drain")
-def pools_drain(pool_id: str, admin: AdminTarget = None) -> None:
+def pools_drain(pool_id: str, admin: AdminTarget = None, token: OperatorToken = None) -> None:
     """Let the pool finish what it renders and give it nothing new (before maintenance)."""
-    _set_mode(pool_id, admin_pb2.POOL_MODE_DRAIN, admin)
+    _set_mode(pool_id, admin_pb2.POOL_MODE_DRAIN, admin, token)
 
 
 @pools.command("resume")
-def pools_resume(pool_id: str, admin: AdminTarget = None) -> None:
+def pools_resume(pool_id: str, admin: AdminTarget = None, token: OperatorToken = None) -> None:
     """Give the pool work again."""
-    _set_mode(pool_id, admin_pb2.POOL_MODE_RESUME, admin)
+    _set_mode(pool_id, admin_pb2.POOL_MODE_RESUME, admin, token)
 
 
 # -- usage ----------------------------------------------------------------------------------------
@@ -226,9 +230,10 @@ def usage_export(
     month: Annotated[str | None, typer.Option(help="YYYY-MM (UTC); default: every month")] = None,
     output: Annotated[Path | None, typer.Option("-o", "--output", help="write the CSV here (default: stdout)")] = None,
     billing: BillingTarget = None,
+    token: OperatorToken = None,
 ) -> None:
     """A tenant's metered usage as CSV (one row per billed output)."""
-    with _session(BILLING, billing, billing_pb2_grpc.BillingServiceStub) as call:
+    with _session(BILLING, billing, billing_pb2_grpc.BillingServiceStub, token) as call:
         exported = call(call.stub.ExportUsage, billing_pb2.ExportUsageRequest(tenant_id=tenant_id, month=month or ""))
     if output is None:
         sys.stdout.write(exported.csv)
@@ -241,9 +246,10 @@ def usage_export(
 def usage_spend(
     day: Annotated[str | None, typer.Option(help="YYYY-MM-DD (UTC); default: today")] = None,
     billing: BillingTarget = None,
+    token: OperatorToken = None,
 ) -> None:
     """What every tenant was charged on a day, and what the providers cost."""
-    with _session(BILLING, billing, spend_pb2_grpc.SpendServiceStub) as call:
+    with _session(BILLING, billing, spend_pb2_grpc.SpendServiceStub, token) as call:
         spend = call(call.stub.GetSpend, spend_pb2.GetSpendRequest(day=day or ""))
     table = Table(title=f"spend {spend.day} (UTC, {spend.currency})")
     for column in ("tenant", "jobs", "charged", "of which free", "provider cost"):

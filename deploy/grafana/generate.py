@@ -52,6 +52,15 @@ DASHBOARDS: dict[str, tuple[str, list[Panel]]] = {
         ("Render results /s by pool and status",
          "sum by (pool, status) (rate(reelforge_render_results_total[5m]))", "ops"),
         ("Renders dispatched /s by pool", "sum by (pool) (rate(reelforge_scheduler_dispatched_total[5m]))", "ops"),
+        ("p95 render duration by provider and model", "reelforge:render_seconds:p95", "s"),
+        ("Renders finished /s by provider and status",
+         "sum by (provider, status) (rate(reelforge_renders_finished_total[5m]))", "ops"),
+        ("GPUs in use by pool", "max by (pool) (reelforge_pool_gpus_in_use)", "none"),
+        ("GPU utilisation by pool", "reelforge:pool_gpu_utilisation:ratio", "percentunit"),
+        ("GPU-seconds of the renders running now, by pool", "max by (pool) (reelforge_pool_gpu_seconds_in_use)",
+         "s"),
+        ("GPU-hours held per hour by pool", "sum by (pool) (increase(reelforge_pool_gpu_seconds_total[1h])) / 3600",
+         "none"),
     ]),
     "billing": ("Reelforge — billing", [
         ("Charged per hour by tenant (USD)",
@@ -67,6 +76,12 @@ DASHBOARDS: dict[str, tuple[str, list[Panel]]] = {
         ("Usage metering lag (billing consumer)", 'sum(reelforge_consumer_lag{group="billing"})', "none"),
         ("Usage records handled /s by outcome",
          'sum by (outcome) (rate(reelforge_events_consumed_total{group="billing"}[5m]))', "ops"),
+        ("Revenue posted per hour (ledger)", "reelforge:ledger_revenue_usd:increase1h", "currencyUSD"),
+        ("Ledger balances by account kind (USD)",
+         'max by (account_kind) (reelforge_ledger_balance_micros{currency="USD"}) / 1e6', "currencyUSD"),
+        ("Posted per hour by account kind and direction (USD)",
+         "max by (account_kind, direction) (increase(reelforge_ledger_posted_micros_total"
+         '{currency="USD"}[1h])) / 1e6', "currencyUSD"),
     ]),
 }
 

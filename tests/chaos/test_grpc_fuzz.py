@@ -6,6 +6,7 @@ settings get only the malformed, oversized and zero-deadline calls."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import random
 from collections.abc import Iterator
 from typing import Any
@@ -20,9 +21,12 @@ from reelforge.billing.v1 import billing_pb2, spend_pb2
 from reelforge.jobs.v1 import jobs_service_pb2
 from reelforge.orchestrator.v1 import admin_pb2
 from reelforge_core import grpc as core_grpc
+from reelforge_core.grpc_auth import bearer
 from reelforge_local.stack import Stack
 
 RANDOM_CALLS_PER_METHOD = 25
+# Services that answer only callers with the operator token.
+OPERATOR_SERVICES = {"OrchestratorAdmin", "BillingAdminService", "SpendService"}
 UNDECODABLE = b"\x0f\xff\xff\xff"
 FD = pb_descriptor.FieldDescriptor
 _ODD_STRINGS = ["", " ", "\x00", "../../etc/passwd", "' OR 1=1 --", "\u202e\ufeff", "ж" * 300, "x" * 70_000,
@@ -97,14 +101,14 @@ def _value(field: pb_descriptor.FieldDescriptor, rng: random.Random) -> Any:
 
 
 async def _call(target: str, method: pb_descriptor.MethodDescriptor, payload: bytes,
-                deadline: float | None = 10) -> grpc.StatusCode:
+                deadline: float | None = 10, metadata: tuple[tuple[str, str], ...] = ()) -> grpc.StatusCode:
     path = f"/{method.containing_service.full_name}/{method.name}"
     async with grpc.aio.insecure_channel(target, options=[("grpc.max_send_message_length", 16 * 1024 * 1024)]) as ch:
         try:
             if method.server_streaming:
-                [_ async for _ in ch.unary_stream(path)(payload, timeout=deadline)]
+                [_ async for _ in ch.unary_stream(path)(payload, timeout=deadline, metadata=metadata)]
             else:
-                await ch.unary_unary(path)(payload, timeout=deadline)
+                await ch.unary_unary(path)(payload, timeout=deadline, metadata=metadata)
         except grpc.aio.AioRpcError as error:
             assert error.code() not in (grpc.StatusCode.UNKNOWN, grpc.StatusCode.INTERNAL), \
                 f"{path}: {error.code().name} {error.details()}"
@@ -115,22 +119,27 @@ async def _call(target: str, method: pb_descriptor.MethodDescriptor, payload: by
 async def _fuzz(stack: Stack) -> dict[str, set[str]]:
     rng = random.Random(20261125)
     seen: dict[str, set[str]] = {}
+    operator = bearer(stack.operator_token)
     for target, method in _methods(stack):
         name = f"{method.containing_service.name}.{method.name}"
         codes = seen.setdefault(name, set())
-        assert await _call(target, method, UNDECODABLE) is grpc.StatusCode.INVALID_ARGUMENT, name
-        assert await _call(target, method, b"x" * (core_grpc.MAX_MESSAGE_BYTES + 1)) \
+        if method.containing_service.name in OPERATOR_SERVICES:  # the operator token first, then the fuzzing
+            assert await _call(target, method, b"") is grpc.StatusCode.UNAUTHENTICATED, name
+            assert await _call(target, method, b"", metadata=bearer("forged")) is grpc.StatusCode.UNAUTHENTICATED
+        call = functools.partial(_call, metadata=operator)
+        assert await call(target, method, UNDECODABLE) is grpc.StatusCode.INVALID_ARGUMENT, name
+        assert await call(target, method, b"x" * (core_grpc.MAX_MESSAGE_BYTES + 1)) \
             is grpc.StatusCode.RESOURCE_EXHAUSTED, name
         # Usually DEADLINE_EXCEEDED; a fast server may answer first. Either way a clear code (see _call).
-        codes.add((await _call(target, method, b"", deadline=0)).name)
+        codes.add((await call(target, method, b"", deadline=0)).name)
         if _changes_platform_settings(method):
             continue  # random contracts, routes or prices would change what the other tests run against
-        codes.add((await _call(target, method, b"")).name)
+        codes.add((await call(target, method, b"")).name)
         request_class = _message_class(method.input_type)
         for _ in range(RANDOM_CALLS_PER_METHOD):
             request = request_class()
             _fill(request, rng)
-            codes.add((await _call(target, method, request.SerializeToString())).name)
+            codes.add((await call(target, method, request.SerializeToString())).name)
     for target, _service in _targets(stack):
         async with grpc.aio.insecure_channel(target) as channel:
             health = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)

@@ -34,7 +34,7 @@ def receiver() -> Iterator[Receiver]:
 def set_budget(stack: Stack, tenant_id: str, micros: int) -> None:
     async def call() -> None:
         port = stack.services["billing"].env["REELFORGE_BILLING_GRPC_PORT"]
-        channel = core_grpc.channel(f"127.0.0.1:{port}")
+        channel = core_grpc.channel(f"127.0.0.1:{port}", operator_token=stack.operator_token)
         try:
             admin = billing_pb2_grpc.BillingAdminServiceStub(channel)
             await admin.SetMonthlyBudget(billing_pb2.SetMonthlyBudgetRequest(tenant_id=tenant_id,

@@ -34,7 +34,7 @@ def _row(output: str, first: str) -> list[str]:
 
 
 def test_pools_pause_drain_resume(stack: Stack, tmp_path: Path) -> None:
-    admin = ("--admin", stack.admin_target)
+    admin = ("--admin", stack.admin_target, "--token", stack.operator_token)
     listed = _cli("pools", "list", *admin, cwd=tmp_path)
     assert listed.returncode == 0, listed.stderr
     row = _row(listed.stdout, "animatic")
@@ -54,7 +54,7 @@ def test_pools_pause_drain_resume(stack: Stack, tmp_path: Path) -> None:
 
 def test_contracts_get_and_set(stack: Stack, tmp_path: Path) -> None:
     tenant = stack.create_tenant("cli-contracts", credit_usd="0")
-    admin = ("--admin", stack.admin_target)
+    admin = ("--admin", stack.admin_target, "--token", stack.operator_token)
     missing = _cli("contracts", "get", tenant.tenant_id, *admin, cwd=tmp_path)
     assert missing.returncode == 1 and f"no contract for '{tenant.tenant_id}'" in missing.stderr
 
@@ -81,7 +81,7 @@ def test_contracts_get_and_set(stack: Stack, tmp_path: Path) -> None:
 def test_usage_export_and_spend(stack: Stack, tenant: Tenant, api: httpx.Client, tmp_path: Path) -> None:
     job = submit(api, prompt="Exported usage", seconds=1, size="640x360")
     assert wait_for(api, job["id"], {"completed", "failed"})["status"] == "completed"
-    billing = ("--billing", stack.billing_target)
+    billing = ("--billing", stack.billing_target, "--token", stack.operator_token)
     out = tmp_path / "usage.csv"
     deadline = time.monotonic() + 30
     while True:  # usage rows arrive through Kafka, a moment after the job completes
@@ -101,6 +101,16 @@ def test_usage_export_and_spend(stack: Stack, tenant: Tenant, api: httpx.Client,
     assert float(_row(spend.stdout, tenant.tenant_id)[2]) > 0
     bad = _cli("usage", "export", tenant.tenant_id, "--month", "2026-13", *billing, cwd=tmp_path)
     assert bad.returncode == 1 and "month must be YYYY-MM" in bad.stderr and "invalid_argument" in bad.stderr
+
+
+def test_a_missing_or_wrong_operator_token_is_a_readable_error(stack: Stack, tmp_path: Path) -> None:
+    missing = _cli("pools", "list", "--admin", stack.admin_target, cwd=tmp_path)
+    assert missing.returncode == 1 and "refused the call: missing operator token" in missing.stderr
+    assert "--token" in missing.stderr and "REELFORGE_OPERATOR_TOKEN" in missing.stderr
+    wrong = _cli("pools", "pause", "animatic", "--admin", stack.admin_target, "--token", "not-the-token", cwd=tmp_path)
+    assert wrong.returncode == 1 and "invalid operator token" in wrong.stderr
+    spend = _cli("usage", "spend", "--billing", stack.billing_target, "--token", "not-the-token", cwd=tmp_path)
+    assert spend.returncode == 1 and "invalid operator token" in spend.stderr
 
 
 def test_no_platform_is_a_readable_error(tmp_path: Path) -> None:

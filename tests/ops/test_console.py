@@ -13,6 +13,7 @@ import httpx
 from playwright.sync_api import Page, expect
 
 from reelforge.orchestrator.v1 import admin_pb2, admin_pb2_grpc
+from reelforge_core.grpc_auth import bearer
 from reelforge_local.stack import Stack
 from tests.e2e.helpers import submit, wait_for
 from tests.ops.browser import chromium
@@ -27,8 +28,8 @@ def _row(page: Page, table: str, first_cell: str) -> list[str]:
     return [text.strip() for text in row.locator("td").all_inner_texts()]
 
 
-def _waiting(admin: admin_pb2_grpc.OrchestratorAdminStub, tenant_id: str) -> int:
-    queues = admin.GetQueues(admin_pb2.GetQueuesRequest(), timeout=5)
+def _waiting(admin: admin_pb2_grpc.OrchestratorAdminStub, tenant_id: str, token: str) -> int:
+    queues = admin.GetQueues(admin_pb2.GetQueuesRequest(), timeout=5, metadata=bearer(token))
     return sum(q.waiting for q in queues.tenants if q.tenant_id == tenant_id)
 
 
@@ -48,10 +49,11 @@ def test_console_shows_queues_pools_failures_and_spend(stack: Stack, tmp_path: P
         failure = wait_for(broke_api, failed["id"], {"completed", "failed"})
         assert failure["status"] == "failed" and failure["error"]["code"] == "insufficient_credit"
 
-        admin.SetPoolMode(admin_pb2.SetPoolModeRequest(pool_id="animatic", mode=admin_pb2.POOL_MODE_PAUSE), timeout=5)
+        admin.SetPoolMode(admin_pb2.SetPoolModeRequest(pool_id="animatic", mode=admin_pb2.POOL_MODE_PAUSE), timeout=5,
+                          metadata=bearer(stack.operator_token))
         queued = [submit(paying_api, prompt=f"Console queued {i}", seconds=1, size="640x360") for i in range(2)]
         deadline = time.monotonic() + 30
-        while _waiting(admin, paying.tenant_id) < 2:
+        while _waiting(admin, paying.tenant_id, stack.operator_token) < 2:
             assert time.monotonic() < deadline, "jobs never queued behind the paused pool"
             time.sleep(0.2)
 
@@ -77,7 +79,7 @@ def test_console_shows_queues_pools_failures_and_spend(stack: Stack, tmp_path: P
                 shutil.copy(tmp_path / "ops-console.png", DOCS / "ops-console.png")
 
             admin.SetPoolMode(admin_pb2.SetPoolModeRequest(pool_id="animatic", mode=admin_pb2.POOL_MODE_RESUME),
-                              timeout=5)
+                              timeout=5, metadata=bearer(stack.operator_token))
             for job in queued:
                 assert wait_for(paying_api, job["id"], {"completed", "failed"})["status"] == "completed"
             # the page keeps polling: the tenant's queue row goes and the pool is active again
@@ -93,7 +95,8 @@ def test_console_shows_queues_pools_failures_and_spend(stack: Stack, tmp_path: P
             expect(wrong.locator("#content")).to_be_hidden()
         assert (tmp_path / "ops-console.png").stat().st_size > 10_000
     finally:
-        admin.SetPoolMode(admin_pb2.SetPoolModeRequest(pool_id="animatic", mode=admin_pb2.POOL_MODE_RESUME), timeout=5)
+        admin.SetPoolMode(admin_pb2.SetPoolModeRequest(pool_id="animatic", mode=admin_pb2.POOL_MODE_RESUME), timeout=5,
+                          metadata=bearer(stack.operator_token))
         channel.close()
         paying_api.close()
         broke_api.close()

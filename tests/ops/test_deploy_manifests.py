@@ -65,3 +65,24 @@ def test_create_topics_command_is_idempotent_on_a_real_broker(stack: Stack) -> N
     )
     assert done.returncode == 0, done.stderr
     assert f"0 created, {len(topics.all_topics())} already there" in done.stdout
+
+
+def test_lag_autoscalers_follow_the_consumer_groups_the_services_use() -> None:
+    """An HPA whose group label names no real consumer group would never scale: check each against
+    the services' own group names and the lag metric they export."""
+    from reelforge_core.metrics import CONSUMER_LAG
+    from reelforge_postprocess.worker import CONSUMER as POSTPROCESS_GROUP
+    from reelforge_render.store import CONSUMER as RENDER_GROUP
+
+    documents = [d for d in yaml.safe_load_all((DEPLOY / "k8s" / "autoscaling.yaml").read_text()) if d]
+    lag: dict[str, str] = {}
+    for hpa in (d for d in documents if d["kind"] == "HorizontalPodAutoscaler"):
+        for metric in hpa["spec"]["metrics"]:
+            if metric["type"] == "External":
+                assert metric["external"]["metric"]["name"] == CONSUMER_LAG._name  # type: ignore[attr-defined]
+                lag[hpa["spec"]["scaleTargetRef"]["name"]] = metric["external"]["metric"]["selector"][
+                    "matchLabels"]["group"]
+    assert lag == {"render-adapter": RENDER_GROUP, "postprocess": POSTPROCESS_GROUP}
+    deployed = {d["metadata"]["name"] for path in K8S_RESOURCES for d in yaml.safe_load_all(path.read_text())
+                if d and d["kind"] == "Deployment"}
+    assert set(lag) <= deployed

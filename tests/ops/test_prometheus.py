@@ -109,6 +109,16 @@ def test_real_prometheus_scrapes_every_service(stack: Stack, api: httpx.Client, 
         'reelforge_render_output_seconds_total{provider="animatic"}',
         'reelforge_postprocess_seconds_bucket{status="ok"}',
         'reelforge_postprocess_finished_total{status="ok"}',
+        'reelforge_render_seconds_bucket{provider="animatic", model="animatic", status="ok"}',
+        "reelforge:render_seconds:p95",
+        'reelforge_pool_gpus_in_use{pool="animatic"}',
+        'reelforge_pool_gpus{pool="animatic"}',
+        'reelforge_pool_gpu_seconds_in_use{pool="animatic"}',
+        'reelforge_pool_gpu_seconds_total{pool="animatic"}',
+        'reelforge_ledger_posted_micros_total{account_kind="revenue", currency="USD", direction="in"} > 0',
+        'reelforge_ledger_balance_micros{account_kind="tenant_available", currency="USD"} > 0',
+        'reelforge_ledger_entries_total{account_kind="grants"}',
+        "reelforge:ledger_revenue_usd:increase1h",
     ):
         assert _eventually(prometheus, expr), expr
 
@@ -123,6 +133,11 @@ def _run_one_ok_and_one_failed_job(stack: Stack, api: httpx.Client) -> None:
         assert wait_for(broke_api, failed["id"], {"completed", "failed"})["status"] == "failed"
     assert wait_for(api, job["id"], {"completed", "failed"})["status"] == "completed"
     time.sleep(1.5)  # consumer lag is sampled once a second
+    billing = f"{stack.services['billing'].url}/metrics"
+    deadline = time.monotonic() + 15  # the ledger totals are folded in every 5 s
+    while "reelforge_ledger_posted_micros_total{" not in httpx.get(billing, timeout=5).text:
+        assert time.monotonic() < deadline, "billing never exposed the ledger totals"
+        time.sleep(0.5)
 
 
 def _scrape(stack: Stack) -> str:
@@ -163,7 +178,7 @@ def test_dashboards_are_generated_from_the_source() -> None:
 
 # The platform's label vocabulary. Ids of jobs, renders or events never become labels.
 LABELS = {"tenant", "model", "pool", "provider", "status", "state", "tier", "code", "group", "topic", "outcome",
-          "kind", "le", "quantile"}
+          "kind", "account_kind", "currency", "direction", "le", "quantile"}
 MAX_SERIES_PER_METRIC = 500
 
 
@@ -191,3 +206,8 @@ def test_metric_labels_are_consistent_and_bounded(stack: Stack, api: httpx.Clien
     assert re.search(r'^reelforge_render_results_total\{pool="animatic",provider="animatic",status="ok"\}', text,
                      re.M)
     assert re.search(r'^reelforge_job_failures_total\{code="insufficient_credit",model="animatic"\}', text, re.M)
+    assert re.search(r'^reelforge_render_seconds_bucket\{le="[^"]+",model="animatic",provider="animatic",status="ok"\}',
+                     text, re.M)
+    kinds = set(re.findall(r'^reelforge_ledger_balance_micros\{account_kind="(\w+)",currency="USD"\}', text, re.M))
+    assert {"revenue", "grants", "tenant_available", "tenant_reserved"} <= kinds <= {
+        "revenue", "grants", "promotions", "free_usage", "tenant_available", "tenant_reserved", "other"}, kinds

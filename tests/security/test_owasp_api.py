@@ -239,7 +239,7 @@ def test_secrets_never_reach_logs_traces_or_metrics(stack: Stack, attacker: Tena
     time.sleep(1.5)  # log lines and trace batches are flushed asynchronously
 
     secret_material = {"api key": attacker.api_key, "forged key": forged, "webhook secret": secret,
-                       "webhook secret body": secret.removeprefix("whsec_")}
+                       "webhook secret body": secret.removeprefix("whsec_"), "operator token": stack.operator_token}
     run_dir = Path(stack.run_dir)
     scanned = [path for pattern in ("logs/*.log", "traces/*.jsonl") for path in run_dir.glob(pattern)]
     assert scanned, "no logs or traces to scan"

@@ -147,7 +147,8 @@ class Stack:
         self.content_dir = self.run_dir / "content"
         self.logs_dir = self.run_dir / "logs"
         self.traces_dir = self.run_dir / "traces"
-        self.operator_token = secrets.token_urlsafe(24)  # the ops console's and admin CLI's token
+        # The operators' token: the ops console, the orchestrator and billing admin gRPC APIs (and the CLI)
+        self.operator_token = secrets.token_urlsafe(24)
         self.download_secret = secrets.token_urlsafe(32)  # every gateway replica signs download links alike
         self._admin_key: str | None = None
 
@@ -194,7 +195,8 @@ class Stack:
         for spec in SERVICES:
             group = []
             for instance in range(self.replicas):
-                extra = {"GRPC_PORT": str(billing_ports[instance])} if spec.name == "billing" else {}
+                extra = {"GRPC_PORT": str(billing_ports[instance]), "OPERATOR_TOKEN": self.operator_token} \
+                    if spec.name == "billing" else {}
                 if spec.name == "gateway":
                     extra["GRPC_PORT"] = str(free_port())  # the partner gRPC JobsService
                 if spec.name == "orchestrator":
@@ -207,6 +209,7 @@ class Stack:
                     # every other private address).
                     extra["WEBHOOK_ALLOWED_HOSTS"] = '["127.0.0.1"]'
                     extra["DOWNLOAD_SIGNING_SECRET"] = self.download_secret
+                    extra["BILLING_OPERATOR_TOKEN"] = self.operator_token
                 group.append(self._service(spec, instance, extra))
             self.instances[spec.name] = group
             self.services[spec.name] = group[0]

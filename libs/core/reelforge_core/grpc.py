@@ -11,8 +11,10 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
+from pydantic import SecretStr
 
 from reelforge_core import telemetry
+from reelforge_core.grpc_auth import BearerClientInterceptor, OperatorTokenInterceptor
 from reelforge_core.grpc_guard import GuardServerInterceptor
 
 _tracer = trace.get_tracer(__name__)
@@ -82,9 +84,16 @@ class _TracingClientInterceptor(grpc.aio.UnaryUnaryClientInterceptor):  # type: 
             return call
 
 
-def create_server(service_names: Iterable[str]) -> tuple[grpc.aio.Server, health.HealthServicer]:
-    """A server with tracing, health checking and reflection for `service_names` (full names)."""
-    interceptors = [GuardServerInterceptor(), _TracingServerInterceptor()]
+def create_server(
+    service_names: Iterable[str], operator_auth: OperatorTokenInterceptor | None = None
+) -> tuple[grpc.aio.Server, health.HealthServicer]:
+    """A server with tracing, health checking and reflection for `service_names` (full names).
+
+    `operator_auth` guards the operator services it names; it runs innermost, so a malformed or
+    oversized call still gets its own clear status first."""
+    interceptors: list[Any] = [GuardServerInterceptor(), _TracingServerInterceptor()]
+    if operator_auth is not None:
+        interceptors.append(operator_auth)
     server = grpc.aio.server(interceptors=interceptors, options=_OPTIONS)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -95,6 +104,9 @@ def create_server(service_names: Iterable[str]) -> tuple[grpc.aio.Server, health
     return server, health_servicer
 
 
-def channel(target: str) -> grpc.aio.Channel:
+def channel(target: str, operator_token: str | SecretStr | None = None) -> grpc.aio.Channel:
+    """A traced client channel; with `operator_token`, every call carries it (for operator APIs)."""
     interceptors: list[Any] = [_TracingClientInterceptor()]
+    if operator_token is not None:
+        interceptors.append(BearerClientInterceptor(operator_token))
     return grpc.aio.insecure_channel(target, interceptors=interceptors, options=_CLIENT_OPTIONS)

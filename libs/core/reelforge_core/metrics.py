@@ -23,3 +23,24 @@ CONSUMER_LAG = Gauge(
     "Records not yet handled, per consumer group and topic (high watermark minus position)",
     ["group", "topic"],
 )
+
+OTHER = "other"
+
+
+class BoundedLabel:
+    """Lets the first `limit` distinct values of a label through and maps later ones to "other",
+    so a runaway input (a new tenant per request, an unknown provider code) cannot grow the series
+    without bound."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._seen: set[str] = set()
+
+    def __call__(self, value: str) -> str:
+        value = value or "none"
+        if value in self._seen:
+            return value
+        if len(self._seen) >= self.limit:
+            return OTHER
+        self._seen.add(value)
+        return value

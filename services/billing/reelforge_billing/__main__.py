@@ -20,7 +20,7 @@ from typing import Any
 
 import asyncpg
 
-from reelforge_billing import reports
+from reelforge_billing import ledger_totals, reports
 from reelforge_billing.grpc_api import start_server
 from reelforge_billing.settings import BillingSettings
 from reelforge_billing.store import LedgerStore, Mode
@@ -41,7 +41,8 @@ async def start(runtime: ServiceRuntime) -> None:
     pool = await runtime.database(SCHEMA, MIGRATIONS, outbox=settings.publish_events)
     store = LedgerStore(pool, settings.group_commit, settings.group_commit_in_flight)
     server, _ = await start_server(
-        store, settings.currency, settings.grpc_host, settings.grpc_port, settings.reconcile_grace_seconds
+        store, settings.currency, settings.grpc_host, settings.grpc_port, settings.reconcile_grace_seconds,
+        settings.operator_token,
     )
     runtime.on_close(lambda: server.stop(grace=5))
     # Everything loaded so far lives as long as the process: keep it out of the collector's full passes,
@@ -52,6 +53,8 @@ async def start(runtime: ServiceRuntime) -> None:
         await runtime.consume(
             CONSUMER_GROUP, [topics.USAGE_RECORDED], recorder.handle, batch_handler=recorder.handle_batch
         )
+    if settings.ledger_totals_seconds > 0:
+        runtime.add_task("ledger-totals", lambda: ledger_totals.keep_folding(pool, settings.ledger_totals_seconds))
     if settings.reconcile_interval_seconds > 0:
         runtime.add_task("reconcile", lambda: reconcile_forever(pool, settings))
 

@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import grpc
+from pydantic import SecretStr
 
 from reelforge.billing.v1 import billing_pb2, billing_pb2_grpc, spend_pb2_grpc
 from reelforge_billing import reports, spend
@@ -19,6 +20,7 @@ from reelforge_billing.store import (
     UnknownReservation,
 )
 from reelforge_core import grpc as core_grpc
+from reelforge_core.grpc_auth import OperatorTokenInterceptor
 
 MAX_SECONDS = 600.0
 
@@ -231,14 +233,21 @@ def balance_message(balance: Balance, currency: str) -> billing_pb2.GetBalanceRe
 
 
 async def start_server(
-    store: LedgerStore, currency: str, host: str, port: int, reconcile_grace_seconds: float = 300.0
+    store: LedgerStore, currency: str, host: str, port: int, reconcile_grace_seconds: float = 300.0,
+    operator_token: str | SecretStr | None = None,
 ) -> tuple[grpc.aio.Server, int]:
-    """Starts the billing gRPC server (with health and reflection); returns it and its bound port."""
+    """Starts the billing gRPC server (with health and reflection); returns it and its bound port.
+
+    BillingAdminService and SpendService (operators' APIs: prices, credit, grants, spend across tenants)
+    answer only calls carrying `operator_token`; with none, they refuse every call. BillingService is
+    the platform services' own (reserve/settle, and per-tenant reads the gateway scopes to the caller)."""
     from reelforge_billing.admin_api import BillingAdminServicer  # it builds on this module's helpers
 
     services = billing_pb2.DESCRIPTOR.services_by_name
+    admin_name = services["BillingAdminService"].full_name
     server, _ = core_grpc.create_server(
-        [services["BillingService"].full_name, services["BillingAdminService"].full_name, spend.SERVICE_NAME]
+        [services["BillingService"].full_name, admin_name, spend.SERVICE_NAME],
+        OperatorTokenInterceptor(operator_token, [admin_name, spend.SERVICE_NAME], "REELFORGE_BILLING_OPERATOR_TOKEN"),
     )
     billing_pb2_grpc.add_BillingServiceServicer_to_server(
         BillingServicer(store, currency, reconcile_grace_seconds), server

@@ -37,8 +37,8 @@ class Billing:
 @pytest_asyncio.fixture
 async def billing(postgres_dsn: str) -> AsyncIterator[Billing]:
     pool, store = await open_store(postgres_dsn)
-    server, port = await start_server(store, "USD", "127.0.0.1", 0)
-    channel = core_grpc.channel(f"127.0.0.1:{port}")
+    server, port = await start_server(store, "USD", "127.0.0.1", 0, operator_token="billing-test-token")
+    channel = core_grpc.channel(f"127.0.0.1:{port}", operator_token="billing-test-token")
     try:
         yield Billing(pool, store, billing_pb2_grpc.BillingServiceStub(channel),
                       billing_pb2_grpc.BillingAdminServiceStub(channel))

@@ -22,8 +22,8 @@ from services.billing.tests.billing_db import open_store
 @pytest_asyncio.fixture
 async def spend_stub(postgres_dsn: str) -> AsyncIterator[tuple[LedgerStore, spend_pb2_grpc.SpendServiceStub]]:
     pool, store = await open_store(postgres_dsn)
-    server, port = await start_server(store, "USD", "127.0.0.1", 0)
-    channel = core_grpc.channel(f"127.0.0.1:{port}")
+    server, port = await start_server(store, "USD", "127.0.0.1", 0, operator_token="billing-test-token")
+    channel = core_grpc.channel(f"127.0.0.1:{port}", operator_token="billing-test-token")
     try:
         yield store, spend_pb2_grpc.SpendServiceStub(channel)
     finally:

@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
+from pydantic import SecretStr
 
 from reelforge.billing.v1 import billing_pb2, billing_pb2_grpc
 from reelforge_core import grpc as core_grpc
@@ -33,8 +34,9 @@ def _stamp(value: datetime) -> Timestamp:
 
 
 class BillingClient:
-    def __init__(self, target: str, timeout_seconds: float = 5.0) -> None:
-        self._channel = core_grpc.channel(target)
+    def __init__(self, target: str, timeout_seconds: float = 5.0, operator_token: SecretStr | None = None) -> None:
+        # The operator token opens BillingAdminService (a tenant's free grants, for /v1/balance).
+        self._channel = core_grpc.channel(target, operator_token)
         self._billing = billing_pb2_grpc.BillingServiceStub(self._channel)
         self._admin = billing_pb2_grpc.BillingAdminServiceStub(self._channel)
         self._timeout = timeout_seconds

@@ -54,5 +54,7 @@ class GatewaySettings(ServiceSettings):
     grpc_port: int = Field(default=50052, ge=0, le=65535)
     # The billing service's gRPC target (GET /v1/usage, /v1/invoices, /v1/balance); unset: those answer 503.
     billing_target: str | None = None
+    # The operator token billing's admin API wants (read a tenant's free grants for /v1/balance).
+    billing_operator_token: SecretStr | None = None
     # Deliver billing's budget alerts (billing.v1.budget-alert) as `billing.budget_alert` webhooks.
     consume_budget_alerts: bool = True

@@ -52,16 +52,19 @@ def billing_port() -> int:
     return free_port()
 
 
+OPERATOR_TOKEN = "gateway-test-operator-token"
+
+
 @pytest.fixture
 def gateway_settings(billing_port: int) -> GatewaySettings:
-    return make_settings(billing_target=f"127.0.0.1:{billing_port}")
+    return make_settings(billing_target=f"127.0.0.1:{billing_port}", billing_operator_token=OPERATOR_TOKEN)
 
 
 @pytest.fixture
 def billing(gateway: Gateway, billing_port: int) -> Iterator[Billing]:
     async def up() -> tuple[object, Billing]:
         pool, ledger = await open_store(gateway.dsn, 5)
-        server, _ = await start_server(ledger, "USD", "127.0.0.1", billing_port)
+        server, _ = await start_server(ledger, "USD", "127.0.0.1", billing_port, operator_token=OPERATOR_TOKEN)
         return pool, Billing(ledger, server)
 
     pool, running = gateway.run(up())

@@ -36,7 +36,7 @@ async def start(runtime: ServiceRuntime) -> None:
     settings = runtime.settings
     assert isinstance(settings, OrchestratorSettings)
     pool = await runtime.database(SCHEMA, MIGRATIONS)
-    billing = BillingClient(settings.billing_target, settings.billing_timeout_seconds)
+    billing = BillingClient(settings.billing_target, settings.billing_timeout_seconds, settings.operator_token)
     runtime.on_close(billing.close)
     leadership = Leadership(settings.database_url.get_secret_value(), SCHEMA, settings.leader_poll_seconds)
     runtime.on_close(leadership.release)
@@ -82,7 +82,7 @@ async def start(runtime: ServiceRuntime) -> None:
 
     runtime.add_task("leader", lead)
 
-    server, _ = core_grpc.create_server([admin_api.SERVICE_NAME])
+    server, _ = core_grpc.create_server([admin_api.SERVICE_NAME], admin_api.operator_auth(settings.operator_token))
     admin = admin_api.AdminServicer(pool, lambda: engines[-1] if engines else None)
     admin_pb2_grpc.add_OrchestratorAdminServicer_to_server(admin, server)
     runtime.http_app = FastAPI(openapi_url=None, docs_url=None, redoc_url=None)

@@ -8,8 +8,10 @@ from typing import Any
 import asyncpg
 import grpc
 from prometheus_client import Counter
+from pydantic import SecretStr
 
 from reelforge.orchestrator.v1 import admin_pb2, admin_pb2_grpc
+from reelforge_core.grpc_auth import OperatorTokenInterceptor
 from reelforge_orchestrator import config_store
 from reelforge_orchestrator.engine import Engine
 from reelforge_orchestrator.scheduling.contracts import TenantContract
@@ -22,6 +24,13 @@ SERVICE_NAME = admin_pb2.DESCRIPTOR.services_by_name["OrchestratorAdmin"].full_n
 ADMIN_CHANGES = Counter("reelforge_admin_changes_total",
                         "Configuration changes through the admin API, by kind (contract, pool, pool_mode, route)",
                         ["kind"])
+
+
+
+def operator_auth(token: SecretStr | None) -> OperatorTokenInterceptor:
+    """Every admin call needs the operator token (the console's); with none configured, none is served."""
+    return OperatorTokenInterceptor(token, [SERVICE_NAME], "REELFORGE_ORCHESTRATOR_OPERATOR_TOKEN")
+
 
 _MODES = {
     admin_pb2.POOL_MODE_RESUME: (False, False),

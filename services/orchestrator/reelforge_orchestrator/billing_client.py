@@ -7,6 +7,7 @@ a refusal (no credit, no rate) becomes a `BillingRefused` that fails the job wit
 from __future__ import annotations
 
 import grpc
+from pydantic import SecretStr
 
 from reelforge.billing.v1 import billing_pb2, billing_pb2_grpc, spend_pb2, spend_pb2_grpc
 from reelforge.jobs.v1 import jobs_pb2
@@ -21,8 +22,9 @@ class BillingRefused(Exception):
 
 
 class BillingClient:
-    def __init__(self, target: str, timeout_seconds: float) -> None:
-        self._channel = core_grpc.channel(target)
+    def __init__(self, target: str, timeout_seconds: float, operator_token: SecretStr | str | None = None) -> None:
+        # The operator token opens billing's SpendService (the console's spend today).
+        self._channel = core_grpc.channel(target, operator_token)
         self._stub = billing_pb2_grpc.BillingServiceStub(self._channel)
         self._spend = spend_pb2_grpc.SpendServiceStub(self._channel)
         self._timeout = timeout_seconds

@@ -28,6 +28,7 @@ from reelforge_core import outbox, telemetry, topics
 from reelforge_core.context import job_context
 from reelforge_orchestrator import config_store, store
 from reelforge_orchestrator.billing_client import BillingClient
+from reelforge_orchestrator.job_metrics import tenant_label
 from reelforge_orchestrator.leader import LostLeadership, check_epoch
 from reelforge_orchestrator.scheduling.fair_queue import Decisions, Scheduler, SchedulingPolicy
 from reelforge_orchestrator.scheduling.router import Job as SchedJob
@@ -56,6 +57,17 @@ POOL_PAUSED = Gauge("reelforge_pool_paused", "1 while the pool is paused", ["poo
 POOL_DRAINING = Gauge("reelforge_pool_draining", "1 while the pool is draining", ["pool"])
 POOL_ERROR_RATE = Gauge("reelforge_pool_error_rate", "Failed share of the pool's recent renders (breaker window)",
                         ["pool"])
+POOL_GPUS = Gauge("reelforge_pool_gpus", "GPUs of a self-hosted GPU pool (0 for a provider's slot pool)", ["pool"])
+POOL_GPUS_IN_USE = Gauge("reelforge_pool_gpus_in_use", "GPUs busy rendering, by pool (0 for slot pools)", ["pool"])
+POOL_GPU_SECONDS_IN_USE = Gauge(
+    "reelforge_pool_gpu_seconds_in_use",
+    "GPU-seconds the renders now running on the pool are expected to take in all (0 for slot pools)", ["pool"])
+POOL_GPU_SECONDS = Counter(
+    "reelforge_pool_gpu_seconds_total",
+    "GPU-seconds held by renders: GPUs in use integrated over time, by pool (its rate is the mean GPUs busy)",
+    ["pool"])
+JOBS_ACTIVE = Gauge("reelforge_jobs_active", "Unfinished jobs the leader schedules, by state: admitted (waiting for "
+                    "capacity, retries included), rendering, postprocessing", ["state"])
 IS_LEADER = Gauge("reelforge_orchestrator_leader", "1 on the instance that leads")
 
 
@@ -101,6 +113,7 @@ class Engine:
         self._wake = asyncio.Event()
         self.scheduler = Scheduler([], [], {}, self._policy)
         self._observed_at = 0.0
+        self._gpus_busy: dict[str, tuple[float, int]] = {}  # pool -> (when observed, GPUs busy then)
         self._waiting_labels: set[tuple[str, str]] = set()  # (tenant, tier) with a nonzero waiting gauge
 
     def wake(self) -> None:
@@ -265,19 +278,27 @@ class Engine:
         now = self.clock()
         depth: dict[str, int] = {}
         oldest: dict[str, float] = {}
-        waiting_now: set[tuple[str, str]] = set()
+        # Tenants past the label limit share "other": their figures add up (oldest wait: the longest).
+        tenant_waiting: dict[tuple[str, str], tuple[int, float]] = {}
         for tenant_id, (tier, waiting, wait) in self.scheduler.queue_depths(now).items():
             depth[tier] = depth.get(tier, 0) + waiting
             oldest[tier] = max(oldest.get(tier, 0.0), wait)
-            TENANT_WAITING.labels(tenant_id, tier).set(waiting)
-            TENANT_OLDEST_WAIT.labels(tenant_id, tier).set(wait)
-            waiting_now.add((tenant_id, tier))
-        for labels in self._waiting_labels - waiting_now:  # no longer waiting: zero, not the last value
+            key = (tenant_label(tenant_id), tier)
+            count, longest = tenant_waiting.get(key, (0, 0.0))
+            tenant_waiting[key] = (count + waiting, max(longest, wait))
+        for key, (count, longest) in tenant_waiting.items():
+            TENANT_WAITING.labels(*key).set(count)
+            TENANT_OLDEST_WAIT.labels(*key).set(longest)
+        for labels in self._waiting_labels - tenant_waiting.keys():  # no longer waiting: zero, not the last value
             TENANT_WAITING.labels(*labels).set(0)
             TENANT_OLDEST_WAIT.labels(*labels).set(0)
-        self._waiting_labels = waiting_now
+        self._waiting_labels = set(tenant_waiting)
+        in_flight: dict[str, int] = {}
         for tenant_id, tenant in self.scheduler.tenants.items():
-            TENANT_IN_FLIGHT.labels(tenant_id).set(tenant.in_flight)
+            label = tenant_label(tenant_id)
+            in_flight[label] = in_flight.get(label, 0) + tenant.in_flight
+        for label, count in in_flight.items():
+            TENANT_IN_FLIGHT.labels(label).set(count)
         for tier in {"enterprise", "standard", "free", *depth}:
             QUEUE_DEPTH.labels(tier).set(depth.get(tier, 0))
             OLDEST_WAIT.labels(tier).set(oldest.get(tier, 0.0))
@@ -289,3 +310,27 @@ class Engine:
             POOL_PAUSED.labels(pool_id).set(1 if pool.paused else 0)
             POOL_DRAINING.labels(pool_id).set(1 if pool.draining else 0)
             POOL_ERROR_RATE.labels(pool_id).set(pool.circuit.error_rate)
+        self._observe_gpus(now)
+        rendering = sum(1 for flight in self.scheduler.in_flight.values() if flight.rendering)
+        JOBS_ACTIVE.labels(JobState.ADMITTED.value).set(len(self.scheduler.waiting))
+        JOBS_ACTIVE.labels(JobState.RENDERING.value).set(rendering)
+        JOBS_ACTIVE.labels(JobState.POSTPROCESSING.value).set(len(self.scheduler.in_flight) - rendering)
+
+    def _observe_gpus(self, now: float) -> None:
+        """GPUs busy, the GPU-seconds of the renders running on them, and GPU time held (integrated
+        between observations with the count seen at the previous one)."""
+        expected: dict[str, float] = {}
+        for flight in self.scheduler.in_flight.values():
+            pool = self.scheduler.pools.get(flight.pool_id) if flight.rendering else None
+            if pool is not None and pool.spec.is_gpu_pool:
+                job = flight.job
+                expected[pool.pool_id] = expected.get(pool.pool_id, 0.0) + pool.spec.gpu_seconds(
+                    job.seconds, job.width, job.height)
+        for pool_id, pool in self.scheduler.pools.items():
+            busy = pool.in_use if pool.spec.is_gpu_pool else 0
+            POOL_GPUS.labels(pool_id).set(pool.spec.gpus)
+            POOL_GPUS_IN_USE.labels(pool_id).set(busy)
+            POOL_GPU_SECONDS_IN_USE.labels(pool_id).set(expected.get(pool_id, 0.0))
+            seen_at, busy_then = self._gpus_busy.get(pool_id, (now, busy))
+            POOL_GPU_SECONDS.labels(pool_id).inc(max(0.0, now - seen_at) * busy_then)
+            self._gpus_busy[pool_id] = (now, busy)

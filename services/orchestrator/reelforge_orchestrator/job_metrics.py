@@ -14,32 +14,13 @@ from typing import TYPE_CHECKING
 import asyncpg
 from prometheus_client import Counter, Histogram
 
+from reelforge_core.metrics import OTHER, BoundedLabel
 from reelforge_orchestrator.states import JobState
+
+__all__ = ["OTHER", "BoundedLabel", "on_render_result", "on_transition"]
 
 if TYPE_CHECKING:
     from reelforge_orchestrator.store import Job
-
-OTHER = "other"
-
-
-class BoundedLabel:
-    """Lets the first `limit` distinct values of a label through and maps later ones to "other",
-    so a runaway input (a new tenant per request, an unknown provider code) cannot grow the series
-    without bound."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self._seen: set[str] = set()
-
-    def __call__(self, value: str) -> str:
-        value = value or "none"
-        if value in self._seen:
-            return value
-        if len(self._seen) >= self.limit:
-            return OTHER
-        self._seen.add(value)
-        return value
-
 
 tenant_label = BoundedLabel(200)
 model_label = BoundedLabel(50)

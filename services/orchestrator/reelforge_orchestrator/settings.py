@@ -27,7 +27,7 @@ class OrchestratorSettings(ServiceSettings):
     circuit_half_open_probes: int = Field(default=2, ge=1)
     grpc_host: str = "127.0.0.1"
     grpc_port: int = Field(default=0, ge=0, le=65535)  # admin API; 0 picks a free port (logged)
-    # Bearer token for the ops console (/console); unset disables the console's data endpoint.
+    # Bearer token of the ops console (/console) and the admin gRPC API; unset disables both.
     operator_token: SecretStr | None = None
 
     def scheduling_policy(self) -> SchedulingPolicy:

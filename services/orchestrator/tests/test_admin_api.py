@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
+from typing import Any
 
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from pydantic import SecretStr
 
 from reelforge.orchestrator.v1 import admin_pb2, admin_pb2_grpc
 from reelforge_core import grpc as core_grpc
@@ -21,22 +23,74 @@ from .test_live_scheduling import Harness, _harness
 pytestmark = pytest.mark.asyncio
 
 
+TOKEN = "test-operator-token"
+
+
+class _Bearer(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[type-arg]
+    """Adds the operator token to every call, as the CLI does."""
+
+    async def intercept_unary_unary(self, continuation: Any, details: grpc.aio.ClientCallDetails,
+                                    request: Any) -> Any:
+        metadata = [*(details.metadata or ()), ("authorization", f"Bearer {TOKEN}")]
+        return await continuation(grpc.aio.ClientCallDetails(
+            details.method, details.timeout, grpc.aio.Metadata(*metadata), details.credentials,
+            details.wait_for_ready), request)
+
+
 @contextlib.asynccontextmanager
-async def _served(dsn: str) -> AsyncIterator[tuple[Harness, grpc.aio.Channel]]:
-    """A live orchestrator harness with the admin API served over a real gRPC server."""
+async def _server(dsn: str, token: str | None) -> AsyncIterator[tuple[Harness, str]]:
     h = await _harness(dsn)
-    server, _ = core_grpc.create_server([admin_api.SERVICE_NAME])
+    server, _ = core_grpc.create_server([admin_api.SERVICE_NAME],
+                                        admin_api.operator_auth(SecretStr(token) if token else None))
     admin_pb2_grpc.add_OrchestratorAdminServicer_to_server(admin_api.AdminServicer(h.pool, lambda: h.engine), server)
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
-    channel = core_grpc.channel(f"127.0.0.1:{port}")
     try:
-        yield h, channel
+        yield h, f"127.0.0.1:{port}"
     finally:
-        await channel.close()
         await server.stop(None)
         await h.leadership.release()
         await h.pool.close()
+
+
+@contextlib.asynccontextmanager
+async def _served(dsn: str) -> AsyncIterator[tuple[Harness, grpc.aio.Channel]]:
+    """A live orchestrator harness with the admin API served over a real gRPC server (with the token)."""
+    async with _server(dsn, TOKEN) as (h, target):
+        channel = grpc.aio.insecure_channel(target, interceptors=[_Bearer()])
+        try:
+            yield h, channel
+        finally:
+            await channel.close()
+
+
+async def test_admin_calls_need_the_operator_token(postgres_dsn: str) -> None:
+    async with _server(postgres_dsn, TOKEN) as (_h, target), grpc.aio.insecure_channel(target) as channel:
+        admin = admin_pb2_grpc.OrchestratorAdminStub(channel)
+        for metadata, reason in [((), "missing operator token"),
+                                 ((("authorization", "Bearer wrong-token"),), "invalid operator token"),
+                                 ((("authorization", f"Basic {TOKEN}"),), "missing operator token")]:
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await admin.GetPools(admin_pb2.GetPoolsRequest(), metadata=metadata)
+            assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+            assert reason in (refused.value.details() or "")
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await admin.SetPoolMode(admin_pb2.SetPoolModeRequest(pool_id="animatic", mode=admin_pb2.POOL_MODE_PAUSE))
+        assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        pools = await admin.GetPools(admin_pb2.GetPoolsRequest(), metadata=(("authorization", f"Bearer {TOKEN}"),))
+        assert pools is not None
+        # health stays open for probes
+        reply = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest())
+        assert reply.status == health_pb2.HealthCheckResponse.SERVING
+
+
+async def test_without_a_configured_token_the_admin_api_refuses_everyone(postgres_dsn: str) -> None:
+    async with _server(postgres_dsn, None) as (_h, target), grpc.aio.insecure_channel(target) as channel:
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await admin_pb2_grpc.OrchestratorAdminStub(channel).GetQueues(
+                admin_pb2.GetQueuesRequest(), metadata=(("authorization", "Bearer anything"),))
+        assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        assert "REELFORGE_ORCHESTRATOR_OPERATOR_TOKEN" in (refused.value.details() or "")
 
 
 async def test_queues_pools_pause_and_contracts(postgres_dsn: str) -> None:

@@ -35,6 +35,7 @@ class InFlight:
     errors: int = 0  # consecutive transient errors (backoff grows with them)
     pushed: Any = None  # a verified provider webhook body not read yet (read in place of the next poll)
     due: float = 0.0  # monotonic time of the next step
+    accepted_at: float = 0.0  # wall-clock seconds since the epoch (a resumed render keeps its start)
 
 
 def _in_flight(row: asyncpg.Record) -> InFlight:
@@ -45,7 +46,7 @@ def _in_flight(row: asyncpg.Record) -> InFlight:
         render_id=row["render_id"], job_id=row["job_id"], tenant_id=row["tenant_id"], provider=row["provider"],
         spec=spec, deadline=deadline.timestamp(), external_id=row["external_id"] or "",
         trace_headers=json.loads(row["trace_headers"]), cancel_requested=row["cancel_requested"],
-        submit_pending=row["submit_pending"],
+        submit_pending=row["submit_pending"], accepted_at=row["accepted_at"].timestamp(),
     )
 
 

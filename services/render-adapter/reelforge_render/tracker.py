@@ -331,7 +331,8 @@ class Tracker:
         self._by_external.pop((job.provider, job.external_id), None)
         self.finished += 1
         metrics.record(job.provider, result.ok, result.error_code, result.output_seconds, result.gpu_seconds,
-                       result.provider_cost_micros)
+                       result.provider_cost_micros, model=job.spec.model,
+                       elapsed_seconds=time.time() - job.accepted_at if job.accepted_at else None)
         if result.ok:
             log.info("render done", extra={"render_id": job.render_id, "uri": result.output_uri})
         else:

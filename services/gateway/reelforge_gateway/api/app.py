@@ -53,7 +53,8 @@ def create_app(pool: asyncpg.Pool, content: ContentStore, settings: GatewaySetti
     app.state.gatekeeper = Gatekeeper(pool, app.state.key_cache, app.state.limiter, Limits(
         settings.rate_limit_per_minute, settings.tenant_rate_limit_per_minute, settings.tenant_max_concurrent_jobs,
         settings.tenant_max_backlog_jobs))
-    app.state.billing = BillingClient(settings.billing_target) if settings.billing_target else None
+    app.state.billing = (BillingClient(settings.billing_target, operator_token=settings.billing_operator_token)
+                         if settings.billing_target else None)
     secret = settings.download_signing_secret
     # Without a configured secret, URLs are signed with a per-process key (fine for one instance).
     app.state.signer = UrlSigner(secret.get_secret_value().encode() if secret else secrets.token_bytes(32),
