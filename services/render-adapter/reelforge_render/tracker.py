@@ -26,7 +26,7 @@ from opentelemetry import trace
 
 from reelforge.render.v1 import render_pb2
 from reelforge_core import media, telemetry
-from reelforge_core.content import ContentStore
+from reelforge_core.content import ContentStore, ContentStoreError
 from reelforge_core.context import job_context
 from reelforge_render import metrics, store
 from reelforge_render.providers.base import (
@@ -280,7 +280,10 @@ class Tracker:
                 except media.MediaError as exc:
                     message = f"{job.provider} returned an unreadable video: {exc.message}"
                     raise ProviderError(INTERNAL, message) from exc
-                stored = self._content.put(out)
+                try:
+                    stored = await asyncio.to_thread(self._content.put, out)
+                except ContentStoreError as exc:  # retried like an unavailable provider, then failed over
+                    raise ProviderError(PROVIDER_UNAVAILABLE, f"content store: {exc}") from exc
         except ProviderError as exc:
             if exc.code in (RATE_LIMITED, PROVIDER_UNAVAILABLE) and time.time() < job.deadline:
                 job.errors += 1

@@ -255,7 +255,7 @@ async def download_video(
     if row["state"] != "completed" or not row["output_uri"]:
         raise Problem(409, "video_not_ready", "The video is not ready",
                       f"Video {video_id} is {_STATUS.get(row['state'], row['state'])}")
-    return variants.file_response(request.app.state.content, row, variant, 404)
+    return await variants.file_response(request.app.state.content, row, variant, 404)
 
 
 def not_found(video_id: str) -> Problem:
