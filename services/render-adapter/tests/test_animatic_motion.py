@@ -26,8 +26,8 @@ SPEC = AnimaticSpec(prompt="unused", seconds=2, width=W, height=H, fps=FPS, seed
 def ramp(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 640x360 PNG whose brightness rises from left (black) to right (white)."""
     path = tmp_path_factory.mktemp("ref") / "ramp.png"
-    asyncio.run(run_tool([FFMPEG, "-v", "error", "-f", "lavfi", "-i", "nullsrc=s=640x360,geq=lum='X*255/W':cb=128:cr=128",
-                          "-frames:v", "1", file_arg(path)], 30))
+    source = "nullsrc=s=640x360,geq=lum='X*255/W':cb=128:cr=128"
+    asyncio.run(run_tool([FFMPEG, "-v", "error", "-f", "lavfi", "-i", source, "-frames:v", "1", file_arg(path)], 30))
     return path
 
 
