@@ -68,7 +68,7 @@ def signing_key(secret: str, day: str, region: str, service: str = "s3") -> byte
 
 
 def sign(method: str, url: str, headers: Mapping[str, str], payload_sha256: str, config: S3Config,
-         now: datetime | None = None) -> dict[str, str]:
+         now: datetime | None = None, service: str = "s3") -> dict[str, str]:
     """The headers to send: `headers` plus host, x-amz-date, x-amz-content-sha256 and Authorization.
     Every header given is signed. The URL's path must already be URI-encoded (as `object_url` makes it)."""
     moment = now or datetime.now(UTC)
@@ -82,9 +82,9 @@ def sign(method: str, url: str, headers: Mapping[str, str], payload_sha256: str,
         method, parts.path or "/", query, *(f"{name}:{signed[name]}" for name in names), "",
         ";".join(names), payload_sha256,
     ])
-    scope = f"{day}/{config.region}/s3/aws4_request"
+    scope = f"{day}/{config.region}/{service}/aws4_request"
     to_sign = "\n".join(["AWS4-HMAC-SHA256", amz_date, scope, hashlib.sha256(canonical.encode()).hexdigest()])
-    signature = hmac.new(signing_key(config.secret_access_key, day, config.region), to_sign.encode(),
+    signature = hmac.new(signing_key(config.secret_access_key, day, config.region, service), to_sign.encode(),
                          hashlib.sha256).hexdigest()
     signed["authorization"] = (f"AWS4-HMAC-SHA256 Credential={config.access_key_id}/{scope}, "
                                f"SignedHeaders={';'.join(names)}, Signature={signature}")
