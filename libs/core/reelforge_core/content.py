@@ -37,8 +37,9 @@ class ContentNotFound(Exception):
     pass
 
 
-class ContentStoreError(Exception):
-    """The object storage failed (not a missing object): retry later, never a partner's fault."""
+class ContentStoreError(OSError):
+    """The object storage failed (not a missing object): retry later, never a partner's fault. An OSError,
+    so Kafka consumers wait it out (transient) instead of dead-lettering the record."""
 
 
 class ContentReader(Protocol):
