@@ -8,8 +8,8 @@ provider runs in a separate process so its CPU is not counted. Phases:
   3. a sample of renders completes (download, ffprobe, content store, outbox) and the rest are cancelled
      (cancel at the provider, outbox): CPU per 1,000 of each.
 Prints each figure as its phase ends, with the load average beside it and the fake provider's own CPU (the
-other side of every poll, on the same cores). Bounded by BENCH_LIMIT seconds (by default 60 s plus 0.15 s per
-job, 360 s for 2,000: on a shared 2-core machine at load 20 the 2,000 submissions alone take minutes); each
+other side of every poll, on the same cores). Bounded by BENCH_LIMIT seconds (by default 60 s plus 0.3 s per
+job, 660 s for 2,000: on a shared 2-core machine at load 20 the 2,000 submissions alone take minutes); each
 phase's wait scales with the job count too. On a timeout it prints every task's await chain, gives the
 cancellation 15 s, closes its PostgreSQL clients and exits non-zero instead of hanging. BENCH_JOBS sets the
 number in flight (2,000). Usage:
@@ -263,7 +263,7 @@ def main() -> None:
         dsn = postgres.new_database("bench")
         with tempfile.TemporaryDirectory() as content:
             # Bounded (see the docstring); BENCH_LIMIT changes it.
-            limit = float(os.environ.get("BENCH_LIMIT", str(60 + 0.15 * JOBS)))
+            limit = float(os.environ.get("BENCH_LIMIT", str(60 + 0.3 * JOBS)))
             # Not asyncio.run: after a timeout its clean-up would wait for every task to finish cancelling.
             loop = asyncio.new_event_loop()
             loop.run_until_complete(bounded(run(dsn, line.split()[1], Path(content)), limit))
