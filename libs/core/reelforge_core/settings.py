@@ -7,6 +7,7 @@ its variables are `REELFORGE_GATEWAY_DATABASE_URL`, `REELFORGE_GATEWAY_KAFKA_BOO
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -26,7 +27,17 @@ class ServiceSettings(BaseSettings):
     kafka_bootstrap: str = "127.0.0.1:9092"
     http_host: str = "127.0.0.1"
     http_port: int = Field(default=0, ge=0, le=65535)
-    content_dir: Path = Path(".cache/content")
+    content_dir: Path = Path(".cache/content")  # the local store, or the S3 driver's cache and scratch space
+    content_driver: Literal["local", "s3"] = "local"
+    content_max_object_bytes: int = Field(default=2 * 1024**3, gt=0)
+    content_cache_max_bytes: int = Field(default=10 * 1024**3, gt=0)  # S3 driver: local read-through cache
+    content_s3_endpoint: str = ""  # e.g. https://s3.eu-west-1.amazonaws.com, or an S3-compatible server
+    content_s3_bucket: str = ""
+    content_s3_region: str = "us-east-1"
+    content_s3_prefix: str = ""
+    content_s3_addressing: Literal["path", "virtual"] = "path"
+    content_s3_access_key_id: SecretStr | None = None
+    content_s3_secret_access_key: SecretStr | None = None
     log_level: str = "INFO"
     log_file: Path | None = None
     # Where finished spans go: an OTLP endpoint, a JSON-lines file (handy locally and in tests), or nowhere.

@@ -12,7 +12,7 @@ from pathlib import Path
 import asyncpg
 
 from reelforge_core import db, topics
-from reelforge_core.content import ContentStore
+from reelforge_core.content import open_content_store
 from reelforge_core.service import ServiceRuntime, run_service
 from reelforge_gateway import grpc_api, key_changes, qc_reports, store, tenancy, webhooks
 from reelforge_gateway.api.app import create_app
@@ -30,7 +30,7 @@ async def start(runtime: ServiceRuntime) -> None:
     settings = runtime.settings
     assert isinstance(settings, GatewaySettings)
     pool = await runtime.database(SCHEMA, MIGRATIONS)
-    app = runtime.http_app = create_app(pool, ContentStore(settings.content_dir), settings)
+    app = runtime.http_app = create_app(pool, open_content_store(settings), settings)
     await runtime.consume("gateway", [topics.JOBS_STATUS], StatusConsumer(pool).handle)
     await runtime.consume(qc_reports.CONSUMER_GROUP, [topics.POSTPROCESS_RESULT],
                           qc_reports.QcReportConsumer(pool).handle)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from reelforge_core import topics
-from reelforge_core.content import ContentStore
+from reelforge_core.content import open_content_store
 from reelforge_core.service import ServiceRuntime, run_service
 from reelforge_postprocess.settings import PostprocessSettings
 from reelforge_postprocess.worker import CONSUMER, PostprocessWorker
@@ -20,7 +20,7 @@ async def start(runtime: ServiceRuntime) -> None:
     pool = await runtime.database(SCHEMA, MIGRATIONS)
     worker = PostprocessWorker(
         pool,
-        ContentStore(settings.content_dir),
+        open_content_store(settings),
         settings.finish_timeout_seconds,
         settings.x264_preset,
         settings.x264_crf,

@@ -7,6 +7,7 @@ is skipped, while a new render of the same job (after a QC failure) is finished 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import tempfile
@@ -92,8 +93,8 @@ class PostprocessWorker:
         started = time.perf_counter()
         try:
             plan = build_plan(parse_options(request.options), request.narration, request.voice, request.free_tier)
-            source = self._content.path_of(request.input_uri)
-            music = self._music_path(plan)
+            source = await asyncio.to_thread(self._content.path_of, request.input_uri)
+            music = await asyncio.to_thread(self._music_path, plan)
             with tempfile.TemporaryDirectory(dir=self._content.scratch_dir()) as scratch:
                 finished = await run_pipeline(
                     source,
@@ -104,7 +105,7 @@ class PostprocessWorker:
                     x264_crf=self._crf,
                     timeout_s=self._timeout,
                 )
-                self._store(finished, plan, finish, Path(scratch))
+                await asyncio.to_thread(self._store, finished, plan, finish, Path(scratch))
         except ContentNotFound as exc:
             result.ok, result.error_code, result.error_message = False, "input_missing", str(exc)
         except MediaError as exc:

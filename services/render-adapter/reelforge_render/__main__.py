@@ -9,7 +9,7 @@ from pathlib import Path
 import asyncpg
 
 from reelforge_core import topics
-from reelforge_core.content import ContentStore
+from reelforge_core.content import ContentStore, open_content_store
 from reelforge_core.service import ServiceRuntime, run_service
 from reelforge_render.providers.animatic import AnimaticProvider
 from reelforge_render.providers.base import Provider
@@ -27,7 +27,7 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 def build_providers(settings: RenderSettings, content: ContentStore) -> dict[str, Provider]:
     providers: dict[str, Provider] = {
         "animatic": AnimaticProvider(settings.animatic_max_pixels, settings.render_timeout_seconds,
-                                     content.scratch_dir(), settings.animatic_max_parallel),
+                                     content.scratch_dir(), settings.animatic_max_parallel, content),
     }
     for name, config in settings.providers.items():
         providers[name] = create_provider(name, config)
@@ -38,7 +38,7 @@ async def start(runtime: ServiceRuntime) -> None:
     settings = runtime.settings
     assert isinstance(settings, RenderSettings)
     pool = await runtime.database(SCHEMA, MIGRATIONS)
-    content = ContentStore(settings.content_dir)
+    content = open_content_store(settings)
     providers = build_providers(settings, content)
     for provider in providers.values():
         runtime.on_close(provider.close)

@@ -27,7 +27,7 @@ from opentelemetry import trace
 
 from reelforge.render.v1 import render_pb2
 from reelforge_core import media, telemetry
-from reelforge_core.content import ContentStore
+from reelforge_core.content import ContentStore, ContentStoreError
 from reelforge_core.context import job_context
 from reelforge_render import metrics, store
 from reelforge_render.providers.base import (
@@ -50,6 +50,14 @@ MAX_SUBMIT_RETRIES = 3  # 429/5xx on submit: retried this often (same idempotenc
 MAX_BACKOFF_SECONDS = 60.0
 
 
+def _urgency(job: InFlight) -> int:
+    """Cancels and submissions go before routine status polls. When more polls fall due than the provider
+    (or this process) can answer, polls slip and every render is polled a little later, but a new render
+    is still submitted and a cancel still stops the provider's meter: with a first-come queue, 2,000 renders'
+    overdue polls kept the last submissions and every cancel waiting for minutes on a loaded machine."""
+    return 0 if job.cancel_requested else 1 if not job.external_id else 2
+
+
 class Tracker:
     def __init__(self, pool: asyncpg.Pool, content: ContentStore, providers: Mapping[str, Provider],
                  workers: int = 128, jitter: float = 0.2, backoff_base: float = 1.0) -> None:
@@ -63,7 +71,8 @@ class Tracker:
         self._by_external: dict[tuple[str, str], str] = {}
         self._heap: list[tuple[float, int, str]] = []
         self._seq = 0
-        self._ready: asyncio.Queue[InFlight] = asyncio.Queue()
+        # Steps waiting for a worker, most urgent first (see _urgency), then in the order they fell due.
+        self._ready: asyncio.PriorityQueue[tuple[int, int, InFlight]] = asyncio.PriorityQueue()
         self._busy: set[str] = set()
         self._wake = asyncio.Event()
         self.polls = 0  # status polls made, for metrics and the benchmark
@@ -127,7 +136,7 @@ class Tracker:
         self._by_external.clear()
         self._heap.clear()
         self._busy.clear()
-        self._ready = asyncio.Queue()
+        self._ready = asyncio.PriorityQueue()
 
     async def run(self) -> None:
         workers = [asyncio.create_task(self._work(), name=f"render-worker-{i}") for i in range(self._workers)]
@@ -163,7 +172,8 @@ class Tracker:
                 if job is None or due != job.due or render_id in self._busy:
                     continue
                 self._busy.add(render_id)
-                self._ready.put_nowait(job)
+                self._seq += 1
+                self._ready.put_nowait((_urgency(job), self._seq, job))
             timeout = self._heap[0][0] - now if self._heap else None
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
@@ -171,7 +181,7 @@ class Tracker:
 
     async def _work(self) -> None:
         while True:
-            job = await self._ready.get()
+            _, _, job = await self._ready.get()
             try:
                 with job_context(job_id=job.job_id, tenant_id=job.tenant_id):
                     await self._step(job)
@@ -293,7 +303,10 @@ class Tracker:
                 except media.MediaError as exc:
                     message = f"{job.provider} returned an unreadable video: {exc.message}"
                     raise ProviderError(INTERNAL, message) from exc
-                stored = self._content.put(out)
+                try:
+                    stored = await asyncio.to_thread(self._content.put, out)
+                except ContentStoreError as exc:  # retried like an unavailable provider, then failed over
+                    raise ProviderError(PROVIDER_UNAVAILABLE, f"content store: {exc}") from exc
         except ProviderError as exc:
             if exc.code in (RATE_LIMITED, PROVIDER_UNAVAILABLE) and time.time() < job.deadline:
                 job.errors += 1

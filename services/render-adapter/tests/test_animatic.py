@@ -189,7 +189,9 @@ def test_filtergraph_reads_text_from_files_not_from_the_graph() -> None:
     layouts = [layout_text(s.text, spec.width, spec.height) for s in scenes]
     graph = build_filtergraph(spec, scenes, layouts, Path("/work"), Path("/fonts/f.ttf"))
     assert "100%" not in graph and "quoted" not in graph
-    assert graph.endswith(f"concat=n={len(scenes)}:v=1:a=0[vout]")
+    cuts = sum(1 for s in scenes if s.tail_frames)
+    assert graph.endswith(f"concat=n={len(scenes) + cuts}:v=1:a=0[vout]")  # bodies and transitions
+    assert graph.count("xfade=") == cuts
     assets = text_assets(scenes, layouts)
     assert all(f"textfile=/work/{name}" in graph for name in assets)
     assert assets["scene0-caption.txt"] == f"scene 1/{len(scenes)}"

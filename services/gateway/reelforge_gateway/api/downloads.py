@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import FileResponse
 
-from reelforge_core.content import ContentNotFound, ContentStore
+from reelforge_core.content import ContentNotFound, ContentStore, ContentStoreError
 from reelforge_gateway import store
 from reelforge_gateway.api.problems import Problem
 from reelforge_gateway.signing import SignatureExpired, SignatureInvalid, UrlSigner
@@ -38,7 +39,9 @@ async def signed_download(
     try:
         if row is None or not row["output_uri"]:
             raise ContentNotFound(job_id)
-        path = content.path_of(row["output_uri"])
+        path = await asyncio.to_thread(content.path_of, row["output_uri"])  # the S3 driver may download it
     except ContentNotFound:
         raise Problem(404, "content_gone", "The video is no longer available") from None
+    except ContentStoreError:
+        raise Problem(503, "content_unavailable", "The content store is not reachable; try again") from None
     return FileResponse(path, media_type="video/mp4", filename=f"{job_id}.mp4")

@@ -442,7 +442,7 @@ async def get_content(job_id: str, request: Request, caller: AuthCaller,
     row = await owned_job(request, caller, job_id, _job_not_found)
     if row["state"] != "completed" or not row["output_uri"]:
         raise Problem(409, "job_not_completed", "The video is not ready", f"The job is {row['state']}")
-    return variants.file_response(request.app.state.content, row, variant, 410)
+    return await variants.file_response(request.app.state.content, row, variant, 410)
 
 
 class DownloadUrl(BaseModel):

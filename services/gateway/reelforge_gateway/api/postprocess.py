@@ -258,9 +258,11 @@ def check(
                 )
     if given.music is not None:
         try:
-            content.path_of(given.music.uri)
+            stored = content.exists(given.music.uri)
         except ContentNotFound:
-            raise _invalid("no stored track has this URI", "postprocess.music.uri") from None
+            stored = False
+        if not stored:
+            raise _invalid("no stored track has this URI", "postprocess.music.uri")
     options = to_options(given)
     try:
         finishing.build_plan(options, narration or "", voice)

@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from starlette.datastructures import UploadFile
 
 from reelforge.postprocess.v1 import postprocess_pb2
-from reelforge_core.content import ContentStore
+from reelforge_core.content import ContentStore, ContentStoreError
 from reelforge_gateway import store, validation
 from reelforge_gateway.api import idempotency, pages, variants
 from reelforge_gateway.api.auth import Caller, authenticate, moderate, owned_job, require_scope
@@ -255,7 +255,7 @@ async def download_video(
     if row["state"] != "completed" or not row["output_uri"]:
         raise Problem(409, "video_not_ready", "The video is not ready",
                       f"Video {video_id} is {_STATUS.get(row['state'], row['state'])}")
-    return variants.file_response(request.app.state.content, row, variant, 404)
+    return await variants.file_response(request.app.state.content, row, variant, 404)
 
 
 def not_found(video_id: str) -> Problem:
@@ -344,4 +344,7 @@ async def store_upload(request: Request, data: bytes, param: str, only: tuple[st
         finally:
             path.unlink(missing_ok=True)
 
-    return await asyncio.to_thread(put)
+    try:
+        return await asyncio.to_thread(put)
+    except ContentStoreError:
+        raise Problem(503, "content_unavailable", "The content store is not reachable; try again") from None

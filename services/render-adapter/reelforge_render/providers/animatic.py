@@ -5,7 +5,11 @@ render as a local task (at most `max_parallel` at once) and the tracker polls it
 the task is gone; `status` then simply renders again (deterministic for the seed, nothing is paid).
 
 Job options ride in the JobSpec's metadata: `animatic.shots` (a JSON list of strings, one scene each,
-instead of scenes derived from the prompt's sentences) and `animatic.fps` (frames per second, default 24).
+instead of scenes derived from the prompt's sentences), `animatic.fps` (frames per second, default 24) and
+`animatic.transition` (one xfade transition for every cut, e.g. `fade`; default a seeded choice per cut).
+The job's `input_reference_uri` (an image, or a video whose first frame is used) is panned and zoomed
+behind the text (Ken Burns); it is read from the content store and probed first, so a file that is not a
+picture, or one larger than MAX_REFERENCE_SIDE, is `invalid_input` rather than an FFmpeg failure.
 """
 
 from __future__ import annotations
@@ -15,11 +19,13 @@ import contextlib
 import hashlib
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from reelforge.jobs.v1 import jobs_pb2
-from reelforge_core.media import FFMPEG, MediaError, file_arg, run_tool
+from reelforge_core.content import ContentNotFound, ContentReader
+from reelforge_core.media import FFMPEG, MediaError, file_arg, probe, run_tool
 from reelforge_render.animatic import AnimaticSpec, RenderRejected, render_animatic, validate
 from reelforge_render.providers.base import INTERNAL, INVALID_INPUT, TIMEOUT, JobStatus, ProviderError, ProviderJob
 
@@ -28,7 +34,8 @@ from reelforge_render.providers.base import INTERNAL, INVALID_INPUT, TIMEOUT, Jo
 BLACK_DIRECTIVE = "[animatic:black]"
 
 
-SHOTS_OPTION, FPS_OPTION = "animatic.shots", "animatic.fps"
+SHOTS_OPTION, FPS_OPTION, TRANSITION_OPTION = "animatic.shots", "animatic.fps", "animatic.transition"
+MAX_REFERENCE_SIDE = 8192  # a larger picture is refused before FFmpeg decodes it
 
 
 def animatic_spec(spec: jobs_pb2.JobSpec) -> AnimaticSpec:
@@ -49,7 +56,27 @@ def animatic_spec(spec: jobs_pb2.JobSpec) -> AnimaticSpec:
         except ValueError:
             raise RenderRejected(f"{FPS_OPTION} must be a whole number of frames per second") from None
     return AnimaticSpec(prompt=spec.prompt, seconds=spec.seconds, width=spec.width, height=spec.height,
-                        fps=fps, seed=spec.seed, shots=shots)
+                        fps=fps, seed=spec.seed, shots=shots, transition=spec.metadata.get(TRANSITION_OPTION))
+
+
+async def reference_path(content: ContentReader | None, uri: str, timeout_s: float) -> Path:
+    """The job's input reference as a local file that FFmpeg can read as a picture; RenderRejected if not."""
+    if content is None:
+        raise RenderRejected("this animatic renderer has no content store to read input references from")
+    try:
+        path = await asyncio.to_thread(content.path_of, uri)
+    except ContentNotFound:
+        raise RenderRejected("the input reference does not exist in the content store") from None
+    try:
+        video = (await probe(path, timeout_s)).video
+    except MediaError:
+        video = None
+    if video is None or not video.width or not video.height:
+        raise RenderRejected("the input reference is not a readable image or video")
+    if max(video.width, video.height) > MAX_REFERENCE_SIDE:
+        raise RenderRejected(f"the input reference is {video.width}x{video.height}; "
+                             f"at most {MAX_REFERENCE_SIDE} pixels a side are accepted")
+    return path
 
 
 def wants_black(spec: jobs_pb2.JobSpec) -> bool:
@@ -67,7 +94,9 @@ class AnimaticProvider:
     poll_interval = 0.1
     idempotent_submit = True  # a local render: starting it again only renders again
 
-    def __init__(self, max_pixels: int, timeout_seconds: float, scratch: Path, max_parallel: int = 2) -> None:
+    def __init__(self, max_pixels: int, timeout_seconds: float, scratch: Path, max_parallel: int = 2,
+                 content: ContentReader | None = None) -> None:
+        self._content = content
         self._max_pixels = max_pixels
         self._timeout = timeout_seconds
         self._scratch = scratch
@@ -131,6 +160,9 @@ class AnimaticProvider:
         try:
             animatic = animatic_spec(spec)
             validate(animatic)
+            if spec.input_reference_uri:
+                reference = await reference_path(self._content, spec.input_reference_uri, self._timeout)
+                animatic = replace(animatic, reference=reference)
             async with self._slots:
                 if wants_black(spec):
                     await render_black(spec, out, self._timeout)
