@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 
 import asyncpg
+import uvloop
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -42,8 +43,10 @@ JOB = json.dumps({"prompt": "A water purifier on a kitchen counter", "seconds": 
 
 def serve(dsn: str, port: int, content_dir: str, rate_limit: int = 0) -> None:
     import uvicorn
+    import uvloop
 
     from reelforge_core.content import ContentStore
+    from reelforge_gateway import key_changes
     from reelforge_gateway.api.app import create_app
     from reelforge_gateway.settings import GatewaySettings
 
@@ -54,11 +57,55 @@ def serve(dsn: str, port: int, content_dir: str, rate_limit: int = 0) -> None:
         limits = {"rate_limit_per_minute": rate_limit, "tenant_rate_limit_per_minute": rate_limit}
         settings = GatewaySettings(**{k: v for k, v in limits.items() if k in GatewaySettings.model_fields})
         app = create_app(pool, ContentStore(Path(content_dir)), settings)
+        # As in the service: the key cache is on while the key change feed is followed.
+        follower = asyncio.create_task(key_changes.follow(pool, app.state.key_cache))
         config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error", access_log=False,
-                                lifespan="off")
+                                lifespan="off", http="httptools")
         await uvicorn.Server(config).serve()
+        follower.cancel()
 
-    asyncio.run(main())
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(main())
+
+
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of one process so far (0 if it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / TICK
+
+
+def children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            if Path(entry, "stat").read_text().rpartition(")")[2].split()[1] == str(pid):
+                found.append(int(entry.name))
+        except OSError:
+            continue
+    return found
+
+
+class CpuMeter:
+    """CPU spent by the gateway process(es), PostgreSQL (its backends) and this load generator during a phase."""
+
+    def __init__(self, gateway: list[int], postmaster: int) -> None:
+        self.gateway, self.postmaster = gateway, postmaster
+
+    def sample(self) -> tuple[float, float, float]:
+        postgres = sum(cpu_seconds(pid) for pid in children(self.postmaster))
+        return (sum(cpu_seconds(pid) for pid in self.gateway), postgres, cpu_seconds(os.getpid()))
+
+    def per_request(self, before: tuple[float, float, float], requests: float) -> str:
+        after = self.sample()
+        gateway, postgres, client = (1000 * (a - b) / max(requests, 1) for a, b in zip(after, before, strict=True))
+        return (f"CPU per request: gateway {gateway:.2f} ms, PostgreSQL {postgres:.2f} ms,"
+                f" load generator {client:.2f} ms")
 
 
 class Connection:
@@ -90,7 +137,7 @@ class Connection:
 
 
 async def closed_loop(port: int, auth: str, connections: int, seconds: float,
-                      method: str, paths: list[str], body: bytes, expect: int) -> float:
+                      method: str, paths: list[str], body: bytes, expect: int) -> tuple[float, int]:
     conns = [await Connection.open(port, auth) for _ in range(connections)]
     done = 0
     failures = 0
@@ -114,11 +161,11 @@ async def closed_loop(port: int, auth: str, connections: int, seconds: float,
         conn.close()
     if failures:
         print(f"    ({failures} unexpected answers)")
-    return done / elapsed
+    return done / elapsed, done + failures
 
 
 async def fixed_rate(port: int, auth: str, rate: int, seconds: float,
-                     connections: int) -> tuple[float, float, int, int]:
+                     connections: int) -> tuple[float, float, int, int, int]:
     idle: asyncio.Queue[Connection] = asyncio.Queue()
     for _ in range(connections):
         idle.put_nowait(await Connection.open(port, auth))
@@ -154,7 +201,7 @@ async def fixed_rate(port: int, auth: str, rate: int, seconds: float,
     ordered = sorted(latencies) + [float("inf")] * len(pending)
     p50 = statistics.median(ordered) * 1000
     p99 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))] * 1000
-    return p50, p99, failures, len(pending)
+    return p50, p99, failures, len(pending), len(tasks)
 
 
 async def prepare(dsn: str) -> tuple[str, str]:
@@ -178,25 +225,33 @@ async def wait_for_port(port: int) -> None:
     raise RuntimeError("gateway did not start")
 
 
-async def run(args: argparse.Namespace, dsn: str, port: int) -> None:
+async def run(args: argparse.Namespace, dsn: str, port: int, postmaster: int) -> None:
     _, key = await prepare(dsn)
     process = multiprocessing.get_context("spawn").Process(
         target=serve, args=(dsn, port, str(CACHE / "bench-gateway" / "content"), args.rate_limit), daemon=True)
     process.start()
     try:
         await wait_for_port(port)
+        meter = CpuMeter([process.pid], postmaster)  # type: ignore[list-item]
         await closed_loop(port, key, 8, 1.0, "POST", ["/v1/jobs"], JOB, 202)  # warm up
-        accepted = await closed_loop(port, key, args.connections, args.seconds, "POST", ["/v1/jobs"], JOB, 202)
+        before = meter.sample()
+        accepted, sent = await closed_loop(port, key, args.connections, args.seconds, "POST", ["/v1/jobs"], JOB, 202)
         print(f"accepted jobs/s (closed loop, {args.connections} connections, durable write): {accepted:.0f}")
+        print(f"    {meter.per_request(before, sent)}; load average {os.getloadavg()[0]:.1f}")
         ids = await report_stored(dsn)
-        reads = await closed_loop(port, key, args.connections, args.seconds, "GET",
-                                  [f"/v1/jobs/{job_id}" for job_id in ids], b"", 200)
+        before = meter.sample()
+        reads, sent = await closed_loop(port, key, args.connections, args.seconds, "GET",
+                                        [f"/v1/jobs/{job_id}" for job_id in ids], b"", 200)
         print(f"status reads/s (closed loop, {args.connections} connections): {reads:.0f}")
+        print(f"    {meter.per_request(before, sent)}; load average {os.getloadavg()[0]:.1f}")
         for rate in args.rates:
-            p50, p99, failures, unanswered = await fixed_rate(port, key, rate, args.seconds, args.connections * 2)
+            before = meter.sample()
+            p50, p99, failures, unanswered, sent = await fixed_rate(port, key, rate, args.seconds,
+                                                                    args.connections * 2)
             print(f"submit at {rate} jobs/s for {args.seconds:.0f} s: p50 {p50:.1f} ms, p99 {p99:.1f} ms"
                   + (f" ({failures} failed)" if failures else "")
                   + (f" ({unanswered} unanswered 3 s after the last send: saturated)" if unanswered else ""))
+            print(f"    {meter.per_request(before, sent)}; load average {os.getloadavg()[0]:.1f}")
     finally:
         process.terminate()
         process.join(10)
@@ -228,7 +283,8 @@ def main() -> int:
     shutil.rmtree(data, ignore_errors=True)
     postgres = PostgresServer.start(data / "postgres")
     try:
-        asyncio.run(run(args, postgres.dsn, free_port()))
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            runner.run(run(args, postgres.dsn, free_port(), postgres._proc.pid))  # type: ignore[union-attr]
     finally:
         postgres.stop()
     return 0

@@ -28,6 +28,7 @@ from reelforge_gateway.api.auth import Gatekeeper, KeyCache, Limits
 from reelforge_gateway.api.limits import BodySizeLimit
 from reelforge_gateway.api.ratelimit import RateLimitHeaders, SharedRateLimiter
 from reelforge_gateway.billing_client import BillingClient
+from reelforge_gateway.group_commit import GroupCommit
 from reelforge_gateway.moderation import Moderator
 from reelforge_gateway.settings import GatewaySettings
 from reelforge_gateway.signing import UrlSigner
@@ -51,6 +52,7 @@ def create_app(pool: asyncpg.Pool, content: ContentStore, settings: GatewaySetti
     app.state.gatekeeper = Gatekeeper(pool, app.state.key_cache, app.state.limiter, Limits(
         settings.rate_limit_per_minute, settings.tenant_rate_limit_per_minute, settings.tenant_max_concurrent_jobs,
         settings.tenant_max_backlog_jobs))
+    app.state.group_commit = GroupCommit(pool)
     app.state.billing = BillingClient(settings.billing_target) if settings.billing_target else None
     secret = settings.download_signing_secret
     # Without a configured secret, URLs are signed with a per-process key (fine for one instance).

@@ -26,6 +26,7 @@ from reelforge_gateway.api.auth import Caller, Gatekeeper, authenticate, moderat
 from reelforge_gateway.api.postprocess import Postprocess
 from reelforge_gateway.api.problems import Problem
 from reelforge_gateway.api.qc import QcSummary
+from reelforge_gateway.group_commit import GroupCommit
 from reelforge_gateway.signing import UrlSigner
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
@@ -275,12 +276,19 @@ async def accept_job(state: State, caller: Caller, body: CreateJob, key: store.I
     moderate_text(state.moderator, body.prompt, body.narration)
     job = to_new_job(body, caller.tenant_id, postprocess_options=finishing(body, state))
     gatekeeper: Gatekeeper = state.gatekeeper
+    admit = gatekeeper.job_admission(caller)
     try:
-        return await store.submit_job(state.pool, job, lambda row: JobView.from_row(row).model_dump(mode="json"),
-                                      202, key, admit=gatekeeper.job_admission(caller))
+        if admit is None:  # no per-tenant job limits to check in the transaction: share one (group commit)
+            group: GroupCommit = state.group_commit
+            return await group.submit(job, _render_job, 202, key)
+        return await store.submit_job(state.pool, job, _render_job, 202, key, admit=admit)
     except store.IdempotencyKeyReused:
         assert key is not None
         raise idempotency.reused(key) from None
+
+
+def _render_job(row: asyncpg.Record) -> dict[str, Any]:
+    return JobView.from_row(row).model_dump(mode="json")
 
 
 @router.get("", response_model=JobList, responses=_AUTH_ERRORS)
