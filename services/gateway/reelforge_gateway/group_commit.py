@@ -86,6 +86,12 @@ class GroupCommit:
         self._spawn()
         return await asyncio.shield(done)  # a client that goes away must not cancel the others' write
 
+    async def close(self) -> None:
+        """Stops the writers; what they had not written is answered with an error."""
+        for task in list(self._active):
+            task.cancel()
+        await asyncio.gather(*self._active, return_exceptions=True)
+
     def _spawn(self) -> None:
         # Writers run while there is work and then end, so an idle gateway holds no task.
         if len(self._active) < self._writers and self._queue:
