@@ -6,10 +6,14 @@ PostgreSQL, without Kafka (the relay is not what is measured). Prints:
     so a stalled server cannot hide queueing)
   - status reads/s (GET /v1/jobs/{id}, tenant-scoped), closed loop
 
-The gateway runs in its own process (uvicorn, one worker, rate limit off); the load generator is a
-minimal keep-alive HTTP/1.1 client on asyncio streams in this process. Both share this machine's cores.
+The gateway runs as the service's own HTTP processes (`http_workers.run_worker`: uvloop, httptools, key cache
+live, group commit), --workers of them on one port (default 2, the `http_workers` setting). The load
+generator is a minimal keep-alive HTTP/1.1 client on asyncio streams (uvloop) in this process. All share this
+machine's cores, so each phase also prints the CPU it cost per request: gateway processes, PostgreSQL backends,
+and the load generator.
 
-    ./run bench bench/gateway_submit.py [--seconds 6] [--rates 200,500] [--connections 32] [--rate-limit 100000000]
+    ./run bench bench/gateway_submit.py [--seconds 6] [--rates 200,500] [--connections 32] [--workers 2]
+                                        [--rate-limit 100000000]
 """
 
 from __future__ import annotations
@@ -26,13 +30,15 @@ import time
 from pathlib import Path
 
 import asyncpg
+import uvloop
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from reelforge_core import db  # noqa: E402
-from reelforge_gateway import store  # noqa: E402
+from reelforge_gateway import http_workers, store  # noqa: E402
 from reelforge_gateway.__main__ import MIGRATIONS, SCHEMA  # noqa: E402
+from reelforge_gateway.settings import GatewaySettings  # noqa: E402
 from reelforge_local.infra import PostgresServer, free_port  # noqa: E402
 from tests.conftest import CACHE  # noqa: E402
 
@@ -40,25 +46,52 @@ JOB = json.dumps({"prompt": "A water purifier on a kitchen counter", "seconds": 
                   "metadata": {"customer": "bench"}}).encode()
 
 
-def serve(dsn: str, port: int, content_dir: str, rate_limit: int = 0) -> None:
-    import uvicorn
+def gateway_settings(dsn: str, content_dir: str, rate_limit: int) -> GatewaySettings:
+    # --rate-limit N: per key and per tenant, high enough never to refuse, so the figures show what checking
+    # the limit costs (0: off).
+    return GatewaySettings(database_url=dsn, content_dir=Path(content_dir), database_pool_size=20,
+                           log_level="WARNING", rate_limit_per_minute=rate_limit,
+                           tenant_rate_limit_per_minute=rate_limit)
 
-    from reelforge_core.content import ContentStore
-    from reelforge_gateway.api.app import create_app
-    from reelforge_gateway.settings import GatewaySettings
 
-    async def main() -> None:
-        pool = await db.create_pool(dsn, SCHEMA, 20)
-        # --rate-limit N: per key and per tenant (where the gateway has a tenant limit), high enough never
-        # to refuse, so the figures show what checking the limit costs.
-        limits = {"rate_limit_per_minute": rate_limit, "tenant_rate_limit_per_minute": rate_limit}
-        settings = GatewaySettings(**{k: v for k, v in limits.items() if k in GatewaySettings.model_fields})
-        app = create_app(pool, ContentStore(Path(content_dir)), settings)
-        config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error", access_log=False,
-                                lifespan="off")
-        await uvicorn.Server(config).serve()
+TICK = os.sysconf("SC_CLK_TCK")
 
-    asyncio.run(main())
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of one process so far (0 if it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / TICK
+
+
+def children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            if Path(entry, "stat").read_text().rpartition(")")[2].split()[1] == str(pid):
+                found.append(int(entry.name))
+        except OSError:
+            continue
+    return found
+
+
+class CpuMeter:
+    """CPU spent by the gateway process(es), PostgreSQL (its backends) and this load generator during a phase."""
+
+    def __init__(self, gateway: list[int], postmaster: int) -> None:
+        self.gateway, self.postmaster = gateway, postmaster
+
+    def sample(self) -> tuple[float, float, float]:
+        postgres = sum(cpu_seconds(pid) for pid in children(self.postmaster))
+        return (sum(cpu_seconds(pid) for pid in self.gateway), postgres, cpu_seconds(os.getpid()))
+
+    def per_request(self, before: tuple[float, float, float], requests: float) -> str:
+        after = self.sample()
+        gateway, postgres, client = (1000 * (a - b) / max(requests, 1) for a, b in zip(after, before, strict=True))
+        return (f"CPU per request: gateway {gateway:.2f} ms, PostgreSQL {postgres:.2f} ms,"
+                f" load generator {client:.2f} ms")
 
 
 class Connection:
@@ -90,7 +123,7 @@ class Connection:
 
 
 async def closed_loop(port: int, auth: str, connections: int, seconds: float,
-                      method: str, paths: list[str], body: bytes, expect: int) -> float:
+                      method: str, paths: list[str], body: bytes, expect: int) -> tuple[float, int]:
     conns = [await Connection.open(port, auth) for _ in range(connections)]
     done = 0
     failures = 0
@@ -114,11 +147,11 @@ async def closed_loop(port: int, auth: str, connections: int, seconds: float,
         conn.close()
     if failures:
         print(f"    ({failures} unexpected answers)")
-    return done / elapsed
+    return done / elapsed, done + failures
 
 
 async def fixed_rate(port: int, auth: str, rate: int, seconds: float,
-                     connections: int) -> tuple[float, float, int, int]:
+                     connections: int) -> tuple[float, float, int, int, int]:
     idle: asyncio.Queue[Connection] = asyncio.Queue()
     for _ in range(connections):
         idle.put_nowait(await Connection.open(port, auth))
@@ -154,7 +187,7 @@ async def fixed_rate(port: int, auth: str, rate: int, seconds: float,
     ordered = sorted(latencies) + [float("inf")] * len(pending)
     p50 = statistics.median(ordered) * 1000
     p99 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))] * 1000
-    return p50, p99, failures, len(pending)
+    return p50, p99, failures, len(pending), len(tasks)
 
 
 async def prepare(dsn: str) -> tuple[str, str]:
@@ -167,39 +200,51 @@ async def prepare(dsn: str) -> tuple[str, str]:
         await pool.close()
 
 
-async def wait_for_port(port: int) -> None:
-    for _ in range(1200):  # up to a minute: a loaded machine imports slowly
-        try:
-            _, writer = await asyncio.open_connection("127.0.0.1", port)
-            writer.close()
+def listeners(port: int) -> int:
+    """How many sockets listen on the port (each gateway process has its own, SO_REUSEPORT)."""
+    wanted = f":{port:04X} "
+    lines = Path("/proc/net/tcp").read_text().splitlines()[1:]
+    return sum(1 for line in lines if wanted in line.split(None, 2)[1] + " " and line.split()[3] == "0A")
+
+
+async def wait_for_port(port: int, processes: int) -> None:
+    for _ in range(2400):  # up to two minutes: a loaded machine imports slowly
+        if listeners(port) >= processes:
             return
-        except OSError:
-            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.05)
     raise RuntimeError("gateway did not start")
 
 
-async def run(args: argparse.Namespace, dsn: str, port: int) -> None:
+async def run(args: argparse.Namespace, dsn: str, port: int, postmaster: int) -> None:
     _, key = await prepare(dsn)
-    process = multiprocessing.get_context("spawn").Process(
-        target=serve, args=(dsn, port, str(CACHE / "bench-gateway" / "content"), args.rate_limit), daemon=True)
-    process.start()
+    # The service's own HTTP processes (http_workers.run_worker), --workers of them on one port.
+    settings = http_workers.with_shared_secret(
+        gateway_settings(dsn, str(CACHE / "bench-gateway" / "content"), args.rate_limit))
+    processes = http_workers.Workers.start(settings, port, args.workers)
     try:
-        await wait_for_port(port)
+        await wait_for_port(port, args.workers)
+        meter = CpuMeter([p.pid for p in processes.processes if p.pid], postmaster)
         await closed_loop(port, key, 8, 1.0, "POST", ["/v1/jobs"], JOB, 202)  # warm up
-        accepted = await closed_loop(port, key, args.connections, args.seconds, "POST", ["/v1/jobs"], JOB, 202)
+        before = meter.sample()
+        accepted, sent = await closed_loop(port, key, args.connections, args.seconds, "POST", ["/v1/jobs"], JOB, 202)
         print(f"accepted jobs/s (closed loop, {args.connections} connections, durable write): {accepted:.0f}")
+        print(f"    {meter.per_request(before, sent)}; load average {os.getloadavg()[0]:.1f}")
         ids = await report_stored(dsn)
-        reads = await closed_loop(port, key, args.connections, args.seconds, "GET",
-                                  [f"/v1/jobs/{job_id}" for job_id in ids], b"", 200)
+        before = meter.sample()
+        reads, sent = await closed_loop(port, key, args.connections, args.seconds, "GET",
+                                        [f"/v1/jobs/{job_id}" for job_id in ids], b"", 200)
         print(f"status reads/s (closed loop, {args.connections} connections): {reads:.0f}")
+        print(f"    {meter.per_request(before, sent)}; load average {os.getloadavg()[0]:.1f}")
         for rate in args.rates:
-            p50, p99, failures, unanswered = await fixed_rate(port, key, rate, args.seconds, args.connections * 2)
+            before = meter.sample()
+            p50, p99, failures, unanswered, sent = await fixed_rate(port, key, rate, args.seconds,
+                                                                    args.connections * 2)
             print(f"submit at {rate} jobs/s for {args.seconds:.0f} s: p50 {p50:.1f} ms, p99 {p99:.1f} ms"
                   + (f" ({failures} failed)" if failures else "")
                   + (f" ({unanswered} unanswered 3 s after the last send: saturated)" if unanswered else ""))
+            print(f"    {meter.per_request(before, sent)}; load average {os.getloadavg()[0]:.1f}")
     finally:
-        process.terminate()
-        process.join(10)
+        await processes.stop()
 
 
 async def report_stored(dsn: str) -> list[str]:
@@ -220,15 +265,17 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--rates", type=lambda text: [int(r) for r in text.split(",")], default=[50, 100, 500])
     parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--workers", type=int, default=2, help="gateway HTTP processes (the http_workers setting)")
     parser.add_argument("--rate-limit", type=int, default=0, help="requests per minute per key and tenant (0: off)")
     args = parser.parse_args()
     print(f"machine: {multiprocessing.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at start;"
-          f" rate limit {args.rate_limit or 'off'}")
+          f" rate limit {args.rate_limit or 'off'}; {args.workers} gateway HTTP process(es)")
     data = CACHE / "bench-gateway"
     shutil.rmtree(data, ignore_errors=True)
     postgres = PostgresServer.start(data / "postgres")
     try:
-        asyncio.run(run(args, postgres.dsn, free_port()))
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            runner.run(run(args, postgres.dsn, free_port(), postgres._proc.pid))  # type: ignore[union-attr]
     finally:
         postgres.stop()
     return 0

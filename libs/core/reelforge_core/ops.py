@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 from collections.abc import Awaitable, Callable, Generator
 
 import uvicorn
@@ -46,12 +47,25 @@ class _Server(uvicorn.Server):
         yield
 
 
-async def serve_http(app: FastAPI, host: str, port: int) -> None:
+async def serve_http(app: FastAPI, host: str, port: int, sock: socket.socket | None = None) -> None:
+    """Serves `app` on host:port, or on `sock` (e.g. a `shared_listener` several processes serve)."""
     config = uvicorn.Config(SecurityHeaders(app), host=host, port=port, log_config=None, access_log=False,
-                            lifespan="off", server_header=False)
+                            lifespan="off", server_header=False, http="httptools")
     server = _Server(config)
     try:
-        await server.serve()
+        await server.serve(sockets=[sock] if sock is not None else None)
     except asyncio.CancelledError:
         server.should_exit = True
         raise
+
+
+def shared_listener(host: str, port: int) -> socket.socket:
+    """A listening TCP socket with SO_REUSEPORT: other processes bind the same port the same way and the
+    kernel spreads new connections over all of them. Port 0 picks a free port (read it from the socket)."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, port))
+    sock.listen(2048)
+    sock.setblocking(False)
+    return sock

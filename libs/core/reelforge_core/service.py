@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import socket
 from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,7 @@ class ServiceRuntime:
         self.settings = settings
         self.readiness: dict[str, ReadinessCheck] = {}
         self.http_app: FastAPI | None = None
+        self.http_socket: socket.socket | None = None  # set to serve on a shared listener (ops.shared_listener)
         self._tasks: dict[str, Callable[[], Coroutine[Any, Any, None]]] = {}
         self._closers: list[Closer] = []
         self._producer: EventProducer | None = None
@@ -86,7 +88,8 @@ class ServiceRuntime:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         tasks = {name: asyncio.create_task(run(), name=name) for name, run in self._tasks.items()}
-        tasks["http"] = asyncio.create_task(serve_http(app, self.settings.http_host, self.settings.http_port))
+        tasks["http"] = asyncio.create_task(serve_http(app, self.settings.http_host, self.settings.http_port,
+                                                       self.http_socket))
         stopper = asyncio.create_task(stop.wait())
         log.info("service started", extra={"http_port": self.settings.http_port})
         done, _ = await asyncio.wait([stopper, *tasks.values()], return_when=asyncio.FIRST_COMPLETED)

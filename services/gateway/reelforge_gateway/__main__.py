@@ -11,10 +11,10 @@ from pathlib import Path
 
 import asyncpg
 
-from reelforge_core import db, topics
+from reelforge_core import db, ops, topics
 from reelforge_core.content import open_content_store
 from reelforge_core.service import ServiceRuntime, run_service
-from reelforge_gateway import grpc_api, key_changes, qc_reports, store, tenancy, webhooks
+from reelforge_gateway import grpc_api, http_workers, key_changes, qc_reports, store, tenancy, webhooks
 from reelforge_gateway.api.app import create_app
 from reelforge_gateway.budget_alerts import BudgetAlertConsumer
 from reelforge_gateway.settings import GatewaySettings
@@ -30,7 +30,14 @@ async def start(runtime: ServiceRuntime) -> None:
     settings = runtime.settings
     assert isinstance(settings, GatewaySettings)
     pool = await runtime.database(SCHEMA, MIGRATIONS)
+    if settings.http_workers > 1:
+        settings = http_workers.with_shared_secret(settings)
+        runtime.http_socket = ops.shared_listener(settings.http_host, settings.http_port)
+        workers = http_workers.Workers.start(settings, runtime.http_socket.getsockname()[1],
+                                             settings.http_workers - 1)
+        runtime.on_close(workers.stop)
     app = runtime.http_app = create_app(pool, open_content_store(settings), settings)
+    runtime.on_close(app.state.group_commit.close)
     await runtime.consume("gateway", [topics.JOBS_STATUS], StatusConsumer(pool).handle)
     await runtime.consume(qc_reports.CONSUMER_GROUP, [topics.POSTPROCESS_RESULT],
                           qc_reports.QcReportConsumer(pool).handle)

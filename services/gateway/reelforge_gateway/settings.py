@@ -49,6 +49,8 @@ class GatewaySettings(ServiceSettings):
     # Jobs accepted and not yet terminal, and jobs queued (not yet admitted), per tenant: 429 beyond.
     tenant_max_concurrent_jobs: int = Field(default=0, ge=0)
     tenant_max_backlog_jobs: int = Field(default=0, ge=0)
+    # Processes serving the REST API on the one HTTP port (SO_REUSEPORT); extra ones only serve HTTP.
+    http_workers: int = Field(default=1, ge=1, le=64)
     # The partner gRPC JobsService (reelforge.jobs.v1); port 0 picks a free port (logged).
     grpc_host: str = "127.0.0.1"
     grpc_port: int = Field(default=50052, ge=0, le=65535)

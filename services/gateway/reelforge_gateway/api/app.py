@@ -27,9 +27,12 @@ from reelforge_gateway.api import (
 )
 from reelforge_gateway.api import usage as usage_api
 from reelforge_gateway.api.auth import Gatekeeper, KeyCache, Limits
+from reelforge_gateway.api.fast_path import FastJobs
 from reelforge_gateway.api.limits import BodySizeLimit
 from reelforge_gateway.api.ratelimit import RateLimitHeaders, SharedRateLimiter
 from reelforge_gateway.billing_client import BillingClient
+from reelforge_gateway.group_commit import GroupCommit
+from reelforge_gateway.job_reads import JobReader
 from reelforge_gateway.moderation import Moderator
 from reelforge_gateway.settings import GatewaySettings
 from reelforge_gateway.signing import UrlSigner
@@ -43,6 +46,9 @@ def create_app(pool: asyncpg.Pool, content: ContentStore, settings: GatewaySetti
         "Errors are RFC 9457 problem+json with a stable `code`.",
         docs_url="/docs",
         redoc_url=None,
+        # The server span is TracingMiddleware's (as in every service); the framework's own would be a
+        # second span per request.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.state.pool = pool
     app.state.content = content
@@ -53,6 +59,8 @@ def create_app(pool: asyncpg.Pool, content: ContentStore, settings: GatewaySetti
     app.state.gatekeeper = Gatekeeper(pool, app.state.key_cache, app.state.limiter, Limits(
         settings.rate_limit_per_minute, settings.tenant_rate_limit_per_minute, settings.tenant_max_concurrent_jobs,
         settings.tenant_max_backlog_jobs))
+    app.state.group_commit = GroupCommit(pool)
+    app.state.job_reader = JobReader(pool)
     app.state.billing = (BillingClient(settings.billing_target, operator_token=settings.billing_operator_token)
                          if settings.billing_target else None)
     secret = settings.download_signing_secret
@@ -77,6 +85,7 @@ def create_app(pool: asyncpg.Pool, content: ContentStore, settings: GatewaySetti
     app.state.provider_verifiers = provider_webhooks.build_verifiers(settings, app.state.provider_webhook_client)
     if settings.billing_target:  # without billing there is no usage, invoice or balance API to offer
         app.include_router(usage_api.router)
+    app.add_middleware(FastJobs, api=app)  # innermost: inside the body limit and the rate-limit headers
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes, max_upload_bytes=settings.max_upload_bytes,
                        upload_paths=("/v1/videos", *video_derivatives.UPLOAD_PATHS,
                                                    *video_characters.UPLOAD_PATHS),

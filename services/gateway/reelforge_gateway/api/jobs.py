@@ -26,6 +26,8 @@ from reelforge_gateway.api.auth import Caller, Gatekeeper, authenticate, moderat
 from reelforge_gateway.api.postprocess import Postprocess
 from reelforge_gateway.api.problems import Problem
 from reelforge_gateway.api.qc import QcSummary
+from reelforge_gateway.group_commit import GroupCommit
+from reelforge_gateway.job_reads import JobReader
 from reelforge_gateway.signing import UrlSigner
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
@@ -275,12 +277,19 @@ async def accept_job(state: State, caller: Caller, body: CreateJob, key: store.I
     moderate_text(state.moderator, body.prompt, body.narration)
     job = to_new_job(body, caller.tenant_id, postprocess_options=finishing(body, state))
     gatekeeper: Gatekeeper = state.gatekeeper
+    admit = gatekeeper.job_admission(caller)
     try:
-        return await store.submit_job(state.pool, job, lambda row: JobView.from_row(row).model_dump(mode="json"),
-                                      202, key, admit=gatekeeper.job_admission(caller))
+        if admit is None:  # no per-tenant job limits to check in the transaction: share one (group commit)
+            group: GroupCommit = state.group_commit
+            return await group.submit(job, _render_job, 202, key)
+        return await store.submit_job(state.pool, job, _render_job, 202, key, admit=admit)
     except store.IdempotencyKeyReused:
         assert key is not None
         raise idempotency.reused(key) from None
+
+
+def _render_job(row: asyncpg.Record) -> dict[str, Any]:
+    return JobView.from_row(row).model_dump(mode="json")
 
 
 @router.get("", response_model=JobList, responses=_AUTH_ERRORS)
@@ -370,8 +379,19 @@ def _decode_cursor(cursor: str) -> tuple[datetime, str]:
 
 @router.get("/{job_id}", response_model=JobView, responses={**_AUTH_ERRORS, **_NOT_FOUND})
 async def get_job(job_id: str, request: Request, caller: AuthCaller) -> JobView:
-    view = JobView.from_row(await owned_job(request, caller, job_id, _job_not_found))
-    view.qc = (await qc.summaries(request.app.state.pool, caller.tenant_id, [view.id])).get(view.id)
+    return await read_job(request.app.state, caller, job_id)
+
+
+async def read_job(state: State, caller: Caller, job_id: str) -> JobView:
+    """The caller's tenant's job with its QC summary, in one (coalesced) query; 404 if not theirs."""
+    require_scope(caller, "jobs:read")
+    reader: JobReader = state.job_reader
+    row = await reader.get(caller.tenant_id, job_id) if len(job_id) <= 64 else None
+    if row is None:
+        raise _job_not_found(job_id)
+    view = JobView.from_row(row)
+    if row["qc_summary"] is not None:
+        view.qc = qc.summary_of(row["qc_render_id"], row["qc_checked_at"], row["qc_summary"])
     return view
 
 

@@ -173,10 +173,14 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
-        if transient.is_transient(exc):
-            log.warning("dependency unavailable", extra={"error": f"{type(exc).__name__}: {exc}"})
-            unavailable = Problem(503, "service_unavailable", "Temporarily unavailable; retry shortly",
-                                  headers={"Retry-After": "1"})
-            return render(unavailable, request)
-        log.exception("unhandled error")
-        return render(Problem(500, "internal_error", "Something went wrong on our side"), request)
+        return render(unexpected(exc), request)
+
+
+def unexpected(exc: Exception) -> Problem:
+    """What an error that is not a Problem becomes (logged): 503 if a dependency is down, else 500."""
+    if transient.is_transient(exc):
+        log.warning("dependency unavailable", extra={"error": f"{type(exc).__name__}: {exc}"})
+        return Problem(503, "service_unavailable", "Temporarily unavailable; retry shortly",
+                       headers={"Retry-After": "1"})
+    log.exception("unhandled error", exc_info=exc)
+    return Problem(500, "internal_error", "Something went wrong on our side")

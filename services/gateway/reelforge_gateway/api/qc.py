@@ -62,7 +62,11 @@ class QcReport(BaseModel):
 
 
 def _summary(row: asyncpg.Record) -> QcSummary:
-    return QcSummary(render_id=row["render_id"], checked_at=row["checked_at"], **json.loads(row["summary"]))
+    return summary_of(row["render_id"], row["checked_at"], row["summary"])
+
+
+def summary_of(render_id: str, checked_at: datetime, summary: str) -> QcSummary:
+    return QcSummary(render_id=render_id, checked_at=checked_at, **json.loads(summary))
 
 
 async def summaries(pool: asyncpg.Pool, tenant_id: str, job_ids: list[str]) -> dict[str, QcSummary]:
