@@ -44,13 +44,23 @@ def _traced_unary(method: str, inner: Callable[..., Any]) -> Callable[..., Await
     attributes = {"rpc.system": "grpc", "rpc.method": method}
 
     async def traced(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-        with _tracer.start_as_current_span(
+        # start_as_current_span's two generator context managers, unrolled: this runs on every call
+        span = _tracer.start_span(
             method, context=_server_parent(context.invocation_metadata()), kind=SpanKind.SERVER,
             attributes=attributes,
-        ):
+        )
+        token = otel_context.attach(trace.set_span_in_context(span))
+        try:
             result = inner(request, context)
             # synchronous handlers (the stock health servicer) return the response itself
             return await result if inspect.isawaitable(result) else result
+        except Exception as exc:
+            span.record_exception(exc)
+            span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
+            raise
+        finally:
+            otel_context.detach(token)
+            span.end()
 
     return traced
 

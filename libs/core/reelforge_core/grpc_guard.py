@@ -105,7 +105,8 @@ def _guard(method: str, handler: Handler) -> Handler:
         unary = handler.unary_unary
 
         async def guarded_unary(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-            await _reject_malformed(request, context)
+            if isinstance(request, _Malformed):
+                await _reject_malformed(request, context)
             try:
                 result = unary(request, _BoundedContext(context))  # type: ignore[arg-type]
                 return await result if inspect.isawaitable(result) else result
