@@ -1,11 +1,13 @@
 """What a unary gRPC call costs in Python on this machine with no work behind it: the floor under billing.
 
-    ./run bench bench/grpc_floor.py [--seconds 10] [--concurrency 32] [--plumbing plain|core]
+    ./run bench bench/grpc_floor.py [--seconds 10] [--concurrency 32] [--plumbing plain|core] [--tracing]
 
 A server process answers BillingService.GetBalance with a constant; this process calls it from
 `concurrency` workers for `seconds`. Prints calls/s and the CPU per call of the client and of the
 server. `--plumbing core` uses reelforge_core's server (guard, tracing, health, reflection) and channel
-(tracing) as the services do; `plain` uses bare grpc.aio. A Reserve+Settle pair is two such calls, so
+(tracing) as the services do; `plain` uses bare grpc.aio. `--tracing` installs an SDK tracer provider in
+both processes, as the services run (spans are made and batched, then dropped by the exporter).
+A Reserve+Settle pair is two such calls, so
 2 x (client + server CPU per call) bounds the pairs/s two idle cores can carry before any database work.
 """
 
@@ -18,9 +20,13 @@ import resource
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import grpc
+from opentelemetry import trace
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -45,6 +51,17 @@ async def serve(port: int, plumbing: str) -> None:
     server.add_insecure_port(f"127.0.0.1:{port}")
     await server.start()
     await server.wait_for_termination()
+
+
+class _Discard(SpanExporter):
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        return SpanExportResult.SUCCESS
+
+
+def _install_tracing() -> None:
+    provider = TracerProvider()
+    provider.add_span_processor(BatchSpanProcessor(_Discard()))
+    trace.set_tracer_provider(provider)
 
 
 def _cpu(pid: int) -> float:
@@ -91,7 +108,9 @@ async def drive(port: int, pid: int, args: argparse.Namespace) -> None:
     elapsed = time.monotonic() - started
     client, server = (_own_cpu() - before[0]) / calls * 1e3, (_cpu(pid) - before[1]) / calls * 1e3
     await channel.close()
-    print(f"gRPC unary floor ({args.plumbing} plumbing, {args.concurrency} workers): {calls / elapsed:,.0f} calls/s; "
+    traced = ", SDK tracing" if args.tracing else ""
+    print(f"gRPC unary floor ({args.plumbing} plumbing{traced}, {args.concurrency} workers): "
+          f"{calls / elapsed:,.0f} calls/s; "
           f"CPU per call: client {client:.3f} ms, server {server:.3f} ms; a Reserve+Settle pair's two calls fit "
           f"{2000 / (2 * (client + server)):,.0f} pairs/s in 2 idle cores (load average {load:.1f} before, "
           f"{os.getloadavg()[0]:.1f} after)")
@@ -102,13 +121,17 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--plumbing", choices=["plain", "core"], default="core")
+    parser.add_argument("--tracing", action="store_true")
     parser.add_argument("--serve", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.tracing:
+        _install_tracing()
     if args.serve:
         asyncio.run(serve(args.serve, args.plumbing))
         return
     port = free_port()
-    server = subprocess.Popen([sys.executable, __file__, "--serve", str(port), "--plumbing", args.plumbing])
+    server = subprocess.Popen([sys.executable, __file__, "--serve", str(port), "--plumbing", args.plumbing,
+                               *(["--tracing"] if args.tracing else [])])
     try:
         asyncio.run(drive(port, server.pid, args))
     finally:

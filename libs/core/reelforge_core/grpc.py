@@ -9,13 +9,14 @@ from typing import Any, cast
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
-from opentelemetry import trace
+from opentelemetry import context as otel_context
+from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from pydantic import SecretStr
 
 from reelforge_core import telemetry
 from reelforge_core.grpc_auth import BearerClientInterceptor, OperatorTokenInterceptor
-from reelforge_core.grpc_guard import GuardServerInterceptor
+from reelforge_core.grpc_guard import GuardServerInterceptor, HandlerCache
 
 _tracer = trace.get_tracer(__name__)
 
@@ -28,7 +29,48 @@ _OPTIONS = [
 _CLIENT_OPTIONS = [*_OPTIONS, ("grpc.lb_policy_name", "round_robin")]
 
 
+_EMPTY_CONTEXT = otel_context.Context()
+_CLIENT_ATTRIBUTES = {"rpc.system": "grpc"}
+
+
+def _server_parent(metadata: Iterable[tuple[str, str | bytes]] | None) -> otel_context.Context:
+    """The caller's trace context from call metadata; extraction only runs when a trace header came."""
+    fields = propagate.get_global_textmap().fields
+    carrier = {k: v for k, v in metadata or () if k in fields and isinstance(v, str)}
+    return telemetry.context_from(carrier) if carrier else _EMPTY_CONTEXT
+
+
+def _traced_unary(method: str, inner: Callable[..., Any]) -> Callable[..., Awaitable[Any]]:
+    attributes = {"rpc.system": "grpc", "rpc.method": method}
+
+    async def traced(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        # start_as_current_span's two generator context managers, unrolled: this runs on every call
+        span = _tracer.start_span(
+            method, context=_server_parent(context.invocation_metadata()), kind=SpanKind.SERVER,
+            attributes=attributes,
+        )
+        token = otel_context.attach(trace.set_span_in_context(span))
+        try:
+            result = inner(request, context)
+            # synchronous handlers (the stock health servicer) return the response itself
+            return await result if inspect.isawaitable(result) else result
+        except Exception as exc:
+            span.record_exception(exc)
+            span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
+            raise
+        finally:
+            otel_context.detach(token)
+            span.end()
+
+    return traced
+
+
 class _TracingServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
+    """Wraps each method's handler once and reuses it: the trace parent is read from the call itself."""
+
+    def __init__(self) -> None:
+        self._wrapped = HandlerCache()
+
     async def intercept_service(
         self,
         continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any]]],
@@ -37,27 +79,21 @@ class _TracingServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[typ
         handler = await continuation(handler_call_details)
         if handler is None or handler.unary_unary is None:
             return handler
-        carrier = {k: v for k, v in (handler_call_details.invocation_metadata or ()) if isinstance(v, str)}
-        method = handler_call_details.method
-        inner = handler.unary_unary
+        return self._wrapped.get(handler_call_details.method, handler, self._wrap)
 
-        async def traced(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-            with _tracer.start_as_current_span(
-                method, context=telemetry.context_from(carrier), kind=SpanKind.SERVER,
-                attributes={"rpc.system": "grpc", "rpc.method": method},
-            ):
-                result = inner(request, cast(Any, context))
-                # synchronous handlers (the stock health servicer) return the response itself
-                return await result if inspect.isawaitable(result) else result
-
+    @staticmethod
+    def _wrap(method: str, handler: grpc.RpcMethodHandler[Any, Any]) -> grpc.RpcMethodHandler[Any, Any]:
         return grpc.unary_unary_rpc_method_handler(
-            traced,
+            _traced_unary(method, cast(Callable[..., Any], handler.unary_unary)),
             request_deserializer=handler.request_deserializer,
             response_serializer=handler.response_serializer,
         )
 
 
 class _TracingClientInterceptor(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[type-arg]
+    def __init__(self) -> None:
+        self._names: dict[str | bytes, str] = {}
+
     async def intercept_unary_unary(
         self,
         continuation: Callable[[grpc.aio.ClientCallDetails, Any], Awaitable[grpc.aio.UnaryUnaryCall[Any, Any]]],
@@ -65,23 +101,33 @@ class _TracingClientInterceptor(grpc.aio.UnaryUnaryClientInterceptor):  # type: 
         request: Any,
     ) -> Any:
         method = client_call_details.method
-        name = method.decode() if isinstance(method, bytes) else str(method)
-        with _tracer.start_as_current_span(name, kind=SpanKind.CLIENT, attributes={"rpc.system": "grpc"}) as span:
-            metadata = list(client_call_details.metadata or []) + list(telemetry.inject_headers().items())
-            details = grpc.aio.ClientCallDetails(
-                client_call_details.method,
-                client_call_details.timeout,
-                grpc.aio.Metadata(*metadata),
-                client_call_details.credentials,
-                client_call_details.wait_for_ready,
+        name = self._names.get(method)
+        if name is None:
+            name = self._names[method] = method.decode() if isinstance(method, bytes) else str(method)
+        span = _tracer.start_span(name, kind=SpanKind.CLIENT, attributes=_CLIENT_ATTRIBUTES)
+        # The interceptor runs in its own task, so the span needs no attaching: it only has to reach the headers.
+        carrier: dict[str, str] = {}
+        propagate.inject(carrier, context=trace.set_span_in_context(span))
+        if carrier:
+            client_call_details = grpc.aio.ClientCallDetails(
+                method, client_call_details.timeout,
+                grpc.aio.Metadata(*(client_call_details.metadata or ()), *carrier.items()),
+                client_call_details.credentials, client_call_details.wait_for_ready,
             )
-            call = await continuation(details, request)
-            try:
-                await call
-            except grpc.aio.AioRpcError as exc:
-                span.set_status(Status(StatusCode.ERROR, exc.code().name))
-                raise
-            return call
+        try:
+            call = await continuation(client_call_details, request)
+            await call
+        except grpc.aio.AioRpcError as exc:
+            span.set_status(Status(StatusCode.ERROR, exc.code().name))
+            span.record_exception(exc)
+            raise
+        except Exception as exc:
+            span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
+            span.record_exception(exc)
+            raise
+        finally:
+            span.end()
+        return call
 
 
 def create_server(

@@ -12,7 +12,7 @@ from __future__ import annotations
 import inspect
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from typing import Any, TypeAlias
 
 import asyncpg
 import grpc
@@ -75,54 +75,85 @@ class _BoundedContext:
         self._context.set_details(_bounded(details) or "")
 
 
+Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
+
+
+class HandlerCache:
+    """Each method's wrapped handler, built once.
+
+    A server interceptor that wraps handlers would otherwise build closures and a handler per call.
+    An entry is reused only while the inner interceptors keep answering with the very same handler, so
+    a per-call handler from them (an operator-token refusal, say) is wrapped afresh, never mixed up.
+    Only methods the server serves get entries, so the cache is bounded by the server's methods.
+    """
+
+    def __init__(self) -> None:
+        self._entries: dict[str, tuple[Handler, Handler]] = {}
+
+    def get(self, method: str, handler: Handler, wrap: Callable[[str, Handler], Handler]) -> Handler:
+        entry = self._entries.get(method)
+        if entry is not None and entry[0] is handler:
+            return entry[1]
+        wrapped = wrap(method, handler)
+        self._entries[method] = (handler, wrapped)
+        return wrapped
+
+
+def _guard(method: str, handler: Handler) -> Handler:
+    deserializer = _tolerant(handler.request_deserializer)
+    if handler.unary_unary is not None:
+        unary = handler.unary_unary
+
+        async def guarded_unary(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+            if isinstance(request, _Malformed):
+                await _reject_malformed(request, context)
+            try:
+                result = unary(request, _BoundedContext(context))  # type: ignore[arg-type]
+                return await result if inspect.isawaitable(result) else result
+            except (grpc.aio.AbortError, grpc.aio.BaseError):
+                raise
+            except Exception as exc:
+                await _internal(method, context, exc)
+
+        return grpc.unary_unary_rpc_method_handler(
+            guarded_unary, request_deserializer=deserializer, response_serializer=handler.response_serializer
+        )
+    if handler.unary_stream is not None:
+        stream = handler.unary_stream
+
+        async def guarded_stream(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
+            await _reject_malformed(request, context)
+            try:
+                result = stream(request, _BoundedContext(context))  # type: ignore[arg-type]
+                if inspect.isasyncgen(result):
+                    async for item in result:
+                        yield item
+                elif inspect.isawaitable(result):
+                    await result
+                else:
+                    for item in result:
+                        yield item
+            except (grpc.aio.AbortError, grpc.aio.BaseError):
+                raise
+            except Exception as exc:
+                await _internal(method, context, exc)
+
+        return grpc.unary_stream_rpc_method_handler(
+            guarded_stream, request_deserializer=deserializer, response_serializer=handler.response_serializer
+        )
+    return handler
+
+
 class GuardServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
+    def __init__(self) -> None:
+        self._guarded = HandlerCache()
+
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any]]],
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler]],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler[Any, Any]:
+    ) -> Handler:
         handler = await continuation(handler_call_details)
-        if handler is None:
+        if handler is None or (handler.unary_unary is None and handler.unary_stream is None):
             return handler
-        method = handler_call_details.method
-        deserializer = _tolerant(handler.request_deserializer)
-        if handler.unary_unary is not None:
-            unary = handler.unary_unary
-
-            async def guarded_unary(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-                await _reject_malformed(request, context)
-                try:
-                    result = unary(request, _BoundedContext(context))  # type: ignore[arg-type]
-                    return await result if inspect.isawaitable(result) else result
-                except (grpc.aio.AbortError, grpc.aio.BaseError):
-                    raise
-                except Exception as exc:
-                    await _internal(method, context, exc)
-
-            return grpc.unary_unary_rpc_method_handler(
-                guarded_unary, request_deserializer=deserializer, response_serializer=handler.response_serializer
-            )
-        if handler.unary_stream is not None:
-            stream = handler.unary_stream
-
-            async def guarded_stream(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
-                await _reject_malformed(request, context)
-                try:
-                    result = stream(request, _BoundedContext(context))  # type: ignore[arg-type]
-                    if inspect.isasyncgen(result):
-                        async for item in result:
-                            yield item
-                    elif inspect.isawaitable(result):
-                        await result
-                    else:
-                        for item in result:
-                            yield item
-                except (grpc.aio.AbortError, grpc.aio.BaseError):
-                    raise
-                except Exception as exc:
-                    await _internal(method, context, exc)
-
-            return grpc.unary_stream_rpc_method_handler(
-                guarded_stream, request_deserializer=deserializer, response_serializer=handler.response_serializer
-            )
-        return handler
+        return self._guarded.get(handler_call_details.method, handler, _guard)
