@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from reelforge_local.infra import PostgresServer
+from reelforge_local.infra import PostgresServer  # first import: also turns gRPC's fork handlers off
 
 ROOT = Path(__file__).resolve().parent
 CACHE = Path(os.environ.get("REELFORGE_CACHE", ROOT / ".cache"))
