@@ -27,6 +27,8 @@ class ServiceSettings(BaseSettings):
     http_host: str = "127.0.0.1"
     http_port: int = Field(default=0, ge=0, le=65535)
     content_dir: Path = Path(".cache/content")
+    # Free space the content store keeps in reserve: a write that would eat into it waits (StoreFull).
+    content_min_free_bytes: int = Field(default=0, ge=0)
     log_level: str = "INFO"
     log_file: Path | None = None
     # Where finished spans go: an OTLP endpoint, a JSON-lines file (handy locally and in tests), or nowhere.

@@ -31,7 +31,8 @@ async def start(runtime: ServiceRuntime) -> None:
     settings = runtime.settings
     assert isinstance(settings, GatewaySettings)
     pool = await runtime.database(SCHEMA, MIGRATIONS)
-    app = runtime.http_app = create_app(pool, ContentStore(settings.content_dir), settings)
+    content = ContentStore(settings.content_dir, min_free_bytes=settings.content_min_free_bytes)
+    app = runtime.http_app = create_app(pool, content, settings)
     await runtime.consume("gateway", [topics.JOBS_STATUS], StatusConsumer(pool).handle)
     await runtime.consume(qc_reports.CONSUMER_GROUP, [topics.POSTPROCESS_RESULT],
                           qc_reports.QcReportConsumer(pool).handle)

@@ -20,7 +20,7 @@ async def start(runtime: ServiceRuntime) -> None:
     pool = await runtime.database(SCHEMA, MIGRATIONS)
     worker = PostprocessWorker(
         pool,
-        ContentStore(settings.content_dir),
+        ContentStore(settings.content_dir, min_free_bytes=settings.content_min_free_bytes),
         settings.finish_timeout_seconds,
         settings.x264_preset,
         settings.x264_crf,

@@ -40,7 +40,7 @@ async def start(runtime: ServiceRuntime) -> None:
     settings = runtime.settings
     assert isinstance(settings, RenderSettings)
     pool = await runtime.database(SCHEMA, MIGRATIONS)
-    content = ContentStore(settings.content_dir)
+    content = ContentStore(settings.content_dir, min_free_bytes=settings.content_min_free_bytes)
     providers = build_providers(settings, content)
     for provider in providers.values():
         runtime.on_close(provider.close)

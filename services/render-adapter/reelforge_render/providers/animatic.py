@@ -18,6 +18,7 @@ import shutil
 from pathlib import Path
 
 from reelforge.jobs.v1 import jobs_pb2
+from reelforge_core.content import StoreFull
 from reelforge_core.media import FFMPEG, MediaError, file_arg, run_tool
 from reelforge_render.animatic import AnimaticSpec, RenderRejected, render_animatic, validate
 from reelforge_render.providers.base import INTERNAL, INVALID_INPUT, TIMEOUT, JobStatus, ProviderError, ProviderJob
@@ -94,6 +95,8 @@ class AnimaticProvider:
         if error is None:
             return JobStatus("succeeded", 100)
         self._renders.pop(job.render_id, None)
+        if isinstance(error, StoreFull):
+            raise error  # the tracker retries the step (a new render) with backoff until space returns
         if isinstance(error, ProviderError):
             return JobStatus("failed", error=error)
         return JobStatus("failed", error=ProviderError(INTERNAL, f"animatic: {type(error).__name__}"))
