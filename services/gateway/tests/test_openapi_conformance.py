@@ -4,7 +4,8 @@ problem+json on the native routes or OpenAI's error object on the OpenAI-compati
 
 CI runs a bounded number of examples per operation; the full run is opt-in:
     REELFORGE_SCHEMATHESIS_EXAMPLES=60 ./run test services/gateway/tests/test_openapi_conformance.py -q -s
-(50 operations x 60 examples x 2 keys: up to 6,000 requests; the count is printed at the end.)"""
+(about 10,000 requests: 50 operations x 60 fuzzed examples plus the coverage cases, each with both keys; the
+count is printed at the end.)"""
 
 from __future__ import annotations
 
@@ -29,8 +30,11 @@ from services.gateway.tests.harness import Gateway
 # The document is what the running app serves at /openapi.json (the same function builds it).
 _SPEC = create_app(None, ContentStore(Path("/tmp/reelforge-openapi-spec")), make_settings()).openapi()  # type: ignore[arg-type]
 schema = schemathesis.openapi.from_dict(_SPEC)
-# Examples per operation (each is sent with both keys). CI's bounded run: 6, i.e. 12 requests per operation.
-EXAMPLES = int(os.environ.get("REELFORGE_SCHEMATHESIS_EXAMPLES", "6"))
+# Fuzzed examples per operation (schemathesis adds its schema-example and coverage cases). The full run sends
+# every case with both keys; CI's bounded run every 8th case with the forged key, to keep its time flat.
+FULL_RUN = os.environ.get("REELFORGE_SCHEMATHESIS_EXAMPLES")
+EXAMPLES = int(FULL_RUN) if FULL_RUN else 6
+FORGED_EVERY = 1 if FULL_RUN else 8
 FORGED_KEY = "rfk_" + "A" * 43  # the real prefix and length, a secret that was never issued
 
 _seen: Counter[str] = Counter()  # responses by status class, over the module
@@ -40,7 +44,7 @@ _seen: Counter[str] = Counter()  # responses by status class, over the module
 def _report() -> Iterator[None]:
     yield
     print(f"\nschemathesis: {sum(_seen.values())} requests (at most {EXAMPLES} examples per operation, "
-          "each with a valid and a forged key): " + ", ".join(f"{k} {v}" for k, v in sorted(_seen.items())))
+          f"with a forged key every {FORGED_EVERY} cases): " + ", ".join(f"{k} {v}" for k, v in sorted(_seen.items())))
 
 
 def check_error_shape(path: str, response: Response) -> None:
@@ -67,7 +71,8 @@ def check_error_shape(path: str, response: Response) -> None:
                                  HealthCheck.filter_too_much])
 def test_api_conforms_to_its_schema(case: schemathesis.Case, gateway: Gateway) -> None:
     call_and_check(case, gateway.url, gateway.api_key)
-    call_and_check(case, gateway.url, FORGED_KEY)
+    if sum(_seen.values()) % FORGED_EVERY == 0:
+        call_and_check(case, gateway.url, FORGED_KEY)
 
 
 def call_and_check(case: schemathesis.Case, base_url: str, secret: str) -> None:
