@@ -281,7 +281,7 @@ class Stack:
         process = self.services[service]
         done = subprocess.run(
             [sys.executable, "-m", process.spec.module, *args], env=process.env, capture_output=True,
-            text=True, timeout=60, check=False,
+            text=True, timeout=180, check=False,
         )
         if done.returncode != 0:
             raise ServiceFailed(f"{service} {' '.join(args)} failed:\n{done.stderr[-3000:]}")

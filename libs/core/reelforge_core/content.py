@@ -10,10 +10,15 @@ checks its SHA-256 against its name, and hands out the cached file (FFmpeg and f
 path). Select it with `CONTENT_DRIVER=s3` and the `CONTENT_S3_*` settings (`open_content_store`).
 
 Both drivers do I/O in `put` and `path_of`: async callers run them in a thread.
+
+A full store (no space left, a disk quota, or less free space than the operator's reserve
+`min_free_bytes`) raises `StoreFull`, an OSError: callers treat it as transient and retry once space
+returns (the Kafka consumers' retry policy does so for every OSError), never as a failed job.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import re
@@ -46,6 +51,24 @@ class ContentReader(Protocol):
     def path_of(self, uri: str) -> Path: ...
 
 
+class StoreFull(OSError):
+    """The content store has no room for a write; waiting for space (and retrying) is the remedy."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(errno.ENOSPC, message)
+
+
+_NO_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
+def raise_if_no_space(exc: BaseException) -> None:
+    """Re-raises a write error that means "disk full" as StoreFull (PyAV's errors carry the errno too)."""
+    if isinstance(exc, StoreFull):
+        raise exc
+    if getattr(exc, "errno", None) in _NO_SPACE or "No space left on device" in str(exc):
+        raise StoreFull(f"the content store is full: {exc}") from exc
+
+
 @dataclass(frozen=True)
 class StoredObject:
     uri: str
@@ -62,9 +85,10 @@ def _digest(path: Path) -> str:
 
 
 class ContentStore:
-    def __init__(self, root: Path, max_object_bytes: int = 2 * 1024**3) -> None:
+    def __init__(self, root: Path, max_object_bytes: int = 2 * 1024**3, min_free_bytes: int = 0) -> None:
         self.root = root
         self.max_object_bytes = max_object_bytes
+        self.min_free_bytes = min_free_bytes  # writes that would leave less free space than this are refused
         (root / "tmp").mkdir(parents=True, exist_ok=True)
 
     def scratch_dir(self) -> Path:
@@ -89,13 +113,28 @@ class ContentStore:
         size, digest, suffix = self._measure(source)
         target = self._path(digest, suffix)
         if not target.exists():
+            self._write(source, target, digest, size)
+        return StoredObject(uri=f"cas://sha256/{digest}{suffix}", sha256=digest, size=size)
+
+    def free_bytes(self) -> int:
+        stats = os.statvfs(self.root)
+        return stats.f_bavail * stats.f_frsize
+
+    def _write(self, source: Path, target: Path, digest: str, size: int) -> None:
+        if self.min_free_bytes and self.free_bytes() - size < self.min_free_bytes:
+            raise StoreFull(f"the content store keeps {self.min_free_bytes} bytes free and has "
+                            f"{self.free_bytes()}; refusing a {size} byte object")
+        staging = self.scratch_dir() / f".{digest}.{os.getpid()}.partial"
+        try:
             target.parent.mkdir(parents=True, exist_ok=True)
-            staging = self.scratch_dir() / f".{digest}.{os.getpid()}.partial"
             shutil.copyfile(source, staging)
             with staging.open("rb") as f:
                 os.fsync(f.fileno())
             staging.replace(target)
-        return StoredObject(uri=f"cas://sha256/{digest}{suffix}", sha256=digest, size=size)
+        except OSError as exc:
+            staging.unlink(missing_ok=True)
+            raise_if_no_space(exc)
+            raise
 
     def path_of(self, uri: str) -> Path:
         path = self._path(*parse_uri(uri))
@@ -192,7 +231,7 @@ class S3ContentStore(ContentStore):
 def open_content_store(settings: ServiceSettings) -> ContentStore:
     """The store the settings select: local (default) or S3 (`CONTENT_DRIVER=s3`)."""
     if settings.content_driver == "local":
-        return ContentStore(settings.content_dir, settings.content_max_object_bytes)
+        return ContentStore(settings.content_dir, settings.content_max_object_bytes, settings.content_min_free_bytes)
     missing = [name for name in ("endpoint", "bucket", "access_key_id", "secret_access_key")
                if not getattr(settings, f"content_s3_{name}")]
     if missing:

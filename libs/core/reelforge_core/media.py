@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from reelforge_core.content import StoreFull
+
 FFMPEG = "ffmpeg"
 FFPROBE = "ffprobe"
 ESPEAK = "espeak-ng"
@@ -76,7 +78,10 @@ async def run_tool(
         await _kill(proc)
         raise
     if proc.returncode != 0:
-        raise MediaError("media_tool_failed", f"{tool} exited with code {proc.returncode}: {stderr_tail(stderr)}")
+        failure = MediaError("media_tool_failed", f"{tool} exited with code {proc.returncode}: {stderr_tail(stderr)}")
+        if b"No space left on device" in stderr or b"Disk quota exceeded" in stderr:
+            raise StoreFull(f"{tool} could not write: no space left on device") from failure
+        raise failure
     chosen = stdout if output == "stdout" else stderr
     return chosen.decode("utf-8", errors="replace")
 

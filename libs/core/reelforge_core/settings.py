@@ -38,6 +38,8 @@ class ServiceSettings(BaseSettings):
     content_s3_addressing: Literal["path", "virtual"] = "path"
     content_s3_access_key_id: SecretStr | None = None
     content_s3_secret_access_key: SecretStr | None = None
+    # Free space the content store keeps in reserve: a write that would eat into it waits (StoreFull).
+    content_min_free_bytes: int = Field(default=0, ge=0)
     log_level: str = "INFO"
     log_file: Path | None = None
     # Where finished spans go: an OTLP endpoint, a JSON-lines file (handy locally and in tests), or nowhere.

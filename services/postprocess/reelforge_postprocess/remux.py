@@ -25,6 +25,7 @@ from av.container import InputContainer
 from av.packet import Packet
 from av.stream import Stream
 
+from reelforge_core.content import raise_if_no_space
 from reelforge_core.media import MediaError, ProbeResult, StreamInfo
 from reelforge_postprocess.subtitles import Cue
 
@@ -143,4 +144,5 @@ def mux(
             for _, _, packet in heapq.merge(*sources, key=lambda item: (item[0], item[1])):
                 output.mux(packet)
     except (av.error.FFmpegError, OSError) as exc:
+        raise_if_no_space(exc)
         raise MediaError("media_tool_failed", f"muxing {out.name} failed: {exc}") from exc

@@ -45,6 +45,7 @@ class Behaviour(BaseModel):
     latency_s: float = 1.0  # how long a job runs once started
     queue_s: float = 0.0  # how long it waits in the queue first
     failure_rate: float = 0.0
+    stuck_rate: float = 0.0  # the share of new jobs that never finish (1.0: the provider hangs)
     throttle_next: int = 0  # the next N API requests are answered 429
     throttle_every: int = 0  # every Nth API request is answered 429 (bursty load); 0 = never
     retry_after_s: float = 1.0  # the Retry-After the 429s carry
@@ -109,6 +110,7 @@ class Stats:
     requests: int = 0
     throttled: int = 0
     created: int = 0
+    stuck: int = 0  # jobs that will never finish
     polls: int = 0
     cancels: int = 0
     downloads: int = 0
@@ -145,6 +147,8 @@ class FakeProvider:
         outcome: Outcome = next((o for marker, o in MARKERS.items() if marker in prompt), "ok")
         if outcome == "ok" and self._rng.random() < self.behaviour.failure_rate:
             outcome = "error"
+        if outcome == "ok" and self.behaviour.stuck_rate and self._rng.random() < self.behaviour.stuck_rate:
+            outcome = "stuck"
         job = FakeJob(id=job_id or str(uuid.uuid4()), prompt=prompt, width=width, height=height, seconds=seconds,
                       model=model, outcome=outcome, queue_s=self.behaviour.queue_s,
                       latency_s=self.behaviour.latency_s)
@@ -154,6 +158,7 @@ class FakeProvider:
         if idempotency_key:
             self.idempotency[idempotency_key] = job.id
         self.stats.created += 1
+        self.stats.stuck += outcome == "stuck"
         return job, True
 
     def throttled(self) -> bool:

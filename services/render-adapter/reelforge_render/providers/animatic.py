@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from reelforge.jobs.v1 import jobs_pb2
-from reelforge_core.content import ContentNotFound, ContentReader
+from reelforge_core.content import ContentNotFound, ContentReader, StoreFull
 from reelforge_core.media import FFMPEG, MediaError, file_arg, probe, run_tool
 from reelforge_render.animatic import AnimaticSpec, RenderRejected, render_animatic, validate
 from reelforge_render.providers.base import INTERNAL, INVALID_INPUT, TIMEOUT, JobStatus, ProviderError, ProviderJob
@@ -124,6 +124,8 @@ class AnimaticProvider:
         if error is None:
             return JobStatus("succeeded", 100)
         self._renders.pop(job.render_id, None)
+        if isinstance(error, StoreFull):
+            raise error  # the tracker retries the step (a new render) with backoff until space returns
         if isinstance(error, ProviderError):
             return JobStatus("failed", error=error)
         return JobStatus("failed", error=ProviderError(INTERNAL, f"animatic: {type(error).__name__}"))
