@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -16,7 +17,9 @@ from reelforge_core.content import ContentStore
 from reelforge_core.media import FFMPEG, FFPROBE, file_arg, run_tool, sha256_file
 from reelforge_render.animatic import AnimaticSpec, RenderRejected, camera_path, plan_scenes, render_animatic, validate
 from reelforge_render.providers.animatic import AnimaticProvider
-from reelforge_render.providers.base import JobStatus, ProviderJob
+from reelforge_render.providers.base import JobStatus, Provider, ProviderJob
+
+RunToEnd = Callable[[Provider, ProviderJob], Awaitable[JobStatus]]  # the run_to_end fixture (conftest.py)
 
 W, H, FPS = 160, 90, 12
 SPEC = AnimaticSpec(prompt="unused", seconds=2, width=W, height=H, fps=FPS, seed=1, shots=["A"])
@@ -163,18 +166,9 @@ async def test_exact_frames_size_and_duration(tmp_path: Path, ramp: Path, with_r
 # --- through the provider ---------------------------------------------------------------------
 
 
-async def run_to_end(provider: AnimaticProvider, job: ProviderJob) -> JobStatus:
-    await provider.submit(job)
-    for _ in range(600):
-        status = await provider.status(job)
-        if status.terminal:
-            return status
-        await asyncio.sleep(0.05)
-    raise AssertionError("the render did not finish within 30 s")
-
 
 @pytest.mark.asyncio
-async def test_provider_pans_the_jobs_input_reference(tmp_path: Path, ramp: Path) -> None:
+async def test_provider_pans_the_jobs_input_reference(tmp_path: Path, ramp: Path, run_to_end: RunToEnd) -> None:
     content = ContentStore(tmp_path / "content")
     provider = AnimaticProvider(1920 * 1080, 60, tmp_path, content=content)
     uri = content.put(ramp).uri
@@ -189,7 +183,9 @@ async def test_provider_pans_the_jobs_input_reference(tmp_path: Path, ramp: Path
 
 @pytest.mark.asyncio
 @pytest.mark.parametrize("case", ["not a picture", "missing"])
-async def test_provider_refuses_a_bad_reference_as_invalid_input(tmp_path: Path, case: str) -> None:
+async def test_provider_refuses_a_bad_reference_as_invalid_input(
+    tmp_path: Path, case: str, run_to_end: RunToEnd
+) -> None:
     content = ContentStore(tmp_path / "content")
     provider = AnimaticProvider(1920 * 1080, 60, tmp_path, content=content)
     text = tmp_path / "notes.png"

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -12,7 +12,9 @@ from reelforge.jobs.v1 import jobs_pb2
 from reelforge_core.media import probe
 from reelforge_render.animatic import RenderRejected, plan_scenes
 from reelforge_render.providers.animatic import AnimaticProvider, animatic_spec
-from reelforge_render.providers.base import JobStatus, ProviderJob
+from reelforge_render.providers.base import JobStatus, Provider, ProviderJob
+
+RunToEnd = Callable[[Provider, ProviderJob], Awaitable[JobStatus]]  # the run_to_end fixture (conftest.py)
 
 
 def job_spec(**metadata: str) -> jobs_pb2.JobSpec:
@@ -38,18 +40,9 @@ def test_malformed_options_are_rejected(option: str, value: str) -> None:
         animatic_spec(job_spec(**{option: value}))
 
 
-async def run_to_end(provider: AnimaticProvider, job: ProviderJob) -> JobStatus:
-    await provider.submit(job)
-    for _ in range(600):
-        status = await provider.status(job)
-        if status.terminal:
-            return status
-        await asyncio.sleep(0.1)
-    raise AssertionError("the render did not finish within 60 s")
-
 
 @pytest.mark.asyncio
-async def test_provider_renders_the_shot_list_at_the_asked_fps(tmp_path: Path) -> None:
+async def test_provider_renders_the_shot_list_at_the_asked_fps(tmp_path: Path, run_to_end: RunToEnd) -> None:
     provider = AnimaticProvider(max_pixels=1920 * 1080, timeout_seconds=120, scratch=tmp_path)
     job = ProviderJob("j/r1", job_spec(**{"animatic.shots": json.dumps(["A", "B"]), "animatic.fps": "12"}))
     status = await run_to_end(provider, job)
@@ -64,7 +57,7 @@ async def test_provider_renders_the_shot_list_at_the_asked_fps(tmp_path: Path) -
 
 
 @pytest.mark.asyncio
-async def test_provider_answers_a_bad_option_as_invalid_input(tmp_path: Path) -> None:
+async def test_provider_answers_a_bad_option_as_invalid_input(tmp_path: Path, run_to_end: RunToEnd) -> None:
     provider = AnimaticProvider(max_pixels=1920 * 1080, timeout_seconds=120, scratch=tmp_path)
     status = await run_to_end(provider, ProviderJob("j/r2", job_spec(**{"animatic.fps": "0"})))
     assert status.state == "failed" and status.error is not None and status.error.code == "invalid_input"
