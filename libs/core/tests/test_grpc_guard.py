@@ -3,6 +3,7 @@ handler bugs never leak their exception text."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -25,6 +26,8 @@ async def _check(request: health_pb2.HealthCheckRequest, context: grpc.aio.Servi
         await context.abort(grpc.StatusCode.NOT_FOUND, "no such thing")
     if request.service.startswith("long"):
         await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"unknown tenant {request.service}")
+    if request.service == "slow":
+        await asyncio.sleep(0.05)
     return health_pb2.HealthCheckResponse(status=health_pb2.HealthCheckResponse.SERVING)
 
 
@@ -64,6 +67,15 @@ async def _raw_call(target: str, method: str, payload: bytes, deadline: float | 
     return failure.value
 
 
+async def _check_answer(target: str, request: health_pb2.HealthCheckRequest) -> health_pb2.HealthCheckResponse:
+    async with core_grpc.channel(target) as channel:
+        check = channel.unary_unary(
+            f"/{SERVICE}/Check", request_serializer=health_pb2.HealthCheckRequest.SerializeToString,
+            response_deserializer=health_pb2.HealthCheckResponse.FromString)
+        answer: health_pb2.HealthCheckResponse = await check(request, timeout=5)
+        return answer
+
+
 async def test_undecodable_request_is_invalid_argument(target: str) -> None:
     error = await _raw_call(target, "Check", b"\x0f\xff\xff\xff")
     assert error.code() is grpc.StatusCode.INVALID_ARGUMENT
@@ -77,9 +89,13 @@ async def test_oversized_request_is_resource_exhausted(target: str) -> None:
 
 
 async def test_zero_deadline_is_deadline_exceeded(target: str) -> None:
-    request = health_pb2.HealthCheckRequest(service="fine").SerializeToString()
+    # gRPC deadlines have millisecond resolution: a zero deadline on an instant answer may still be met,
+    # so the handler takes a moment and the deadline has always passed before it answers.
+    request = health_pb2.HealthCheckRequest(service="slow").SerializeToString()
     error = await _raw_call(target, "Check", request, deadline=0)
     assert error.code() is grpc.StatusCode.DEADLINE_EXCEEDED
+    answer = await _check_answer(target, health_pb2.HealthCheckRequest(service="fine"))
+    assert answer.status == health_pb2.HealthCheckResponse.SERVING
 
 
 async def test_handler_bug_is_a_bare_internal_error(target: str) -> None:
@@ -91,12 +107,8 @@ async def test_handler_bug_is_a_bare_internal_error(target: str) -> None:
 async def test_aborts_and_answers_pass_through(target: str) -> None:
     error = await _raw_call(target, "Check", health_pb2.HealthCheckRequest(service="missing").SerializeToString())
     assert error.code() is grpc.StatusCode.NOT_FOUND
-    async with core_grpc.channel(target) as channel:
-        check = channel.unary_unary(
-            f"/{SERVICE}/Check", request_serializer=health_pb2.HealthCheckRequest.SerializeToString,
-            response_deserializer=health_pb2.HealthCheckResponse.FromString)
-        answer = await check(health_pb2.HealthCheckRequest(service="fine"), timeout=5)
-        assert answer.status == health_pb2.HealthCheckResponse.SERVING
+    answer = await _check_answer(target, health_pb2.HealthCheckRequest(service="fine"))
+    assert answer.status == health_pb2.HealthCheckResponse.SERVING
 
 
 async def test_error_details_echoing_a_huge_value_are_bounded(target: str) -> None:
