@@ -40,7 +40,9 @@ def test_a_flaky_then_hanging_provider_and_a_leader_kill_lose_nothing(stack: Sta
         kill.inject(platform)
 
     outcome = harness.run(stack, tenants, harness.Fault("provider hangs + kill -9 orchestrator", hang_then_kill),
-                          jobs=JOBS, seed=23, seconds=4)  # a duration the fal model accepts
+                          jobs=JOBS, seed=23, seconds=4,  # a duration the fal model accepts
+                          # the hang starts with the load: once every job is dispatched, none is left to hang
+                          fault_window=(0.0, 0.2))
     seen = harness.provider_report(flaky_provider)
     timed_out = db_fetch(stack, "render", "SELECT count(*) AS n FROM renders WHERE provider = $1"
                          " AND error_code = 'timeout'", PROVIDER)[0]["n"]

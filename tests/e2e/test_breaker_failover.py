@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 from reelforge.orchestrator.v1 import admin_pb2, admin_pb2_grpc
+from reelforge_core.grpc_auth import bearer
 from reelforge_local.stack import Stack
 from reelforge_render.fakes import fal
 from reelforge_render.fakes.common import Behaviour, serving
@@ -72,8 +73,8 @@ def failing_provider(stack: Stack) -> Iterator[str]:
             _restart_orchestrator(stack, saved)
 
 
-def _circuit(admin: admin_pb2_grpc.OrchestratorAdminStub) -> str:
-    pools = admin.GetPools(admin_pb2.GetPoolsRequest(), timeout=5).pools
+def _circuit(admin: admin_pb2_grpc.OrchestratorAdminStub, token: str) -> str:
+    pools = admin.GetPools(admin_pb2.GetPoolsRequest(), timeout=5, metadata=bearer(token)).pools
     return next(p.circuit for p in pools if p.pool_id == POOL)
 
 
@@ -98,8 +99,8 @@ def test_failing_pool_opens_its_breaker_moves_traffic_and_probes_close_it(
         #    to the next pool after their backoff and complete there. (The pool has 4 slots: all three go to it.)
         first = [job(f"first {i}") for i in range(3)]
         deadline = time.monotonic() + 30
-        while _circuit(admin) != "open":
-            assert time.monotonic() < deadline, f"the breaker never opened: {_circuit(admin)!r}"
+        while _circuit(admin, stack.operator_token) != "open":
+            assert time.monotonic() < deadline, f"the breaker never opened: {_circuit(admin, stack.operator_token)!r}"
             time.sleep(0.05)
         opened = time.monotonic()
         created_when_open = _created(failing_provider)
@@ -124,8 +125,8 @@ def test_failing_pool_opens_its_breaker_moves_traffic_and_probes_close_it(
         time.sleep(max(0.0, OPEN_SECONDS - (time.monotonic() - opened)))
         probes: list[str] = []
         deadline = time.monotonic() + 60
-        while _circuit(admin) != "closed":
-            assert time.monotonic() < deadline, f"the breaker never closed: {_circuit(admin)!r}"
+        while _circuit(admin, stack.operator_token) != "closed":
+            assert time.monotonic() < deadline, f"the breaker never closed: {_circuit(admin, stack.operator_token)!r}"
             if not probes or wait_for(api, probes[-1], {"rendering", "postprocessing", "completed", "failed"},
                                       timeout=30)["status"] != "rendering":
                 probes.append(job(f"probe {len(probes)}"))
