@@ -22,20 +22,11 @@ FAST_BACKOFF = {"REELFORGE_GATEWAY_WEBHOOK_BACKOFF_BASE_SECONDS": "0.5",
 @pytest.fixture
 def fast_retrying_gateway(stack: Stack) -> Iterator[None]:
     gateway = stack.services["gateway"]
-    before = {name: gateway.env.get(name) for name in FAST_BACKOFF}
-    gateway.env.update(FAST_BACKOFF)
-    gateway.stop()
-    gateway.restart()
+    before = gateway.restart_with(dict(FAST_BACKOFF))
     try:
         yield
     finally:
-        for name, value in before.items():
-            if value is None:
-                gateway.env.pop(name, None)
-            else:
-                gateway.env[name] = value
-        gateway.stop()
-        gateway.restart()
+        gateway.restart_with(before)
 
 
 def test_every_finished_job_is_announced_once_the_receiver_is_back(stack: Stack, fast_retrying_gateway: None) -> None:

@@ -37,17 +37,6 @@ SHORT_BREAKER = {
 }
 
 
-def _restart_orchestrator(stack: Stack, env: dict[str, str | None]) -> None:
-    orchestrator = stack.services["orchestrator"]
-    for name, value in env.items():
-        if value is None:
-            orchestrator.env.pop(name, None)
-        else:
-            orchestrator.env[name] = value
-    orchestrator.stop()
-    orchestrator.restart()
-
-
 @pytest.fixture
 def failing_provider(stack: Stack) -> Iterator[str]:
     with serving(fal.create_app(Behaviour(latency_s=0.3, failure_rate=1.0, api_key="breaker-fal-key"))) as url:
@@ -61,8 +50,7 @@ def failing_provider(stack: Stack) -> Iterator[str]:
         adapter.env.update({variable: json.dumps(providers), "REELFORGE_BREAKER_FAL_KEY": "breaker-fal-key"})
         adapter.stop()
         adapter.restart()
-        saved = {name: stack.services["orchestrator"].env.get(name) for name in SHORT_BREAKER}
-        _restart_orchestrator(stack, dict(SHORT_BREAKER))
+        saved = stack.services["orchestrator"].restart_with(dict(SHORT_BREAKER))
         stack.cli("orchestrator", "set-pool", POOL, "--provider", POOL, "--model", "animatic", "--slots", "4",
                   "--route-position", "0")
         time.sleep(2)  # the leader reloads pools and routes every second here
@@ -70,7 +58,7 @@ def failing_provider(stack: Stack) -> Iterator[str]:
             yield url
         finally:
             stack.cli("orchestrator", "pool-mode", POOL, "pause")
-            _restart_orchestrator(stack, saved)
+            stack.services["orchestrator"].restart_with(saved)
 
 
 def _circuit(admin: admin_pb2_grpc.OrchestratorAdminStub, token: str) -> str:

@@ -115,6 +115,19 @@ class ServiceProcess:
         self.start()
         self.wait_ready(timeout)
 
+    def restart_with(self, env: dict[str, str | None]) -> dict[str, str | None]:
+        """Stops the service, changes its environment (None removes a variable), starts it again; returns the
+        previous values, so `restart_with(previous)` puts it back."""
+        previous = {name: self.env.get(name) for name in env}
+        for name, value in env.items():
+            if value is None:
+                self.env.pop(name, None)
+            else:
+                self.env[name] = value
+        self.stop()
+        self.restart()
+        return previous
+
     def log_tail(self, lines: int = 30) -> str:
         if not self.log_path.exists():
             return "(no log)"
