@@ -6,7 +6,9 @@ that bites takes loudness away, so then the gain is fitted: the limited result i
 process (FFmpeg's own volume, alimiter and ebur128 filters through PyAV, a few tens of milliseconds
 of CPU per try on a 12 s clip, where starting the ffmpeg program alone costs about 100 ms) and the
 gain corrected by the secant method until the loudness lands within FIT_TOLERANCE_LU of the target.
-The chosen chain then runs once more, in the ffmpeg program, straight into its AAC encoder.
+The chosen chain then runs once more, in process, straight into FFmpeg's AAC encoder (the fast
+coder, as audio.aac_args); this saves the ffmpeg program's start, about 80 ms of CPU here, and on
+the bench mix matched the program's output (same SNR against the PCM, same high band, no offset).
 """
 
 from __future__ import annotations
@@ -22,8 +24,8 @@ import av.filter
 from av.audio.frame import AudioFrame
 
 from reelforge_core.finishing import LoudnessPlan
-from reelforge_core.media import MediaError, file_arg, run_tool
-from reelforge_postprocess.audio import QUIET, SAMPLE_RATE, LoudnessMeasure, aac_args, gain_db
+from reelforge_core.media import MediaError
+from reelforge_postprocess.audio import AUDIO_BITRATE, SAMPLE_RATE, LoudnessMeasure, gain_db
 
 LIMITER_MARGIN_DB = 0.7  # the limiter sees samples, not true peaks
 MAX_CORRECTION_DB = 12.0  # a limiter that bites this hard is squashing clicks, not the programme
@@ -119,22 +121,34 @@ def fitted(plan: LoudnessPlan, measured: LoudnessMeasure, frames: list[AudioFram
     return chain(plan, measured, best)
 
 
-def as_filter(steps: Chain) -> str:
-    """The chain as an ffmpeg -af argument, ending in the encoder's sample format."""
-    fmt = f"aformat=sample_fmts=fltp:sample_rates={SAMPLE_RATE}:channel_layouts=stereo"
-    return ",".join([*(f"{name}={args}" for name, args in steps), fmt])
+def encoder_format() -> Chain:
+    """The last step of every chain: the AAC encoder's sample format."""
+    return [("aformat", f"sample_fmts=fltp:sample_rates={SAMPLE_RATE}:channel_layouts=stereo")]
 
 
-async def normalise_to_aac(plan: LoudnessPlan, measured: LoudnessMeasure, mix_wav: Path, out: Path,
-                           timeout_s: float) -> Chain:  # fmt: skip
-    """The mix at the target loudness under the ceiling, as AAC; returns the chain used.
+def encode_aac(frames: list[AudioFrame], steps: Chain, out: Path) -> None:
+    """The frames through `steps` into an AAC track in an MP4 container (timestamps kept, so the
+    encoder's priming is marked and players start on time)."""
+    try:
+        with av.open(str(out), "w", format="mp4") as container:
+            stream = container.add_stream("aac", rate=SAMPLE_RATE, layout="stereo", options={"aac_coder": "fast"})
+            stream.bit_rate = int(AUDIO_BITRATE.rstrip("k")) * 1000
+            for frame in _filtered(frames, [*steps, *encoder_format()]):
+                container.mux(stream.encode(frame))
+            container.mux(stream.encode(None))
+    except av.error.FFmpegError as exc:
+        raise MediaError("media_tool_failed", f"cannot encode the sound track: {exc}") from exc
 
-    The gain is fitted in process; the encode runs the ffmpeg program, whose AAC encoder (the
-    system's FFmpeg, as for every other encode) kept a ducked music bed cleaner in the high band
-    than the one PyAV bundles."""
-    frames = await asyncio.to_thread(load, mix_wav)
+
+async def normalise_to_aac(plan: LoudnessPlan, measured: LoudnessMeasure, mix_wav: Path, out: Path) -> Chain:
+    """The mix at the target loudness under the ceiling, as AAC; returns the chain used."""
+    return await asyncio.to_thread(_normalise, plan, measured, mix_wav, out)
+
+
+def _normalise(plan: LoudnessPlan, measured: LoudnessMeasure, mix_wav: Path, out: Path) -> Chain:
+    frames = load(mix_wav)
     if not frames:
         raise MediaError("media_tool_failed", "the mix has no audio frames")
-    steps = await asyncio.to_thread(fitted, plan, measured, frames)
-    await run_tool([*QUIET, "-i", file_arg(mix_wav), "-af", as_filter(steps), *aac_args(out)], timeout_s)
+    steps = fitted(plan, measured, frames)
+    encode_aac(frames, steps, out)
     return steps

@@ -177,7 +177,7 @@ async def _master(
             measured = await audio.render_mix(inputs, graph, mix, timeout_s)
         assert measured is not None
         async with watch.stage("loudness_apply"):
-            await loudness.normalise_to_aac(plan.loudness, measured, mix, sound, timeout_s)
+            await loudness.normalise_to_aac(plan.loudness, measured, mix, sound)
     async with watch.stage("mux"):
         await asyncio.to_thread(remux.mux, master, video_in, sound, tracks, language)
     return master

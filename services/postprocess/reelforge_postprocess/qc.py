@@ -146,6 +146,9 @@ def parse_analysis(stderr: str, duration_s: float) -> dict[str, Any]:
 
 # Decoding is most of the cost; the deblocking filter is skipped (the analysis picture is tiny).
 FAST_DECODE = ["-skip_loop_filter", "all", "-flags2", "fast"]
+# The picture analysis runs beside the finish (pipeline.py): one decoding thread leaves the other
+# core to the finish, which is on the job's critical path, instead of both fighting for both cores.
+PICTURE_DECODE = [*FAST_DECODE, "-threads", "1"]
 
 
 @dataclass(frozen=True)
@@ -171,7 +174,7 @@ def picture_args(path: Path, plan: QcPlan) -> list[str]:
     chain = (f"scale={ANALYSIS_WIDTH}:-2:flags=fast_bilinear,"
              f"blackdetect=d={MIN_BLACK_S}:pix_th={plan.black_pixel_threshold:g},"
              f"freezedetect=n={plan.freeze_noise_db:g}dB:d={MIN_FREEZE_S}")  # fmt: skip
-    return _analysis(path, "0:v:0", chain, ["-an", "-sn", *FAST_DECODE])
+    return _analysis(path, "0:v:0", chain, ["-an", "-sn", *PICTURE_DECODE])
 
 
 def sound_args(path: Path, plan: QcPlan) -> list[str]:
