@@ -285,9 +285,10 @@ def main() -> None:
     print(f"cap violations           {violations}")
     per_model = {m: busy_startable[m] / time_startable[m] for m in time_startable if time_startable[m]}
     overall = sum(busy_startable.values()) / sum(time_startable.values()) if time_startable else 0.0
+    shares = ", ".join(f"{m} {100 * u:.1f} % over {100 * time_startable[m] / max(time_waiting, 1e-9):.0f} % of the time"
+                       for m, u in sorted(per_model.items()))  # fmt: skip
     print(f"utilisation while work waits {100 * overall:.2f} %  (per model, while a job its tenant may start "
-          f"waits for it: " + ", ".join(f"{m} {100 * u:.1f} % of {100 * time_startable[m] / max(time_waiting, 1e-9):.0f} % "
-          f"of the time" for m, u in sorted(per_model.items())) + ")")
+          f"waits for it: {shares})")
     print(f"  all capacity while any job waits {100 * busy_while_waiting / time_waiting if time_waiting else 0:.2f} %"
           f"  (the older figure: counts capacity of models whose waiting jobs' tenants are at their caps)")
 
