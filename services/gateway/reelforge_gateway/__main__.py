@@ -36,7 +36,10 @@ async def start(runtime: ServiceRuntime) -> None:
         workers = http_workers.Workers.start(settings, runtime.http_socket.getsockname()[1],
                                              settings.http_workers - 1)
         runtime.on_close(workers.stop)
-    app = runtime.http_app = create_app(pool, open_content_store(settings), settings)
+    request_pool = await db.create_pool(settings.database_url.get_secret_value(), SCHEMA,
+                                        settings.database_pool_size, stateless=True)
+    runtime.on_close(request_pool.close)
+    app = runtime.http_app = create_app(pool, open_content_store(settings), settings, request_pool)
     runtime.on_close(app.state.group_commit.close)
     await runtime.consume("gateway", [topics.JOBS_STATUS], StatusConsumer(pool).handle)
     await runtime.consume(qc_reports.CONSUMER_GROUP, [topics.POSTPROCESS_RESULT],

@@ -86,8 +86,10 @@ async def _serve(settings: GatewaySettings, port: int) -> None:
     from reelforge_gateway.__main__ import SCHEMA
     from reelforge_gateway.api.app import create_app
 
-    pool = await db.create_pool(settings.database_url.get_secret_value(), SCHEMA, settings.database_pool_size)
-    app = create_app(pool, open_content_store(settings), settings)
+    dsn = settings.database_url.get_secret_value()
+    pool = await db.create_pool(dsn, SCHEMA, settings.database_pool_size)
+    request_pool = await db.create_pool(dsn, SCHEMA, settings.database_pool_size, stateless=True)
+    app = create_app(pool, open_content_store(settings), settings, request_pool)
     app.include_router(ops.ops_router({"postgres": lambda: db.ping(pool)}))
     follower = asyncio.create_task(key_changes.follow(pool, app.state.key_cache))
     server = asyncio.create_task(ops.serve_http(app, settings.http_host, port,
@@ -102,4 +104,5 @@ async def _serve(settings: GatewaySettings, port: int) -> None:
     finally:
         follower.cancel()
         await app.state.group_commit.close()
+        await request_pool.close()
         await pool.close()

@@ -38,7 +38,12 @@ from reelforge_gateway.settings import GatewaySettings
 from reelforge_gateway.signing import UrlSigner
 
 
-def create_app(pool: asyncpg.Pool, content: ContentStore, settings: GatewaySettings) -> FastAPI:
+def create_app(pool: asyncpg.Pool, content: ContentStore, settings: GatewaySettings,
+               request_pool: asyncpg.Pool | None = None) -> FastAPI:
+    """`request_pool`, if given, serves the per-request hot paths (key lookup, rate-limit leases,
+    submits, status reads), which run plain statements only: a stateless pool (db.create_pool) saves
+    them a reset round trip per use. Everything else uses `pool`."""
+    hot = request_pool or pool
     app = FastAPI(
         title="Reelforge API",
         version="1.0.0",
@@ -53,14 +58,14 @@ def create_app(pool: asyncpg.Pool, content: ContentStore, settings: GatewaySetti
     app.state.pool = pool
     app.state.content = content
     app.state.settings = settings
-    app.state.limiter = SharedRateLimiter(pool)
+    app.state.limiter = SharedRateLimiter(hot)
     app.state.moderator = Moderator(settings.blocked_terms)
     app.state.key_cache = KeyCache(settings.key_cache_seconds)
-    app.state.gatekeeper = Gatekeeper(pool, app.state.key_cache, app.state.limiter, Limits(
+    app.state.gatekeeper = Gatekeeper(hot, app.state.key_cache, app.state.limiter, Limits(
         settings.rate_limit_per_minute, settings.tenant_rate_limit_per_minute, settings.tenant_max_concurrent_jobs,
         settings.tenant_max_backlog_jobs))
-    app.state.group_commit = GroupCommit(pool)
-    app.state.job_reader = JobReader(pool)
+    app.state.group_commit = GroupCommit(hot)
+    app.state.job_reader = JobReader(hot)
     app.state.billing = (BillingClient(settings.billing_target, operator_token=settings.billing_operator_token)
                          if settings.billing_target else None)
     secret = settings.download_signing_secret
