@@ -27,6 +27,7 @@ ADMIN_CHANGES = Counter("reelforge_admin_changes_total",
                         " (contract, pool, pool_mode, pool_breaker, route)",
                         ["kind"])
 
+
 def operator_auth(token: SecretStr | None) -> OperatorTokenInterceptor:
     """Every admin call needs the operator token (the console's); with none configured, none is served."""
     return OperatorTokenInterceptor(token, [SERVICE_NAME], "REELFORGE_ORCHESTRATOR_OPERATOR_TOKEN")
