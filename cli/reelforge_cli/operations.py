@@ -1,4 +1,4 @@
-"""Operators' commands: `reelforge contracts get|set`, `reelforge pools list|pause|drain|resume`
+"""Operators' commands: `reelforge contracts get|set`, `reelforge pools list|pause|drain|resume|breaker`
 (orchestrator admin gRPC) and `reelforge usage export|spend` (billing gRPC), as rich tables.
 
 Each group is a Typer app registered on the main one by `register`; a new command is one more
@@ -11,7 +11,7 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import typer
 from rich.console import Console
@@ -27,7 +27,8 @@ T = TypeVar("T")
 
 contracts = typer.Typer(help="Get and set tenants' contracts (tier, weight, concurrency, quotas, models).",
                         no_args_is_help=True)
-pools = typer.Typer(help="List capacity pools; pause, drain or resume one.", no_args_is_help=True)
+pools = typer.Typer(help="List capacity pools; pause, drain or resume one; show or set its circuit breaker.",
+                    no_args_is_help=True)
 usage = typer.Typer(help="Metered usage and spend from billing.", no_args_is_help=True)
 console = Console()
 err = Console(stderr=True)
@@ -220,6 +221,65 @@ def pools_drain(pool_id: str, admin: AdminTarget = None, token: OperatorToken = 
 def pools_resume(pool_id: str, admin: AdminTarget = None, token: OperatorToken = None) -> None:
     """Give the pool work again."""
     _set_mode(pool_id, admin_pb2.POOL_MODE_RESUME, admin, token)
+
+
+BreakerField = Literal["window", "min_calls", "error_rate", "open_seconds", "half_open_probes"]
+_BREAKER_FIELDS: tuple[tuple[BreakerField, str, str], ...] = (  # proto field, label, unit
+    ("window", "window", " outcomes"),
+    ("min_calls", "min calls", ""),
+    ("error_rate", "error rate to open", ""),
+    ("open_seconds", "open for", " s"),
+    ("half_open_probes", "half-open probes", ""),
+)
+
+
+_UINT32 = 2**32 - 1  # the admin API checks the real bounds and says what is wrong
+
+
+def _breaker_table(status: admin_pb2.PoolStatus) -> Table:
+    table = Table(title=f"circuit breaker of {status.pool_id} ({status.circuit or 'unknown'})")
+    for column in ("setting", "value", "from"):
+        table.add_column(column)
+    for name, label, unit in _BREAKER_FIELDS:
+        source = "pool" if status.breaker_overrides.HasField(name) else "process default"
+        table.add_row(label, f"{getattr(status.breaker, name):g}{unit}", source)
+    return table
+
+
+@pools.command("breaker")
+def pools_breaker(
+    pool_id: str,
+    window: Annotated[int | None, typer.Option(
+        min=0, max=_UINT32, help="outcomes the error rate is taken over")] = None,
+    min_calls: Annotated[int | None, typer.Option(
+        min=0, max=_UINT32, help="no verdict on fewer outcomes (at most the window)")] = None,
+    error_rate: Annotated[float | None, typer.Option(help="failed share that opens it, in (0, 1]")] = None,
+    open_seconds: Annotated[float | None, typer.Option(help="how long it stays open before probing")] = None,
+    probes: Annotated[int | None, typer.Option(
+        min=0, max=_UINT32, help="half-open probes; all must succeed to close it")] = None,
+    reset: Annotated[bool, typer.Option(
+        "--reset", help="drop the pool's own settings first: back to the process defaults")] = False,
+    admin: AdminTarget = None,
+    token: OperatorToken = None,
+) -> None:
+    """Show the pool's circuit breaker; with options, change the pool's own settings (the rest are kept).
+
+    The orchestrator's leader applies a change to the live breaker at once; it keeps its state."""
+    changes = {"window": window, "min_calls": min_calls, "error_rate": error_rate, "open_seconds": open_seconds,
+               "half_open_probes": probes}
+    with _admin(admin, token) as call:
+        statuses = call(call.stub.GetPools, admin_pb2.GetPoolsRequest()).pools
+        status = next((p for p in statuses if p.pool_id == pool_id), None)
+        if status is None:
+            raise CallFailed(f"no pool {pool_id!r} (not_found)")
+        if reset or any(value is not None for value in changes.values()):
+            breaker = admin_pb2.CircuitBreakerPolicy() if reset else status.breaker_overrides
+            for name, value in changes.items():
+                if value is not None:
+                    setattr(breaker, name, value)
+            status = call(call.stub.SetPoolBreaker, admin_pb2.SetPoolBreakerRequest(pool_id=pool_id, breaker=breaker))
+            console.print(f"pool [bold]{pool_id}[/]: circuit breaker changed")
+    console.print(_breaker_table(status))
 
 
 # -- usage ----------------------------------------------------------------------------------------

@@ -52,6 +52,30 @@ def test_pools_pause_drain_resume(stack: Stack, tmp_path: Path) -> None:
     assert unknown.returncode == 1 and "no pool 'nope' (not_found)" in unknown.stderr
 
 
+def test_pools_breaker_show_change_and_reset(stack: Stack, tmp_path: Path) -> None:
+    admin = ("--admin", stack.admin_target, "--token", stack.operator_token)
+    try:
+        changed = _cli("pools", "breaker", "animatic", "--open-seconds", "45", "--probes", "3", *admin, cwd=tmp_path)
+        assert changed.returncode == 0, changed.stderr
+        assert "pool animatic: circuit breaker changed" in changed.stdout
+        assert _row(changed.stdout, "open for")[1:] == ["45 s", "pool"]
+        assert _row(changed.stdout, "half-open probes")[1:] == ["3", "pool"]
+        assert _row(changed.stdout, "window")[2] == "process default"
+        more = _cli("pools", "breaker", "animatic", "--min-calls", "4", *admin, cwd=tmp_path)
+        assert _row(more.stdout, "min calls")[1:] == ["4", "pool"]
+        assert _row(more.stdout, "open for")[1:] == ["45 s", "pool"]  # the pool's other settings are kept
+        bad = _cli("pools", "breaker", "animatic", "--error-rate", "2", *admin, cwd=tmp_path)
+        assert bad.returncode == 1
+        assert "invalid breaker: error_rate must be above 0 and at most 1 (got 2.0) (invalid_argument)" in " ".join(
+            bad.stderr.split())
+        unknown = _cli("pools", "breaker", "nope", *admin, cwd=tmp_path)
+        assert unknown.returncode == 1 and "no pool 'nope' (not_found)" in unknown.stderr
+    finally:
+        reset = _cli("pools", "breaker", "animatic", "--reset", *admin, cwd=tmp_path)
+    assert reset.returncode == 0, reset.stderr
+    assert {_row(reset.stdout, label)[2] for label in ("window", "min calls", "open for")} == {"process default"}
+
+
 def test_contracts_get_and_set(stack: Stack, tmp_path: Path) -> None:
     tenant = stack.create_tenant("cli-contracts", credit_usd="0")
     admin = ("--admin", stack.admin_target, "--token", stack.operator_token)

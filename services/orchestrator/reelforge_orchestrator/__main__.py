@@ -83,7 +83,8 @@ async def start(runtime: ServiceRuntime) -> None:
     runtime.add_task("leader", lead)
 
     server, _ = core_grpc.create_server([admin_api.SERVICE_NAME], admin_api.operator_auth(settings.operator_token))
-    admin = admin_api.AdminServicer(pool, lambda: engines[-1] if engines else None)
+    admin = admin_api.AdminServicer(pool, lambda: engines[-1] if engines else None,
+                                    settings.scheduling_policy().circuit)
     admin_pb2_grpc.add_OrchestratorAdminServicer_to_server(admin, server)
     runtime.http_app = FastAPI(openapi_url=None, docs_url=None, redoc_url=None)
     runtime.http_app.include_router(Console(admin, pool, billing, settings.operator_token).router())

@@ -1,4 +1,4 @@
-"""The admin gRPC API: queues per tenant and tier, pool utilisation, pause/drain, contracts."""
+"""The admin gRPC API: queues per tenant and tier, pool utilisation, pause/drain, breakers, contracts."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from reelforge.orchestrator.v1 import admin_pb2, admin_pb2_grpc
 from reelforge_core.grpc_auth import OperatorTokenInterceptor
 from reelforge_orchestrator import config_store
 from reelforge_orchestrator.engine import Engine
+from reelforge_orchestrator.scheduling.circuit import CircuitOverrides, CircuitPolicy, policy_problems
 from reelforge_orchestrator.scheduling.contracts import TenantContract
 from reelforge_orchestrator.scheduling.pools import PoolSpec
 
@@ -22,9 +23,9 @@ Context = grpc.aio.ServicerContext[Any, Any]
 SERVICE_NAME = admin_pb2.DESCRIPTOR.services_by_name["OrchestratorAdmin"].full_name
 
 ADMIN_CHANGES = Counter("reelforge_admin_changes_total",
-                        "Configuration changes through the admin API, by kind (contract, pool, pool_mode, route)",
+                        "Configuration changes through the admin API, by kind"
+                        " (contract, pool, pool_mode, pool_breaker, route)",
                         ["kind"])
-
 
 
 def operator_auth(token: SecretStr | None) -> OperatorTokenInterceptor:
@@ -66,6 +67,32 @@ def contract_from_proto(m: admin_pb2.Contract) -> TenantContract:
     )
 
 
+def breaker_to_proto(p: CircuitPolicy | CircuitOverrides) -> admin_pb2.CircuitBreakerPolicy:
+    """A policy (every field set) or a pool's overrides (only the fields it sets)."""
+    message = admin_pb2.CircuitBreakerPolicy()
+    if p.window is not None:
+        message.window = p.window
+    if p.min_calls is not None:
+        message.min_calls = p.min_calls
+    if p.error_rate_to_open is not None:
+        message.error_rate = p.error_rate_to_open
+    if p.open_seconds is not None:
+        message.open_seconds = p.open_seconds
+    if p.half_open_probes is not None:
+        message.half_open_probes = p.half_open_probes
+    return message
+
+
+def breaker_from_proto(m: admin_pb2.CircuitBreakerPolicy) -> CircuitOverrides:
+    return CircuitOverrides(
+        window=m.window if m.HasField("window") else None,
+        min_calls=m.min_calls if m.HasField("min_calls") else None,
+        error_rate_to_open=m.error_rate if m.HasField("error_rate") else None,
+        open_seconds=m.open_seconds if m.HasField("open_seconds") else None,
+        half_open_probes=m.half_open_probes if m.HasField("half_open_probes") else None,
+    )
+
+
 def pool_from_proto(m: admin_pb2.PoolSpec) -> PoolSpec:
     return PoolSpec(
         pool_id=m.pool_id, provider=m.provider, model=m.model, slots=m.slots or 4,
@@ -74,13 +101,16 @@ def pool_from_proto(m: admin_pb2.PoolSpec) -> PoolSpec:
         latency_seconds_per_output_second=m.latency_seconds_per_output_second or 1.0,
         fixed_latency_seconds=m.fixed_latency_seconds, gpus=m.gpus, gpus_per_job=m.gpus_per_job or 8,
         gpu_seconds_per_output_second=m.gpu_seconds_per_output_second or 8.0,
+        circuit=breaker_from_proto(m.breaker),
     )
 
 
 class AdminServicer(admin_pb2_grpc.OrchestratorAdminServicer):
-    def __init__(self, pool: asyncpg.Pool, engine: Callable[[], Engine | None]) -> None:
+    def __init__(self, pool: asyncpg.Pool, engine: Callable[[], Engine | None],
+                 default_circuit: CircuitPolicy | None = None) -> None:
         self._pool = pool
         self._engine = engine  # the engine while this instance leads, else None
+        self._default_circuit = default_circuit or CircuitPolicy()  # this process's breaker settings
 
     async def GetQueues(
         self, request: admin_pb2.GetQueuesRequest, context: Context
@@ -129,6 +159,9 @@ class AdminServicer(admin_pb2_grpc.OrchestratorAdminServicer):
                 in_use=in_use, utilisation=in_use / spec.capacity if spec.capacity else 0.0, paused=paused,
                 draining=draining, circuit=live.circuit.state.value if live is not None else "",
                 requests_per_minute=spec.requests_per_minute, units_per_job=spec.units_per_job,
+                breaker=breaker_to_proto(live.circuit.policy if live is not None
+                                         else spec.circuit.over(self._default_circuit)),
+                breaker_overrides=breaker_to_proto(spec.circuit),
             )
             if live is not None:
                 status.successes, status.failures = live.successes, live.failures
@@ -190,10 +223,31 @@ class AdminServicer(admin_pb2_grpc.OrchestratorAdminServicer):
         if unknown:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
                                 f"unknown resolution classes {sorted(unknown)}: use 480p, 720p, 1080p, 4k")
-        await config_store.upsert_pool(self._pool, pool_from_proto(request))
+        spec = pool_from_proto(request)
+        if request.HasField("breaker"):
+            await self._check_breaker(spec.circuit, context)
+        await config_store.upsert_pool(self._pool, spec, set_breaker=request.HasField("breaker"))
         ADMIN_CHANGES.labels("pool").inc()
         await self._apply()
         return (await self._pool_statuses(request.pool_id))[0]
+
+    async def SetPoolBreaker(
+        self, request: admin_pb2.SetPoolBreakerRequest, context: Context
+    ) -> admin_pb2.PoolStatus:
+        if not request.pool_id:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "pool_id is required")
+        circuit = breaker_from_proto(request.breaker)
+        await self._check_breaker(circuit, context)
+        if not await config_store.set_pool_breaker(self._pool, request.pool_id, circuit):
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"no pool {request.pool_id!r}")
+        ADMIN_CHANGES.labels("pool_breaker").inc()
+        await self._apply()
+        return (await self._pool_statuses(request.pool_id))[0]
+
+    async def _check_breaker(self, circuit: CircuitOverrides, context: Context) -> None:
+        problems = policy_problems(circuit, self._default_circuit)
+        if problems:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "invalid breaker: " + "; ".join(problems))
 
     async def GetRoutes(
         self, request: admin_pb2.GetRoutesRequest, context: Context

@@ -35,7 +35,8 @@ def add_commands(sub: Any) -> None:
     contract.add_argument("--max-seconds", type=float, default=60.0)
     contract.add_argument("--max-pixels", type=int, default=3840 * 2160)
     contract.add_argument("--deadline-seconds", type=float)
-    pool = sub.add_parser("set-pool", help="create or change a capacity pool (and route its model to it)")
+    pool = sub.add_parser("set-pool", help="create or change a capacity pool (and route its model to it); its breaker"
+                                             " policy is kept (admin SetPoolBreaker changes it)")
     pool.add_argument("pool_id")
     pool.add_argument("--provider", required=True)
     pool.add_argument("--model", required=True)

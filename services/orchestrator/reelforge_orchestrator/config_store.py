@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import asyncpg
 
+from reelforge_orchestrator.scheduling.circuit import CircuitOverrides
 from reelforge_orchestrator.scheduling.contracts import TenantContract
 from reelforge_orchestrator.scheduling.pools import PoolSpec
 
@@ -41,8 +42,20 @@ def pool_from_row(row: asyncpg.Record) -> PoolSpec:
         requests_per_minute=row["requests_per_minute"], cost_micros_per_second={k: int(v) for k, v in costs.items()},
         latency_seconds_per_output_second=row["latency_seconds_per_output_second"],
         fixed_latency_seconds=row["fixed_latency_seconds"], gpus=row["gpus"], gpus_per_job=row["gpus_per_job"],
-        gpu_seconds_per_output_second=row["gpu_seconds_per_output_second"],
+        gpu_seconds_per_output_second=row["gpu_seconds_per_output_second"], circuit=circuit_from_row(row),
     )
+
+
+def circuit_from_row(row: asyncpg.Record) -> CircuitOverrides:
+    return CircuitOverrides(
+        window=row["circuit_window"], min_calls=row["circuit_min_calls"],
+        error_rate_to_open=row["circuit_error_rate"], open_seconds=row["circuit_open_seconds"],
+        half_open_probes=row["circuit_half_open_probes"],
+    )
+
+
+def _circuit_args(c: CircuitOverrides) -> tuple[int | None, int | None, float | None, float | None, int | None]:
+    return c.window, c.min_calls, c.error_rate_to_open, c.open_seconds, c.half_open_probes
 
 
 async def load(conn: asyncpg.Connection | asyncpg.Pool) -> SchedulingConfig:
@@ -79,22 +92,35 @@ async def upsert_contract(conn: asyncpg.Connection | asyncpg.Pool, c: TenantCont
     )
 
 
-async def upsert_pool(conn: asyncpg.Connection | asyncpg.Pool, p: PoolSpec, routes_position: int | None = None) -> None:
-    """Creates or changes a pool; with `routes_position`, also routes its model to it at that place."""
+async def upsert_pool(conn: asyncpg.Connection | asyncpg.Pool, p: PoolSpec, routes_position: int | None = None,
+                      *, set_breaker: bool = False) -> None:
+    """Creates or changes a pool; with `routes_position`, also routes its model to it at that place.
+
+    An existing pool keeps its stored breaker policy unless `set_breaker` (then `p.circuit` replaces it)."""
     await conn.execute(
         "INSERT INTO capacity_pools (pool_id, provider, model, slots, requests_per_minute, cost_micros_per_second,"
         " latency_seconds_per_output_second, fixed_latency_seconds, gpus, gpus_per_job,"
-        " gpu_seconds_per_output_second) VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7, $8, $9, $10, $11)"
+        " gpu_seconds_per_output_second, circuit_window, circuit_min_calls, circuit_error_rate,"
+        " circuit_open_seconds, circuit_half_open_probes)"
+        " VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)"
         " ON CONFLICT (pool_id) DO UPDATE SET provider = EXCLUDED.provider, model = EXCLUDED.model,"
         " slots = EXCLUDED.slots, requests_per_minute = EXCLUDED.requests_per_minute,"
         " cost_micros_per_second = EXCLUDED.cost_micros_per_second,"
         " latency_seconds_per_output_second = EXCLUDED.latency_seconds_per_output_second,"
         " fixed_latency_seconds = EXCLUDED.fixed_latency_seconds, gpus = EXCLUDED.gpus,"
         " gpus_per_job = EXCLUDED.gpus_per_job, gpu_seconds_per_output_second = EXCLUDED.gpu_seconds_per_output_second,"
+        " circuit_window = CASE WHEN $17 THEN EXCLUDED.circuit_window ELSE capacity_pools.circuit_window END,"
+        " circuit_min_calls = CASE WHEN $17 THEN EXCLUDED.circuit_min_calls ELSE capacity_pools.circuit_min_calls END,"
+        " circuit_error_rate = CASE WHEN $17 THEN EXCLUDED.circuit_error_rate"
+        "   ELSE capacity_pools.circuit_error_rate END,"
+        " circuit_open_seconds = CASE WHEN $17 THEN EXCLUDED.circuit_open_seconds"
+        "   ELSE capacity_pools.circuit_open_seconds END,"
+        " circuit_half_open_probes = CASE WHEN $17 THEN EXCLUDED.circuit_half_open_probes"
+        "   ELSE capacity_pools.circuit_half_open_probes END,"
         " updated_at = now()",
         p.pool_id, p.provider, p.model, p.slots, p.requests_per_minute, json.dumps(p.cost_micros_per_second),
         p.latency_seconds_per_output_second, p.fixed_latency_seconds, p.gpus, p.gpus_per_job,
-        p.gpu_seconds_per_output_second,
+        p.gpu_seconds_per_output_second, *_circuit_args(p.circuit), set_breaker,
     )
     if routes_position is not None:
         await _insert_into_route(conn, p.model, routes_position, p.pool_id)
@@ -120,6 +146,16 @@ async def set_pool_mode(conn: asyncpg.Connection | asyncpg.Pool, pool_id: str, p
     done = await conn.execute(
         "UPDATE capacity_pools SET paused = $2, draining = $3, updated_at = now() WHERE pool_id = $1",
         pool_id, paused, draining,
+    )
+    return bool(done.endswith(" 1"))
+
+
+async def set_pool_breaker(conn: asyncpg.Connection | asyncpg.Pool, pool_id: str, circuit: CircuitOverrides) -> bool:
+    """Replaces the pool's breaker policy (None fields: the process defaults); False if there is no such pool."""
+    done = await conn.execute(
+        "UPDATE capacity_pools SET circuit_window = $2, circuit_min_calls = $3, circuit_error_rate = $4,"
+        " circuit_open_seconds = $5, circuit_half_open_probes = $6, updated_at = now() WHERE pool_id = $1",
+        pool_id, *_circuit_args(circuit),
     )
     return bool(done.endswith(" 1"))
 

@@ -15,6 +15,7 @@ from pydantic import SecretStr
 from reelforge.orchestrator.v1 import admin_pb2, admin_pb2_grpc
 from reelforge_core import grpc as core_grpc
 from reelforge_orchestrator import admin_api, config_store
+from reelforge_orchestrator.scheduling.circuit import CircuitPolicy, CircuitState
 from reelforge_orchestrator.scheduling.contracts import TenantContract
 from reelforge_orchestrator.scheduling.pools import PoolSpec
 
@@ -77,6 +78,11 @@ async def test_admin_calls_need_the_operator_token(postgres_dsn: str) -> None:
         with pytest.raises(grpc.aio.AioRpcError) as refused:
             await admin.SetPoolMode(admin_pb2.SetPoolModeRequest(pool_id="animatic", mode=admin_pb2.POOL_MODE_PAUSE))
         assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await admin.SetPoolBreaker(admin_pb2.SetPoolBreakerRequest(
+                pool_id="animatic", breaker=admin_pb2.CircuitBreakerPolicy(window=2, min_calls=1)))
+        assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        assert _h.engine.scheduler.pools["animatic"].circuit.policy == CircuitPolicy()  # nothing changed
         pools = await admin.GetPools(admin_pb2.GetPoolsRequest(), metadata=(("authorization", f"Bearer {TOKEN}"),))
         assert pools is not None
         # health stays open for probes
@@ -181,3 +187,101 @@ async def test_pools_routes_and_contract_listing_apply_without_restart(postgres_
         queues = await admin.GetQueues(admin_pb2.GetQueuesRequest())
         assert [(q.tenant_id, q.tier, q.weight, q.max_concurrent, q.in_flight) for q in queues.tenants] == [
             ("tin", "enterprise", 3.0, 2, 1)]
+
+
+def _policy(status: admin_pb2.PoolStatus) -> tuple[int, int, float, float, int]:
+    b = status.breaker
+    return b.window, b.min_calls, b.error_rate, b.open_seconds, b.half_open_probes
+
+
+async def test_a_pools_breaker_is_validated_stored_and_applied_to_the_live_pool(postgres_dsn: str) -> None:
+    async with _served(postgres_dsn) as (h, channel):
+        admin = admin_pb2_grpc.OrchestratorAdminStub(channel)
+        await admin.SetPool(admin_pb2.PoolSpec(pool_id="animatic", provider="animatic", model="animatic", slots=4,
+                                               cost_micros_per_second={"720p": 50}))
+        status = await admin.SetPool(admin_pb2.PoolSpec(pool_id="fal/animatic", provider="fal", model="animatic",
+                                                        slots=4, cost_micros_per_second={"720p": 10}))
+        assert _policy(status) == (20, 5, 0.5, 30.0, 2)  # a new pool follows the process defaults
+        assert status.breaker_overrides == admin_pb2.CircuitBreakerPolicy()
+        await admin.SetRoute(admin_pb2.Route(model="animatic", pool_ids=["fal/animatic", "animatic"]))
+        live = h.engine.scheduler.pools["fal/animatic"]
+
+        # Bad policies: INVALID_ARGUMENT naming what is wrong, and nothing stored or applied.
+        for breaker, problem in [
+            (admin_pb2.CircuitBreakerPolicy(window=0), "window must be between 1 and 10000 outcomes (got 0)"),
+            (admin_pb2.CircuitBreakerPolicy(error_rate=1.5), "error_rate must be above 0 and at most 1 (got 1.5)"),
+            (admin_pb2.CircuitBreakerPolicy(min_calls=30),
+             "min_calls 30 exceeds window 20 (the process default): the breaker could never open"),
+            (admin_pb2.CircuitBreakerPolicy(open_seconds=0, half_open_probes=0),
+             "open_seconds must be above 0 and at most 86400 (got 0.0); half_open_probes must be between 1 and"
+             " 1000 (got 0)"),
+        ]:
+            with pytest.raises(grpc.aio.AioRpcError) as bad:
+                await admin.SetPoolBreaker(admin_pb2.SetPoolBreakerRequest(pool_id="fal/animatic", breaker=breaker))
+            assert bad.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert bad.value.details() == f"invalid breaker: {problem}"
+        with pytest.raises(grpc.aio.AioRpcError) as bad:
+            await admin.SetPool(admin_pb2.PoolSpec(pool_id="fal/animatic", provider="fal", model="animatic",
+                                                   breaker=admin_pb2.CircuitBreakerPolicy(window=0)))
+        assert bad.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "window must be between 1 and 10000" in (bad.value.details() or "")
+        with pytest.raises(grpc.aio.AioRpcError) as bad:
+            await admin.SetPoolBreaker(admin_pb2.SetPoolBreakerRequest(breaker=admin_pb2.CircuitBreakerPolicy()))
+        assert (bad.value.code(), bad.value.details()) == (grpc.StatusCode.INVALID_ARGUMENT, "pool_id is required")
+        with pytest.raises(grpc.aio.AioRpcError) as missing:
+            await admin.SetPoolBreaker(admin_pb2.SetPoolBreakerRequest(
+                pool_id="nope", breaker=admin_pb2.CircuitBreakerPolicy(window=30)))
+        assert missing.value.code() == grpc.StatusCode.NOT_FOUND
+        assert live.circuit.policy == CircuitPolicy()
+        row = await h.pool.fetchrow("SELECT circuit_window, circuit_open_seconds FROM capacity_pools"
+                                    " WHERE pool_id = 'fal/animatic'")
+        assert row is not None and tuple(row) == (None, None)
+
+        # A short breaker for this pool alone: stored, shown, and in the leader's live pool at once.
+        status = await admin.SetPoolBreaker(admin_pb2.SetPoolBreakerRequest(
+            pool_id="fal/animatic", breaker=admin_pb2.CircuitBreakerPolicy(window=2, min_calls=2, open_seconds=600,
+                                                                           half_open_probes=1)))
+        assert _policy(status) == (2, 2, 0.5, 600.0, 1)
+        assert status.breaker_overrides == admin_pb2.CircuitBreakerPolicy(window=2, min_calls=2, open_seconds=600,
+                                                                          half_open_probes=1)
+        assert live.circuit.policy == CircuitPolicy(window=2, min_calls=2, open_seconds=600, half_open_probes=1)
+        assert h.engine.scheduler.pools["animatic"].circuit.policy == CircuitPolicy()
+        # Changing the pool's capacity without a breaker keeps the stored one.
+        status = await admin.SetPool(admin_pb2.PoolSpec(pool_id="fal/animatic", provider="fal", model="animatic",
+                                                        slots=3, cost_micros_per_second={"720p": 10}))
+        assert status.capacity == 3 and _policy(status) == (2, 2, 0.5, 600.0, 1)
+
+        # Two failed renders open it (the defaults would want five); its traffic moves to the next pool.
+        first = [await h.submit("tin", seconds=2.0) for _ in range(2)]
+        await h.engine.step()
+        assert [(await h.state(j))["pool_id"] for j in first] == ["fal/animatic", "fal/animatic"]
+        for job_id in first:
+            await h.render_result(job_id, ok=False, retriable=True, code="provider_error")
+        assert live.circuit.state is CircuitState.OPEN
+        pools = {p.pool_id: p for p in (await admin.GetPools(admin_pb2.GetPoolsRequest())).pools}
+        assert (pools["fal/animatic"].circuit, pools["animatic"].circuit) == ("open", "closed")
+        moved = await h.submit("tin", seconds=2.0)
+        await h.engine.step()
+        assert (await h.state(moved))["pool_id"] == "animatic"
+
+        # A shorter cool-down, changed while it is open: the breaker stays open, and 2 s after it opened
+        # a probe may go; its success closes the breaker and the pool takes work again.
+        h.clock.now += 2.0
+        status = await admin.SetPool(admin_pb2.PoolSpec(
+            pool_id="fal/animatic", provider="fal", model="animatic", slots=3, cost_micros_per_second={"720p": 10},
+            breaker=admin_pb2.CircuitBreakerPolicy(window=2, min_calls=2, open_seconds=1.5, half_open_probes=1)))
+        assert (status.circuit, status.breaker.open_seconds) == ("open", 1.5)
+        probe = await h.submit("tin", seconds=2.0)
+        await h.engine.step()
+        assert (await h.state(probe))["pool_id"] == "fal/animatic"
+        assert live.circuit.state is CircuitState.HALF_OPEN
+        await h.render_result(probe)
+        assert live.circuit.state is CircuitState.CLOSED
+
+        # An empty policy returns the pool to the process defaults (NULL columns).
+        status = await admin.SetPoolBreaker(admin_pb2.SetPoolBreakerRequest(pool_id="fal/animatic"))
+        assert _policy(status) == (20, 5, 0.5, 30.0, 2) and live.circuit.policy == CircuitPolicy()
+        row = await h.pool.fetchrow("SELECT circuit_window, circuit_min_calls, circuit_error_rate,"
+                                    " circuit_open_seconds, circuit_half_open_probes FROM capacity_pools"
+                                    " WHERE pool_id = 'fal/animatic'")
+        assert row is not None and set(row.values()) == {None}

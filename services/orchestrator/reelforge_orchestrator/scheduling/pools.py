@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass, field
 
-from reelforge_orchestrator.scheduling.circuit import CircuitBreaker, CircuitPolicy, CircuitState
+from reelforge_orchestrator.scheduling.circuit import CircuitBreaker, CircuitOverrides, CircuitPolicy, CircuitState
 
 FULL_HD_PIXELS = 1920 * 1080
 # About 8 H100s for a minute to make a minute of 1080p: 8 GPU-seconds per output second.
@@ -37,6 +37,8 @@ class PoolSpec:
     gpus: int = 0                        # > 0: a self-hosted GPU pool counted in GPUs
     gpus_per_job: int = DEFAULT_GPUS_PER_JOB
     gpu_seconds_per_output_second: float = DEFAULT_GPU_SECONDS_PER_OUTPUT_SECOND  # at 1080p
+    # the pool's own breaker policy over the process defaults
+    circuit: CircuitOverrides = field(default_factory=CircuitOverrides)
 
     @property
     def is_gpu_pool(self) -> bool:
@@ -70,6 +72,7 @@ class PoolState:
     """A pool's live state: what it is running, its rate window, its breaker, observed latency."""
 
     __slots__ = (
+        "_default_circuit",
         "_spec",
         "_starts",
         "capacity",
@@ -86,11 +89,13 @@ class PoolState:
     )
 
     def __init__(self, spec: PoolSpec, circuit: CircuitPolicy | None = None) -> None:
+        """`circuit` is the process-wide breaker policy; the spec's own overrides go on top of it."""
+        self._default_circuit = circuit or CircuitPolicy()
+        self.circuit = CircuitBreaker(spec.circuit.over(self._default_circuit))
         self.spec = spec
         self.in_use = 0
         self.paused = False
         self.draining = False
-        self.circuit = CircuitBreaker(circuit)
         self._starts: deque[float] = deque()
         self.latency_per_second = spec.latency_seconds_per_output_second
         self.successes = 0
@@ -107,6 +112,7 @@ class PoolState:
         self.provider = spec.provider
         self.capacity = spec.capacity
         self.units = spec.units_per_job
+        self.circuit.set_policy(spec.circuit.over(self._default_circuit))  # live: the breaker keeps its state
 
     @property
     def free(self) -> int:
