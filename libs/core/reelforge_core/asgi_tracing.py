@@ -9,6 +9,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from reelforge_core import telemetry
 
 _tracer = trace.get_tracer(__name__)
+# Only the W3C trace context headers are read: decoding every header of every request costs more.
+_CONTEXT_HEADERS = frozenset({b"traceparent", b"tracestate", b"baggage"})
 
 
 class TracingMiddleware:
@@ -19,7 +21,8 @@ class TracingMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        carrier = {name.decode("latin-1"): value.decode("latin-1") for name, value in scope["headers"]}
+        carrier = {name.decode("latin-1"): value.decode("latin-1")
+                   for name, value in scope["headers"] if name in _CONTEXT_HEADERS}
         method = scope["method"]
         status_code = 500
 
