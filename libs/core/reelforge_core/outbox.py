@@ -121,6 +121,35 @@ async def mark_processed(conn: asyncpg.Connection, consumer: str, event_id: str)
     return bool(inserted)
 
 
+async def forget_processed(pool: asyncpg.Pool, older_than_hours: float, batch: int = 10_000) -> int:
+    """Deletes inbox entries processed longer ago than `older_than_hours`, in batches (no long lock);
+    returns how many. The retention must outlast every way a duplicate can still arrive (Kafka's
+    retention for consumed topics; a provider's webhook retries), or a late duplicate would apply twice."""
+    forgotten = 0
+    while True:
+        deleted = await pool.fetchval(
+            "WITH old AS (SELECT ctid FROM inbox WHERE processed_at < now() - make_interval(secs => $1) LIMIT $2)"
+            " , gone AS (DELETE FROM inbox WHERE ctid IN (SELECT ctid FROM old) RETURNING 1)"
+            " SELECT count(*) FROM gone",
+            older_than_hours * 3600.0,
+            batch,
+        )
+        forgotten += int(deleted)
+        if deleted < batch:
+            return forgotten
+
+
+async def forget_processed_forever(pool: asyncpg.Pool, older_than_hours: float, every_seconds: float = 600.0) -> None:
+    while True:
+        try:
+            forgotten = await forget_processed(pool, older_than_hours)
+            if forgotten:
+                log.info("inbox entries expired", extra={"count": forgotten})
+        except (OSError, asyncpg.PostgresError) as exc:
+            log.warning("inbox expiry failed; will retry", extra={"error": str(exc)})
+        await asyncio.sleep(every_seconds)
+
+
 class OutboxRelay:
     def __init__(
         self,

@@ -46,3 +46,6 @@ class ServiceSettings(BaseSettings):
     otlp_endpoint: str | None = None
     trace_file: Path | None = None
     shutdown_grace_seconds: float = Field(default=10.0, ge=0)
+    # How long the inbox remembers an applied event id: longer than Kafka keeps a consumed topic's
+    # records (7 days by default) and than any provider retries a webhook, so a duplicate is always caught.
+    inbox_retention_hours: float = Field(default=8 * 24, ge=1)

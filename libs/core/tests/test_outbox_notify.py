@@ -47,3 +47,28 @@ async def _notifies(dsn: str, no_service_migrations: Path) -> None:
             await listener.remove_listener("outbox_notifytest", on_notify)
     finally:
         await pool.close()
+
+
+def test_the_inbox_forgets_old_event_ids_only(postgres_dsn: str, tmp_path: Path) -> None:
+    asyncio.run(_forgets(postgres_dsn, tmp_path))
+
+
+async def _forgets(dsn: str, no_service_migrations: Path) -> None:
+    pool = await db.create_pool(dsn, "inboxexpiry", 2)
+    try:
+        await db.migrate(pool, "inboxexpiry", no_service_migrations)
+        await pool.execute("DELETE FROM inbox")
+        async with pool.acquire() as conn:
+            for n in range(5):
+                assert await outbox.mark_processed(conn, "c", f"new{n}")
+            assert not await outbox.mark_processed(conn, "c", "new0")
+        await pool.execute("INSERT INTO inbox (consumer, event_id, processed_at)"
+                           " SELECT 'c', 'old' || n, now() - interval '200 hours' FROM generate_series(1, 25) n")
+        assert await outbox.forget_processed(pool, older_than_hours=192, batch=10) == 25  # three batches
+        left = {r["event_id"] for r in await pool.fetch("SELECT event_id FROM inbox")}
+        assert left == {f"new{n}" for n in range(5)}
+        async with pool.acquire() as conn:
+            assert not await outbox.mark_processed(conn, "c", "new3")  # still a duplicate
+            assert await outbox.mark_processed(conn, "c", "old1")  # forgotten: would apply again
+    finally:
+        await pool.close()
