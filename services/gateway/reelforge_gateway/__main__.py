@@ -38,6 +38,7 @@ async def start(runtime: ServiceRuntime) -> None:
         runtime.on_close(workers.stop)
     app = runtime.http_app = create_app(pool, open_content_store(settings), settings)
     runtime.on_close(app.state.group_commit.close)
+    runtime.on_close(app.state.job_feed.close)
     await runtime.consume("gateway", [topics.JOBS_STATUS], StatusConsumer(pool).handle)
     await runtime.consume(qc_reports.CONSUMER_GROUP, [topics.POSTPROCESS_RESULT],
                           qc_reports.QcReportConsumer(pool).handle)

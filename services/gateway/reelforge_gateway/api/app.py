@@ -11,6 +11,7 @@ from fastapi import FastAPI
 
 from reelforge_core.asgi_tracing import TracingMiddleware
 from reelforge_core.content import ContentStore
+from reelforge_gateway import follow
 from reelforge_gateway.api import (
     admin,
     batches,
@@ -61,6 +62,7 @@ def create_app(pool: asyncpg.Pool, content: ContentStore, settings: GatewaySetti
         settings.tenant_max_backlog_jobs))
     app.state.group_commit = GroupCommit(pool)
     app.state.job_reader = JobReader(pool)
+    app.state.job_feed = follow.listener(pool)  # gRPC Watch's wake-ups; connects on the first stream
     app.state.billing = (BillingClient(settings.billing_target, operator_token=settings.billing_operator_token)
                          if settings.billing_target else None)
     secret = settings.download_signing_secret
