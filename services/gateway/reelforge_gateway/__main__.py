@@ -36,6 +36,7 @@ async def start(runtime: ServiceRuntime) -> None:
         workers = http_workers.Workers.start(settings, runtime.http_socket.getsockname()[1],
                                              settings.http_workers - 1)
         runtime.on_close(workers.stop)
+        runtime.add_task("http-workers", workers.supervise)
     app = runtime.http_app = create_app(pool, open_content_store(settings), settings)
     runtime.on_close(app.state.group_commit.close)
     runtime.on_close(app.state.job_feed.close)
