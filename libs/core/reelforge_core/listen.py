@@ -1,12 +1,15 @@
 """One LISTEN connection per process, shared by everything in it that waits for a NOTIFY (fan-out in process).
 
 A part subscribes to a channel, optionally to one payload on it (e.g. a job id), and gets a
-`Subscription` whose `wait` returns when a matching notification arrives. Notifications are hints, not
-data: a subscriber re-reads what it follows after each wake-up, and after a fallback interval without
-one, so a notification lost while the connection was down costs latency, never a change. Every
-subscriber is also woken whenever the connection is (re)established, since what was notified while it
-was down is gone. The connection is a pooled one (it has the pool's schema and settings) held for as
-long as the listener runs; a dead one is noticed at once (termination callback) or by a heartbeat.
+`Subscription` whose `wait` returns when a matching notification arrives; or registers a callback that
+runs as each notification arrives (`on_notify`), and one told when the connection is up or down
+(`on_state`), e.g. for a cache that may only be trusted while its invalidations can be heard.
+Notifications are hints, not data: a subscriber re-reads what it follows after each wake-up, and
+after a fallback interval without one, so a notification lost while the connection was down costs
+latency, never a change. Every subscriber is also woken whenever the connection is (re)established,
+since what was notified while it was down is gone. The connection is a pooled one (it has the pool's
+schema and settings) held for as long as the listener runs; a dead one is noticed at once (termination
+callback) or by a heartbeat.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import Any
 
@@ -64,6 +67,8 @@ class Listener:
         self._retry = retry_seconds
         # channel -> payload (None: every payload) -> subscribers
         self._subscribers: dict[str, dict[str | None, set[Subscription]]] = {c: {} for c in self._channels}
+        self._callbacks: dict[str, list[Callable[[str], None]]] = {c: [] for c in self._channels}
+        self._state_callbacks: list[Callable[[bool], None]] = []
         self._task: asyncio.Task[None] | None = None
         self.live = False
         self.connections = 0  # how many times the connection was (re)established
@@ -77,6 +82,14 @@ class Listener:
         subscription = Subscription(self, channel, payload)
         self._subscribers[channel].setdefault(payload, set()).add(subscription)
         return subscription
+
+    def on_notify(self, channel: str, callback: Callable[[str], None]) -> None:
+        """`callback(payload)` for every notification on `channel`, as it arrives (on the event loop)."""
+        self._callbacks[channel].append(callback)
+
+    def on_state(self, callback: Callable[[bool], None]) -> None:
+        """`callback(True)` when the connection listens (again), `callback(False)` when it is lost."""
+        self._state_callbacks.append(callback)
 
     def _unsubscribe(self, subscription: Subscription) -> None:
         by_payload = self._subscribers[subscription.channel]
@@ -114,9 +127,9 @@ class Listener:
             conn.add_termination_listener(lambda _: lost.set())
             for channel in self._channels:
                 await conn.add_listener(channel, self._on_notify)
-            self.live = True
             self.connections += 1
             self.backend_pid = conn.get_server_pid()
+            self._set_live(True)
             self._wake_all()  # whatever was notified before (or while down) may have been missed
             try:
                 while not lost.is_set():
@@ -126,14 +139,21 @@ class Listener:
                         await conn.fetchval("SELECT 1")  # a connection dead without a word must not be kept
                 raise ConnectionError("listening connection closed")
             finally:
-                self.live = False
+                self._set_live(False)
                 self.backend_pid = None
                 if not conn.is_closed():
                     for channel in self._channels:
                         with contextlib.suppress(Exception):
                             await conn.remove_listener(channel, self._on_notify)
 
+    def _set_live(self, live: bool) -> None:
+        self.live = live
+        for callback in self._state_callbacks:
+            callback(live)
+
     def _on_notify(self, _conn: Any, _pid: int, channel: str, payload: str) -> None:
+        for callback in self._callbacks.get(channel, ()):
+            callback(payload)
         by_payload = self._subscribers.get(channel, {})
         for key in (payload, None):
             for subscription in by_payload.get(key, ()):

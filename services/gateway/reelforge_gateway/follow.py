@@ -27,10 +27,6 @@ def timeline(row: asyncpg.Record) -> list[dict[str, Any]]:
     return entries
 
 
-def listener(pool: asyncpg.Pool) -> Listener:
-    return Listener(pool, [CHANNEL])
-
-
 async def transitions(pool: asyncpg.Pool, feed: Listener, first: asyncpg.Record,
                       fallback_seconds: float) -> AsyncIterator[tuple[int, dict[str, Any], asyncpg.Record]]:
     """Yields (timeline index, entry, row read with it) for every transition after `first`, until a

@@ -244,7 +244,7 @@ class JobsServicer(jobs_service_pb2_grpc.JobsServiceServicer):
             first = await self._owned(caller, request.job_id)
             yield jobs_service_pb2.WatchResponse(job=job_message(jobs.JobView.from_row(first)))
             fallback = self._state.settings.watch_fallback_seconds
-            async for index, entry, row in follow.transitions(self._state.pool, self._state.job_feed, first,
+            async for index, entry, row in follow.transitions(self._state.pool, self._state.notifications, first,
                                                               fallback):
                 response = jobs_service_pb2.WatchResponse(transition=transition_message(index, entry))
                 if entry["status"] in store.TERMINAL_STATES:

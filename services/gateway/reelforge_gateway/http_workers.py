@@ -107,14 +107,13 @@ def run_worker(settings: GatewaySettings, port: int, number: int) -> None:
 
 
 async def _serve(settings: GatewaySettings, port: int) -> None:
-    from reelforge_gateway import key_changes
     from reelforge_gateway.__main__ import SCHEMA
     from reelforge_gateway.api.app import create_app
 
     pool = await db.create_pool(settings.database_url.get_secret_value(), SCHEMA, settings.database_pool_size)
     app = create_app(pool, open_content_store(settings), settings)
     app.include_router(ops.ops_router({"postgres": lambda: db.ping(pool)}))
-    follower = asyncio.create_task(key_changes.follow(pool, app.state.key_cache))
+    app.state.notifications.start()
     server = asyncio.create_task(ops.serve_http(app, settings.http_host, port,
                                                 ops.shared_listener(settings.http_host, port)))
     loop = asyncio.get_running_loop()
@@ -125,6 +124,6 @@ async def _serve(settings: GatewaySettings, port: int) -> None:
     except asyncio.CancelledError:
         pass
     finally:
-        follower.cancel()
+        await app.state.notifications.close()
         await app.state.group_commit.close()
         await pool.close()

@@ -37,7 +37,7 @@ def grpc_app(gateway: Gateway) -> Iterator[FastAPI]:
     try:
         yield app
     finally:
-        gateway.run(app.state.job_feed.close())
+        gateway.run(app.state.notifications.close())
 
 
 @pytest.fixture
@@ -299,7 +299,7 @@ def test_watch_is_woken_by_the_transition_not_by_its_fallback(gateway: Gateway, 
         gateway.advance(job.id, "rendering", 10 + n)
         # The fallback re-read is 60 s away: only the notification can deliver this in time.
         assert watchers[n].transition(5) == (1, "rendering", 10 + n)
-    feed = grpc_app.state.job_feed
+    feed = grpc_app.state.notifications
     assert feed.live and feed.connections == 1  # one listening connection for every stream
     for job, watcher in zip(jobs, watchers, strict=True):
         gateway.advance(job.id, "failed", 10)
@@ -314,7 +314,7 @@ def test_watch_survives_the_listening_connection_being_killed(gateway: Gateway, 
     assert watcher.next(10) is not None
     gateway.advance(job.id, "admitted", 0)
     assert watcher.transition(5) == (1, "admitted", 0)
-    feed = grpc_app.state.job_feed
+    feed = grpc_app.state.notifications
     pid = feed.backend_pid
     assert pid is not None and gateway.run(gateway.pool.fetchval("SELECT pg_terminate_backend($1)", pid))
     # Committed while the listener is down or reconnecting: its notification is lost, and the reconnect's
