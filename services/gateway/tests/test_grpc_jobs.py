@@ -32,8 +32,9 @@ Q = jobs_pb2.JOB_STATE_QUEUED
 @pytest.fixture
 def grpc_app(gateway: Gateway) -> Iterator[FastAPI]:
     """A second instance's state over the same database as the REST gateway (as with replicas). Watch's
-    fallback re-read is a minute away, so a stream that sees a transition at once was woken by its NOTIFY."""
-    app = create_app(gateway.pool, gateway.content, make_settings(watch_fallback_seconds=60))
+    fallback re-read is a minute away (make_settings), so a stream that sees a transition at once was woken
+    by its NOTIFY."""
+    app = create_app(gateway.pool, gateway.content, make_settings())
     try:
         yield app
     finally:
