@@ -5,7 +5,9 @@ trigger costs the status writes. On a real PostgreSQL, without Kafka. Prints:
     --watchers streams open on as many jobs, transitions written at --rate per second; and a check that
     every watcher saw every transition once, in order
   - status writes/s (store.apply_status, the status consumer's write; --concurrency at a time) with the
-    trigger on and off (ALTER TABLE ... DISABLE TRIGGER), alternating, so the ratio is within one run
+    trigger on, off (ALTER TABLE ... DISABLE TRIGGER), and off with a separate NOTIFY after each commit
+    (which does not hold PostgreSQL's NOTIFY commit lock across the WAL flush), alternating, so the ratios
+    are within one run
 
 The gateway (its gRPC JobsService), the watchers and the writer share one process and event loop, so the
 latency includes their contention. The old poller's latency was up to its 0.25 s interval by design (and
@@ -38,7 +40,7 @@ from reelforge.jobs.v1 import jobs_pb2, jobs_service_pb2, jobs_service_pb2_grpc 
 from reelforge_core import db  # noqa: E402
 from reelforge_core import grpc as core_grpc  # noqa: E402
 from reelforge_core.content import ContentStore  # noqa: E402
-from reelforge_gateway import grpc_api, store  # noqa: E402
+from reelforge_gateway import follow, grpc_api, store  # noqa: E402
 from reelforge_gateway.__main__ import MIGRATIONS, SCHEMA  # noqa: E402
 from reelforge_gateway.api.app import create_app  # noqa: E402
 from reelforge_gateway.settings import GatewaySettings  # noqa: E402
@@ -105,7 +107,7 @@ async def latency(args: argparse.Namespace, pool: asyncpg.Pool, key: str, target
 
 
 async def write_rate(pool: asyncpg.Pool, job_ids: list[str], sequence: dict[str, int], seconds: float,
-                     concurrency: int) -> float:
+                     concurrency: int, notify_after: bool = False) -> float:
     done = 0
     deadline = time.monotonic() + seconds
 
@@ -115,6 +117,8 @@ async def write_rate(pool: asyncpg.Pool, job_ids: list[str], sequence: dict[str,
             for job_id in mine:
                 sequence[job_id] += 1
                 await store.apply_status(pool, status(job_id, sequence[job_id], 50))
+                if notify_after:  # the alternative: a NOTIFY of its own after the commit (no WAL, no flush)
+                    await pool.execute("SELECT pg_notify($1, $2)", follow.CHANNEL, job_id)
                 done += 1
 
     began = time.monotonic()
@@ -129,14 +133,17 @@ async def trigger_cost(args: argparse.Namespace, pool: asyncpg.Pool, key: str, t
         job_ids = [(await stub.CreateJob(jobs_service_pb2.CreateJobRequest(prompt="A lamp", seconds=4),
                                          metadata=auth)).job.id for _ in range(args.concurrency * 50)]
     sequence = {job_id: 1000 for job_id in job_ids}  # above the latency phase's
-    rates: dict[bool, list[float]] = {True: [], False: []}
-    for on in (True, False, True, False):
-        await pool.execute(f"ALTER TABLE jobs {'ENABLE' if on else 'DISABLE'} TRIGGER job_transitions_notify")
-        rates[on].append(await write_rate(pool, job_ids, sequence, args.seconds / 2, args.concurrency))
+    rates: dict[str, list[float]] = {"trigger": [], "none": [], "after": []}
+    for mode in ("trigger", "none", "after") * 2:
+        on = "ENABLE" if mode == "trigger" else "DISABLE"
+        await pool.execute(f"ALTER TABLE jobs {on} TRIGGER job_transitions_notify")
+        rates[mode].append(await write_rate(pool, job_ids, sequence, args.seconds / 3, args.concurrency,
+                                            notify_after=mode == "after"))
     await pool.execute("ALTER TABLE jobs ENABLE TRIGGER job_transitions_notify")
-    with_trigger, without = statistics.mean(rates[True]), statistics.mean(rates[False])
-    print(f"status writes/s ({args.concurrency} at a time): {with_trigger:.0f} with the NOTIFY trigger,"
-          f" {without:.0f} without (ratio {with_trigger / without:.2f}); load average {os.getloadavg()[0]:.1f}")
+    trigger, none, after = (statistics.mean(rates[mode]) for mode in ("trigger", "none", "after"))
+    print(f"status writes/s ({args.concurrency} at a time): {trigger:.0f} with the NOTIFY trigger, {none:.0f}"
+          f" without a NOTIFY, {after:.0f} with a NOTIFY after the commit instead (ratios to none:"
+          f" {trigger / none:.2f}, {after / none:.2f}); load average {os.getloadavg()[0]:.1f}")
 
 
 async def run(args: argparse.Namespace, dsn: str) -> None:
