@@ -123,8 +123,12 @@ class Listener:
 
     async def _listen(self) -> None:
         lost = asyncio.Event()
+
+        def terminated(_: Any) -> None:
+            lost.set()
+
         async with self._pool.acquire() as conn:
-            conn.add_termination_listener(lambda _: lost.set())
+            conn.add_termination_listener(terminated)
             for channel in self._channels:
                 await conn.add_listener(channel, self._on_notify)
             self.connections += 1
@@ -141,6 +145,7 @@ class Listener:
             finally:
                 self._set_live(False)
                 self.backend_pid = None
+                conn.remove_termination_listener(terminated)  # the pool hands the connection on
                 if not conn.is_closed():
                     for channel in self._channels:
                         with contextlib.suppress(Exception):
