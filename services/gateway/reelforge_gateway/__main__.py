@@ -14,7 +14,7 @@ import asyncpg
 from reelforge_core import db, ops, topics
 from reelforge_core.content import open_content_store
 from reelforge_core.service import ServiceRuntime, run_service
-from reelforge_gateway import grpc_api, http_workers, key_changes, qc_reports, store, tenancy, webhooks
+from reelforge_gateway import grpc_api, http_workers, qc_reports, store, tenancy, webhooks
 from reelforge_gateway.api.app import create_app
 from reelforge_gateway.budget_alerts import BudgetAlertConsumer
 from reelforge_gateway.settings import GatewaySettings
@@ -36,16 +36,18 @@ async def start(runtime: ServiceRuntime) -> None:
         workers = http_workers.Workers.start(settings, runtime.http_socket.getsockname()[1],
                                              settings.http_workers - 1)
         runtime.on_close(workers.stop)
+        runtime.add_task("http-workers", workers.supervise)
     request_pool = await db.create_pool(settings.database_url.get_secret_value(), SCHEMA,
                                         settings.database_pool_size, stateless=True)
     runtime.on_close(request_pool.close)
     app = runtime.http_app = create_app(pool, open_content_store(settings), settings, request_pool)
     runtime.on_close(app.state.group_commit.close)
+    app.state.notifications.start()
+    runtime.on_close(app.state.notifications.close)
     await runtime.consume("gateway", [topics.JOBS_STATUS], StatusConsumer(pool).handle)
     await runtime.consume(qc_reports.CONSUMER_GROUP, [topics.POSTPROCESS_RESULT],
                           qc_reports.QcReportConsumer(pool).handle)
     await grpc_api.serve(runtime, app.state, settings.grpc_host, settings.grpc_port)
-    runtime.add_task("key-changes", lambda: key_changes.follow(pool, app.state.key_cache))
     runtime.add_task("rate-bucket-expiry", lambda: tenancy.forget_idle_rate_buckets(pool))
     runtime.on_close(app.state.provider_webhook_client.aclose)
     if runtime.http_app.state.billing is not None:

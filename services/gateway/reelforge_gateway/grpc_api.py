@@ -243,8 +243,9 @@ class JobsServicer(jobs_service_pb2_grpc.JobsServiceServicer):
             caller = await self._caller(context, "jobs:read")
             first = await self._owned(caller, request.job_id)
             yield jobs_service_pb2.WatchResponse(job=job_message(jobs.JobView.from_row(first)))
-            interval = self._state.settings.events_poll_seconds
-            async for index, entry, row in follow.transitions(self._state.pool, first, interval):
+            fallback = self._state.settings.stream_fallback_seconds
+            async for index, entry, row in follow.transitions(self._state.pool, self._state.notifications, first,
+                                                              fallback):
                 response = jobs_service_pb2.WatchResponse(transition=transition_message(index, entry))
                 if entry["status"] in store.TERMINAL_STATES:
                     response.job.CopyFrom(job_message(jobs.JobView.from_row(row)))

@@ -5,7 +5,9 @@ extra process only serves HTTP, with its own database pool, key cache (kept hone
 change feed) and group commit. What must agree across processes already lives in PostgreSQL (rate
 limit buckets, idempotency keys, jobs); the download signing secret is passed to every process (one is
 made if none is configured). Each process serves its own /metrics (a scrape sees one process's
-counters). A worker ends when the service process does (parent-death signal).
+counters). A worker ends when the service process does (parent-death signal); a worker that ends on its
+own is restarted by the service process (`Workers.supervise`), and one that keeps dying stops the service
+(exit 1) rather than leave it serving with fewer processes than configured.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import logging
 import multiprocessing
 import secrets
 import signal
+import time
 from multiprocessing.process import BaseProcess
 
 from pydantic import SecretStr
@@ -36,22 +39,44 @@ def with_shared_secret(settings: GatewaySettings) -> GatewaySettings:
 
 
 class Workers:
-    def __init__(self, processes: list[BaseProcess]) -> None:
-        self.processes = processes
+    def __init__(self, settings: GatewaySettings, port: int, processes: list[BaseProcess]) -> None:
+        self.settings, self.port, self.processes = settings, port, processes
+        self.restarts = 0
+        self._stopping = False
 
     @classmethod
     def start(cls, settings: GatewaySettings, port: int, count: int) -> Workers:
-        context = multiprocessing.get_context("spawn")
-        processes: list[BaseProcess] = []
-        for n in range(count):
-            process = context.Process(target=run_worker, args=(settings, port, n + 1), daemon=True,
-                                      name=f"gateway-http-{n + 1}")
-            process.start()
-            processes.append(process)
+        workers = cls(settings, port, [])
+        workers.processes = [workers._spawn(n + 1) for n in range(count)]
         log.info("http workers started", extra={"count": count, "http_port": port})
-        return cls(processes)
+        return workers
+
+    def _spawn(self, number: int) -> BaseProcess:
+        process = multiprocessing.get_context("spawn").Process(
+            target=run_worker, args=(self.settings, self.port, number), daemon=True, name=f"gateway-http-{number}")
+        process.start()
+        return process
+
+    async def supervise(self, check_seconds: float = 0.5, max_restarts: int = 5, window_seconds: float = 60.0) -> None:
+        """Restarts a worker that ended; raises (the service stops, exit 1) after `max_restarts` within
+        `window_seconds`, since a worker that cannot stay up is a fault a restart of the service may cure."""
+        recent: list[float] = []
+        while not self._stopping:
+            await asyncio.sleep(check_seconds)
+            for index, process in enumerate(self.processes):
+                if self._stopping or process.is_alive():
+                    continue
+                now = time.monotonic()
+                recent = [t for t in recent if now - t < window_seconds] + [now]
+                log.warning("http worker ended; restarting it", extra={
+                    "worker": process.name, "pid": process.pid, "exitcode": process.exitcode})
+                if len(recent) > max_restarts:
+                    raise RuntimeError(f"http workers ended {len(recent)} times in {window_seconds:.0f}s")
+                self.processes[index] = self._spawn(index + 1)
+                self.restarts += 1
 
     async def stop(self) -> None:
+        self._stopping = True
         for process in self.processes:
             process.terminate()
         loop = asyncio.get_running_loop()
@@ -82,7 +107,6 @@ def run_worker(settings: GatewaySettings, port: int, number: int) -> None:
 
 
 async def _serve(settings: GatewaySettings, port: int) -> None:
-    from reelforge_gateway import key_changes
     from reelforge_gateway.__main__ import SCHEMA
     from reelforge_gateway.api.app import create_app
 
@@ -91,7 +115,7 @@ async def _serve(settings: GatewaySettings, port: int) -> None:
     request_pool = await db.create_pool(dsn, SCHEMA, settings.database_pool_size, stateless=True)
     app = create_app(pool, open_content_store(settings), settings, request_pool)
     app.include_router(ops.ops_router({"postgres": lambda: db.ping(pool)}))
-    follower = asyncio.create_task(key_changes.follow(pool, app.state.key_cache))
+    app.state.notifications.start()
     server = asyncio.create_task(ops.serve_http(app, settings.http_host, port,
                                                 ops.shared_listener(settings.http_host, port)))
     loop = asyncio.get_running_loop()
@@ -102,7 +126,7 @@ async def _serve(settings: GatewaySettings, port: int) -> None:
     except asyncio.CancelledError:
         pass
     finally:
-        follower.cancel()
+        await app.state.notifications.close()
         await app.state.group_commit.close()
         await request_pool.close()
         await pool.close()

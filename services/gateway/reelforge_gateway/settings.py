@@ -16,8 +16,9 @@ class GatewaySettings(ServiceSettings):
     idempotency_ttl_hours: float = Field(default=24.0, ge=24.0)
     # How often an OpenAI SDK poller should come back (openai-poll-after-ms on GET /v1/videos/{id}).
     poll_after_ms: int = Field(default=1000, ge=50)
-    # SSE: how often a stream looks for a new status (a database read per open stream per interval).
-    events_poll_seconds: float = Field(default=0.25, gt=0)
+    # gRPC Watch and SSE (/v1/jobs/{id}/events) are woken by a NOTIFY per transition; a stream also re-reads
+    # its job after this long without one (a notification lost while the listening connection reconnected).
+    stream_fallback_seconds: float = Field(default=5.0, gt=0)
     # Requests per minute per API key (shared by every instance, see api/ratelimit.py); 0 = no limit.
     rate_limit_per_minute: int = Field(default=6000, ge=0)
     # Prompts (and narration) containing any of these words or phrases are refused with `prompt_blocked`.

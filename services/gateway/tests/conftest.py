@@ -35,7 +35,8 @@ def free_port() -> int:
 
 
 def make_settings(**overrides: Any) -> GatewaySettings:
-    return GatewaySettings(poll_after_ms=50, events_poll_seconds=0.05, **overrides)
+    # The streams' fallback re-read is a minute away: a stream that sees a change at once was woken by its NOTIFY.
+    return GatewaySettings(poll_after_ms=50, **{"stream_fallback_seconds": 60.0, **overrides})
 
 
 @pytest.fixture
@@ -56,7 +57,7 @@ def gateway(postgres_dsn: str, tmp_path: Path, gateway_settings: GatewaySettings
         await db.migrate(pool, SCHEMA, MIGRATIONS)
         holder["pool"] = pool
         holder["tenant"] = await store.create_tenant(pool, "acme")
-        app = create_app(pool, content, gateway_settings)
+        app = holder["app"] = create_app(pool, content, gateway_settings)
         server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
                                                lifespan="off"))
         holder["server"] = server
@@ -86,6 +87,7 @@ def gateway(postgres_dsn: str, tmp_path: Path, gateway_settings: GatewaySettings
             await holder["task"]
 
         gw.run(stopped())
+        gw.run(holder["app"].state.notifications.close())  # it holds a pooled connection once a stream began
         gw.run(holder["pool"].close())
         loop.call_soon_threadsafe(loop.stop)
         thread.join(10)

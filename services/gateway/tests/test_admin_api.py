@@ -10,7 +10,7 @@ import httpx
 import pytest
 from httpx import ASGITransport
 
-from reelforge_gateway import key_changes, tenancy
+from reelforge_gateway import tenancy
 from reelforge_gateway.api.app import create_app
 from reelforge_gateway.settings import GatewaySettings
 from services.gateway.tests.conftest import make_settings
@@ -168,10 +168,12 @@ def test_revocation_is_immediate_on_every_instance(gateway: Gateway, admin: http
     revoked key as soon as the first instance revokes it."""
     key = admin.post(f"/v1/admin/tenants/{gateway.tenant_id}/keys", json={}).json()
     other = create_app(gateway.pool, gateway.content, make_settings(key_cache_seconds=300))
-    follower = gateway.loop.call_soon_threadsafe  # the listener runs on the server's loop
-    task: dict[str, Any] = {}
-    follower(lambda: task.setdefault("t", gateway.loop.create_task(key_changes.follow(gateway.pool,
-                                                                                      other.state.key_cache))))
+    assert not other.state.key_cache.live  # off until its instance listens for changes
+
+    async def listen() -> None:  # on the server's loop, where the pool lives
+        other.state.notifications.start()
+
+    gateway.run(listen())
 
     async def get(path: str) -> int:
         async with httpx.AsyncClient(transport=ASGITransport(app=other), base_url="http://other") as client:
@@ -194,7 +196,7 @@ def test_revocation_is_immediate_on_every_instance(gateway: Gateway, admin: http
     problem(httpx.get(f"{gateway.url}/v1/jobs", headers=bearer(key["key"])), 401, "invalid_api_key")
     assert admin.delete(f"/v1/admin/keys/{key['id']}").json()["revoked_at"] == revoked.json()["revoked_at"]
     problem(admin.delete("/v1/admin/keys/key_000000000000000000000000"), 404, "api_key_not_found")
-    gateway.loop.call_soon_threadsafe(task["t"].cancel)
+    gateway.run(other.state.notifications.close())
 
 
 def test_suspending_a_tenant_refuses_its_keys(gateway: Gateway, admin: httpx.Client) -> None:

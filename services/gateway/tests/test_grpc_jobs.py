@@ -4,13 +4,17 @@ code path is driven by `gateway.advance`, as the orchestrator's events would).""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import queue
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
 import grpc
 import httpx
 import pytest
+from fastapi import FastAPI
 from google.protobuf.timestamp_pb2 import Timestamp
 from google.rpc import error_details_pb2, status_pb2  # type: ignore[import-untyped]
 
@@ -26,13 +30,24 @@ Q = jobs_pb2.JOB_STATE_QUEUED
 
 
 @pytest.fixture
-def grpc_target(gateway: Gateway) -> Iterator[str]:
-    """The JobsService over the same database as the REST gateway (a second instance, as with replicas)."""
+def grpc_app(gateway: Gateway) -> Iterator[FastAPI]:
+    """A second instance's state over the same database as the REST gateway (as with replicas). Watch's
+    fallback re-read is a minute away (make_settings), so a stream that sees a transition at once was woken
+    by its NOTIFY."""
+    app = create_app(gateway.pool, gateway.content, make_settings())
+    try:
+        yield app
+    finally:
+        gateway.run(app.state.notifications.close())
+
+
+@pytest.fixture
+def grpc_target(gateway: Gateway, grpc_app: FastAPI) -> Iterator[str]:
+    """The JobsService of `grpc_app`."""
 
     async def start() -> tuple[grpc.aio.Server, int]:
-        app = create_app(gateway.pool, gateway.content, make_settings())
         server, _ = core_grpc.create_server([grpc_api.SERVICE_NAME])
-        jobs_service_pb2_grpc.add_JobsServiceServicer_to_server(grpc_api.JobsServicer(app.state), server)
+        jobs_service_pb2_grpc.add_JobsServiceServicer_to_server(grpc_api.JobsServicer(grpc_app.state), server)
         port = server.add_insecure_port("127.0.0.1:0")
         await server.start()
         return server, port
@@ -234,7 +249,7 @@ def test_watch_sends_the_state_then_every_transition(gateway: Gateway, stub: Stu
     assert first_seen.wait(10)
     steps = [("admitted", 0), ("rendering", 5), ("rendering", 40), ("rendering", 80), ("postprocessing", 90),
              ("completed", 100)]
-    for state, progress in steps:  # faster than the stream polls: none may be skipped
+    for state, progress in steps:  # faster than the stream re-reads: none may be skipped or repeated
         gateway.advance(job.id, state, progress)
     reader.join(30)
     assert not reader.is_alive()
@@ -248,3 +263,71 @@ def test_watch_sends_the_state_then_every_transition(gateway: Gateway, stub: Stu
     # A finished job: the state, and the stream ends.
     again = list(stub.Watch(jobs_service_pb2.WatchRequest(job_id=job.id), metadata=auth(gateway.api_key), timeout=10))
     assert len(again) == 1 and again[0].job.state == jobs_pb2.JOB_STATE_COMPLETED
+
+
+class Watcher:
+    """A Watch stream read on a thread; `next` waits for the next message."""
+
+    def __init__(self, stub: Stub, key: str, job_id: str) -> None:
+        self.messages: queue.Queue[jobs_service_pb2.WatchResponse | None] = queue.Queue()
+        self._call = stub.Watch(jobs_service_pb2.WatchRequest(job_id=job_id), metadata=auth(key), timeout=60)
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        with contextlib.suppress(grpc.RpcError):
+            for message in self._call:
+                self.messages.put(message)
+        self.messages.put(None)  # the stream ended
+
+    def next(self, within: float) -> jobs_service_pb2.WatchResponse | None:
+        return self.messages.get(timeout=within)
+
+    def transition(self, within: float) -> tuple[int, str, int]:
+        message = self.next(within)
+        assert message is not None and message.HasField("transition")
+        return (message.transition.index, jobs_pb2.JobState.Name(message.transition.state)[10:].lower(),
+                message.transition.progress)
+
+
+def test_watch_is_woken_by_the_transition_not_by_its_fallback(gateway: Gateway, stub: Stub,
+                                                               grpc_app: FastAPI) -> None:
+    jobs = [create(stub, gateway.api_key) for _ in range(3)]
+    watchers = [Watcher(stub, gateway.api_key, job.id) for job in jobs]
+    for watcher in watchers:
+        assert watcher.next(10) is not None  # the job's state first
+    for n, job in enumerate(jobs):
+        gateway.advance(job.id, "rendering", 10 + n)
+        # The fallback re-read is 60 s away: only the notification can deliver this in time.
+        assert watchers[n].transition(5) == (1, "rendering", 10 + n)
+    feed = grpc_app.state.notifications
+    assert feed.live and feed.connections == 1  # one listening connection for every stream
+    for job, watcher in zip(jobs, watchers, strict=True):
+        gateway.advance(job.id, "failed", 10)
+        assert watcher.transition(5) == (2, "failed", 10)
+        assert watcher.next(5) is None
+
+
+def test_watch_survives_the_listening_connection_being_killed(gateway: Gateway, stub: Stub,
+                                                              grpc_app: FastAPI) -> None:
+    job = create(stub, gateway.api_key)
+    watcher = Watcher(stub, gateway.api_key, job.id)
+    assert watcher.next(10) is not None
+    gateway.advance(job.id, "admitted", 0)
+    assert watcher.transition(5) == (1, "admitted", 0)
+    feed = grpc_app.state.notifications
+    pid = feed.backend_pid
+    assert pid is not None and gateway.run(gateway.pool.fetchval("SELECT pg_terminate_backend($1)", pid))
+    # Committed while the listener is down or reconnecting: its notification is lost, and the reconnect's
+    # wake-up (not the minute-long fallback) must deliver it, then the next ones arrive by notification.
+    gateway.advance(job.id, "rendering", 20)
+    assert watcher.transition(10) == (2, "rendering", 20)
+    deadline = time.monotonic() + 10
+    while not (feed.live and feed.connections == 2) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert feed.connections == 2 and feed.backend_pid not in (None, pid)
+    gateway.advance(job.id, "rendering", 60)
+    gateway.advance(job.id, "completed", 100)
+    assert watcher.transition(5) == (3, "rendering", 60)
+    assert watcher.transition(5) == (4, "completed", 100)
+    assert watcher.next(5) is None

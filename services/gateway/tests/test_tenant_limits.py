@@ -10,7 +10,7 @@ from reelforge.jobs.v1 import jobs_service_pb2, jobs_service_pb2_grpc
 from reelforge_gateway import tenancy
 from reelforge_gateway.api.ratelimit import Limit, SharedRateLimiter
 from services.gateway.tests.harness import Gateway
-from services.gateway.tests.test_grpc_jobs import auth, error_code, grpc_target, status_details  # noqa: F401
+from services.gateway.tests.test_grpc_jobs import auth, error_code, grpc_app, grpc_target, status_details  # noqa: F401
 
 JOB = {"prompt": "A water purifier", "seconds": 4}
 

@@ -11,6 +11,8 @@ from fastapi import FastAPI
 
 from reelforge_core.asgi_tracing import TracingMiddleware
 from reelforge_core.content import ContentStore
+from reelforge_core.listen import Listener
+from reelforge_gateway import follow, key_changes
 from reelforge_gateway.api import (
     admin,
     batches,
@@ -36,6 +38,7 @@ from reelforge_gateway.job_reads import JobReader
 from reelforge_gateway.moderation import Moderator
 from reelforge_gateway.settings import GatewaySettings
 from reelforge_gateway.signing import UrlSigner
+from reelforge_gateway.tenancy import KEY_CHANGES
 
 
 def create_app(pool: asyncpg.Pool, content: ContentStore, settings: GatewaySettings,
@@ -66,6 +69,10 @@ def create_app(pool: asyncpg.Pool, content: ContentStore, settings: GatewaySetti
         settings.tenant_max_backlog_jobs))
     app.state.group_commit = GroupCommit(hot)
     app.state.job_reader = JobReader(hot)
+    # The process's one LISTEN connection: gRPC Watch's wake-ups and the key cache's invalidations. The
+    # service starts it; otherwise the first Watch does (and until it runs the key cache is off).
+    app.state.notifications = Listener(pool, [follow.CHANNEL, KEY_CHANGES])
+    key_changes.follow(app.state.notifications, app.state.key_cache)
     app.state.billing = (BillingClient(settings.billing_target, operator_token=settings.billing_operator_token)
                          if settings.billing_target else None)
     secret = settings.download_signing_secret

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import json
 import secrets
+import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
@@ -20,7 +20,8 @@ from opentelemetry import trace
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from starlette.datastructures import State
 
-from reelforge_gateway import store, templates, validation
+from reelforge_core.listen import Listener
+from reelforge_gateway import follow, store, templates, validation
 from reelforge_gateway.api import idempotency, postprocess, qc, variants
 from reelforge_gateway.api.auth import Caller, Gatekeeper, authenticate, moderate_text, owned_job, require_scope
 from reelforge_gateway.api.postprocess import Postprocess
@@ -414,6 +415,9 @@ async def cancel(pool: asyncpg.Pool, caller: Caller, job_id: str) -> asyncpg.Rec
     return row
 
 
+_KEEP_ALIVE_SECONDS = 15.0
+
+
 @router.get("/{job_id}/events", response_class=StreamingResponse,
             responses={**_AUTH_ERRORS, **_NOT_FOUND, 200: {"content": {"text/event-stream": {}},
                                                           "description": "Server-Sent Events"}})
@@ -422,31 +426,36 @@ async def job_events(job_id: str, request: Request, caller: AuthCaller) -> Strea
     the stream ends after a terminal state (completed, failed, cancelled, expired)."""
     first = await owned_job(request, caller, job_id, _job_not_found)
     pool: asyncpg.Pool = request.app.state.pool
-    interval = request.app.state.settings.events_poll_seconds
+    feed: Listener = request.app.state.notifications
+    fallback = request.app.state.settings.stream_fallback_seconds
 
     async def stream() -> AsyncIterator[bytes]:
         row: asyncpg.Record | None = first
         seen: tuple[str, int, int] | None = None
-        idle = 0.0
-        while row is not None:
-            current = (row["state"], row["progress"], row["status_sequence"])
-            if current != seen:
-                seen, idle = current, 0.0
-                data = {"id": row["job_id"], "status": row["state"], "progress": row["progress"],
-                        "sequence": row["status_sequence"], "updated_at": row["updated_at"].isoformat(),
-                        "error": {"code": row["error_code"], "message": row["error_message"]}
-                        if row["error_code"] else None}
-                yield f"id: {row['status_sequence']}\nevent: status\ndata: {json.dumps(data)}\n\n".encode()
-                if row["state"] in store.TERMINAL_STATES:
+        quiet_since = time.monotonic()
+        # Woken by the NOTIFY of each change to the job (see reelforge_gateway.follow), else every `fallback`.
+        with feed.subscribe(follow.CHANNEL, first["job_id"]) as woken:
+            caught_up = False  # a change committed between reading `first` and subscribing notified no one
+            while row is not None:
+                current = (row["state"], row["progress"], row["status_sequence"])
+                if current != seen:
+                    seen, quiet_since = current, time.monotonic()
+                    data = {"id": row["job_id"], "status": row["state"], "progress": row["progress"],
+                            "sequence": row["status_sequence"], "updated_at": row["updated_at"].isoformat(),
+                            "error": {"code": row["error_code"], "message": row["error_message"]}
+                            if row["error_code"] else None}
+                    yield f"id: {row['status_sequence']}\nevent: status\ndata: {json.dumps(data)}\n\n".encode()
+                    if row["state"] in store.TERMINAL_STATES:
+                        return
+                elif time.monotonic() - quiet_since >= _KEEP_ALIVE_SECONDS:
+                    quiet_since = time.monotonic()
+                    yield b": keep-alive\n\n"
+                if await request.is_disconnected():
                     return
-            elif idle >= 15:
-                idle = 0.0
-                yield b": keep-alive\n\n"
-            if await request.is_disconnected():
-                return
-            await asyncio.sleep(interval)
-            idle += interval
-            row = await store.get_job(pool, caller.tenant_id, job_id)
+                if caught_up:
+                    await woken.wait(min(fallback, _KEEP_ALIVE_SECONDS))
+                caught_up = True
+                row = await store.get_job(pool, caller.tenant_id, first["job_id"])
 
     return StreamingResponse(stream(), media_type="text/event-stream",
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
