@@ -237,19 +237,15 @@ class Outcome:
     duplicate_submits: int | None = None  # set by scenarios that route to a counting fake provider
     webhooks_missing: int | None = None  # set by scenarios with a webhook receiver
     views: dict[str, dict[str, object]] = field(default_factory=dict)
-    fault_done_at: float = 0.0
-    first_completion_after_fault: float | None = None
+    # Time to recover: from the fault's end (the database's clock) to the first job the gateway saw
+    # complete after it, read from the jobs' completed_at once all are terminal (so a long submission
+    # phase after the fault is not counted as recovery).
+    recovery_seconds: float | None = None
     violations: list[str] = field(default_factory=list)
 
     @property
     def lost(self) -> int:
         return sum(1 for job in self.accepted if self.views.get(job, {}).get("status") not in TERMINAL)
-
-    @property
-    def recovery_seconds(self) -> float | None:
-        if self.first_completion_after_fault is None:
-            return None
-        return max(0.0, self.first_completion_after_fault - self.fault_done_at)
 
 
 def run(stack: Stack, tenants: list[Tenant], fault: Fault, jobs: int, seed: int, timeout: float = 300,
@@ -290,10 +286,13 @@ def run(stack: Stack, tenants: list[Tenant], fault: Fault, jobs: int, seed: int,
         submissions = [pool.submit(submit, i) for i in range(jobs)]
         time.sleep(fault_at)
         fault.inject(stack)
-        outcome.fault_done_at = time.monotonic()
+        fault_done = db_fetch(stack, "gateway", "SELECT now() AS at")[0]["at"]
         for submission in submissions:
             submission.result()
     _await_terminal(stack, tenants, outcome, timeout)
+    first = db_fetch(stack, "gateway", "SELECT min(completed_at) AS at FROM jobs WHERE completed_at > $1"
+                     " AND job_id = ANY($2::text[])", fault_done, outcome.accepted)[0]["at"]
+    outcome.recovery_seconds = (first - fault_done).total_seconds() if first is not None else None
     check_invariants(stack, outcome)
     return outcome
 
@@ -327,8 +326,6 @@ def _await_terminal(stack: Stack, tenants: list[Tenant], outcome: Outcome, timeo
             outcome.views[job_id] = view
             if view["status"] in TERMINAL:
                 pending.discard(job_id)
-                if view["status"] == "completed" and outcome.first_completion_after_fault is None:
-                    outcome.first_completion_after_fault = time.monotonic()
         time.sleep(0.5)
 
 
