@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 import grpc
@@ -17,6 +17,8 @@ from reelforge_orchestrator.engine import Engine
 from reelforge_orchestrator.scheduling.circuit import CircuitOverrides, CircuitPolicy, policy_problems
 from reelforge_orchestrator.scheduling.contracts import TenantContract
 from reelforge_orchestrator.scheduling.pools import PoolSpec
+
+M = TypeVar("M")
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
@@ -40,19 +42,23 @@ _MODES = {
 }
 
 
+def _set_present(message: M, values: dict[str, Any]) -> M:
+    """Sets the message's optional fields whose value is not None (the others stay unset)."""
+    for name, value in values.items():
+        if value is not None:
+            setattr(message, name, value)
+    return message
+
+
 def contract_to_proto(c: TenantContract) -> admin_pb2.Contract:
     message = admin_pb2.Contract(
         tenant_id=c.tenant_id, tier=c.tier, weight=c.weight, max_concurrent=c.max_concurrent,
         requests_per_minute=c.requests_per_minute, allowed_models=sorted(c.allowed_models),
         max_seconds=c.max_seconds, max_pixels=c.max_pixels,
     )
-    if c.daily_seconds_quota is not None:
-        message.daily_seconds_quota = c.daily_seconds_quota
-    if c.monthly_seconds_quota is not None:
-        message.monthly_seconds_quota = c.monthly_seconds_quota
-    if c.default_deadline_seconds is not None:
-        message.default_deadline_seconds = c.default_deadline_seconds
-    return message
+    return _set_present(message, {"daily_seconds_quota": c.daily_seconds_quota,
+                                  "monthly_seconds_quota": c.monthly_seconds_quota,
+                                  "default_deadline_seconds": c.default_deadline_seconds})
 
 
 def contract_from_proto(m: admin_pb2.Contract) -> TenantContract:
@@ -69,18 +75,9 @@ def contract_from_proto(m: admin_pb2.Contract) -> TenantContract:
 
 def breaker_to_proto(p: CircuitPolicy | CircuitOverrides) -> admin_pb2.CircuitBreakerPolicy:
     """A policy (every field set) or a pool's overrides (only the fields it sets)."""
-    message = admin_pb2.CircuitBreakerPolicy()
-    if p.window is not None:
-        message.window = p.window
-    if p.min_calls is not None:
-        message.min_calls = p.min_calls
-    if p.error_rate_to_open is not None:
-        message.error_rate = p.error_rate_to_open
-    if p.open_seconds is not None:
-        message.open_seconds = p.open_seconds
-    if p.half_open_probes is not None:
-        message.half_open_probes = p.half_open_probes
-    return message
+    return _set_present(admin_pb2.CircuitBreakerPolicy(), {
+        "window": p.window, "min_calls": p.min_calls, "error_rate": p.error_rate_to_open,
+        "open_seconds": p.open_seconds, "half_open_probes": p.half_open_probes})
 
 
 def breaker_from_proto(m: admin_pb2.CircuitBreakerPolicy) -> CircuitOverrides:
