@@ -85,6 +85,11 @@ class Tracker:
         return len(self._jobs)
 
     def track(self, job: InFlight) -> None:
+        """Drives the render from now on; a render already tracked is left as it is (the consumer's accept
+        and the adopt loop can both load the same new row: replacing the object whose step is running
+        would orphan its next step)."""
+        if job.render_id in self._jobs:
+            return
         self._jobs[job.render_id] = job
         if job.external_id:
             self._by_external[(job.provider, job.external_id)] = job.render_id

@@ -31,3 +31,27 @@ async def test_cancels_and_submissions_go_before_due_polls() -> None:
         await dispatch
     order = [tracker._ready.get_nowait()[2].render_id for _ in range(7)]
     assert order == ["cancel", "submit", "poll0", "poll1", "poll2", "poll3", "poll4"]
+
+
+@pytest.mark.asyncio
+async def test_a_render_tracked_again_while_its_step_runs_is_not_lost() -> None:
+    """The adopt loop can find a render's row between the consumer's insert and its own track() call; the
+    second track() must not replace the render whose step is running (its retry would then be dropped as
+    stale, and the render never stepped again: seen in the 2,000-job chaos run)."""
+    tracker = Tracker(None, None, {})  # type: ignore[arg-type]
+    tracker.track(job("r1"))
+    dispatch = asyncio.create_task(tracker._dispatch())
+    try:
+        await asyncio.sleep(0.02)
+        taken = tracker._ready.get_nowait()[2]  # a worker took its step (submitting)
+        tracker.track(job("r1"))  # the consumer, after the adopt loop
+        await asyncio.sleep(0.02)
+        assert tracker._ready.empty()  # one step at a time
+        tracker._schedule(taken, 0.05)  # the step ends as a 429 does: try again shortly
+        tracker._busy.discard("r1")
+        await asyncio.sleep(0.2)
+        assert tracker._ready.get_nowait()[2].render_id == "r1"
+    finally:
+        dispatch.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await dispatch
