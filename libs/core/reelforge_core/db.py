@@ -27,16 +27,7 @@ def _check_schema(schema: str) -> str:
     return schema
 
 
-async def create_pool(dsn: str, schema: str, size: int = 10, *, stateless: bool = False) -> asyncpg.Pool:
-    """A pool on `schema`.
-
-    By default a connection going back to the pool is reset (advisory locks released, LISTENs and
-    session settings undone), one more round trip per use. `stateless=True` skips that reset, for
-    pools whose users only run plain statements and transactions: nothing on such a pool may take a
-    session-level advisory lock, LISTEN, SET (outside a transaction's SET LOCAL) or open a held
-    cursor, as the next user of the connection would inherit it. Open transactions are still rolled
-    back on release (asyncpg does that client-side first either way).
-    """
+async def create_pool(dsn: str, schema: str, size: int = 10) -> asyncpg.Pool:
     _check_schema(schema)
     pool = await asyncpg.create_pool(
         dsn,
@@ -44,14 +35,9 @@ async def create_pool(dsn: str, schema: str, size: int = 10, *, stateless: bool 
         max_size=size,
         server_settings={"search_path": schema, "application_name": f"reelforge-{schema}"},
         command_timeout=30,
-        reset=_keep_session if stateless else None,
     )
     assert pool is not None
     return pool
-
-
-async def _keep_session(conn: asyncpg.Connection) -> None:
-    """No reset query: see create_pool's `stateless`."""
 
 
 def core_migrations_dir() -> Path:

@@ -37,10 +37,7 @@ async def start(runtime: ServiceRuntime) -> None:
                                              settings.http_workers - 1)
         runtime.on_close(workers.stop)
         runtime.add_task("http-workers", workers.supervise)
-    request_pool = await db.create_pool(settings.database_url.get_secret_value(), SCHEMA,
-                                        settings.database_pool_size, stateless=True)
-    runtime.on_close(request_pool.close)
-    app = runtime.http_app = create_app(pool, open_content_store(settings), settings, request_pool)
+    app = runtime.http_app = create_app(pool, open_content_store(settings), settings)
     runtime.on_close(app.state.group_commit.close)
     app.state.notifications.start()
     runtime.on_close(app.state.notifications.close)

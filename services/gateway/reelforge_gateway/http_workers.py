@@ -112,8 +112,7 @@ async def _serve(settings: GatewaySettings, port: int) -> None:
 
     dsn = settings.database_url.get_secret_value()
     pool = await db.create_pool(dsn, SCHEMA, settings.database_pool_size)
-    request_pool = await db.create_pool(dsn, SCHEMA, settings.database_pool_size, stateless=True)
-    app = create_app(pool, open_content_store(settings), settings, request_pool)
+    app = create_app(pool, open_content_store(settings), settings)
     app.include_router(ops.ops_router({"postgres": lambda: db.ping(pool)}))
     app.state.notifications.start()
     server = asyncio.create_task(ops.serve_http(app, settings.http_host, port,
@@ -128,5 +127,4 @@ async def _serve(settings: GatewaySettings, port: int) -> None:
     finally:
         await app.state.notifications.close()
         await app.state.group_commit.close()
-        await request_pool.close()
         await pool.close()

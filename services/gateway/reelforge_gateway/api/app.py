@@ -41,12 +41,7 @@ from reelforge_gateway.signing import UrlSigner
 from reelforge_gateway.tenancy import KEY_CHANGES
 
 
-def create_app(pool: asyncpg.Pool, content: ContentStore, settings: GatewaySettings,
-               request_pool: asyncpg.Pool | None = None) -> FastAPI:
-    """`request_pool`, if given, serves the per-request hot paths (key lookup, rate-limit leases,
-    submits, status reads), which run plain statements only: a stateless pool (db.create_pool) saves
-    them a reset round trip per use. Everything else uses `pool`."""
-    hot = request_pool or pool
+def create_app(pool: asyncpg.Pool, content: ContentStore, settings: GatewaySettings) -> FastAPI:
     app = FastAPI(
         title="Reelforge API",
         version="1.0.0",
@@ -61,14 +56,14 @@ def create_app(pool: asyncpg.Pool, content: ContentStore, settings: GatewaySetti
     app.state.pool = pool
     app.state.content = content
     app.state.settings = settings
-    app.state.limiter = SharedRateLimiter(hot)
+    app.state.limiter = SharedRateLimiter(pool)
     app.state.moderator = Moderator(settings.blocked_terms)
     app.state.key_cache = KeyCache(settings.key_cache_seconds)
-    app.state.gatekeeper = Gatekeeper(hot, app.state.key_cache, app.state.limiter, Limits(
+    app.state.gatekeeper = Gatekeeper(pool, app.state.key_cache, app.state.limiter, Limits(
         settings.rate_limit_per_minute, settings.tenant_rate_limit_per_minute, settings.tenant_max_concurrent_jobs,
         settings.tenant_max_backlog_jobs))
-    app.state.group_commit = GroupCommit(hot)
-    app.state.job_reader = JobReader(hot)
+    app.state.group_commit = GroupCommit(pool)
+    app.state.job_reader = JobReader(pool)
     # The process's one LISTEN connection: gRPC Watch's wake-ups and the key cache's invalidations. The
     # service starts it; otherwise the first Watch does (and until it runs the key cache is off).
     app.state.notifications = Listener(pool, [follow.CHANNEL, KEY_CHANGES])
