@@ -18,7 +18,6 @@ import asyncio
 import json
 import multiprocessing
 import os
-import shutil
 import statistics
 import sys
 import time
@@ -31,16 +30,17 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from gateway_submit import prepare, report_stored, serve, wait_for_port  # noqa: E402
+from gateway_submit import gateway_settings, prepare, report_stored, wait_for_port  # noqa: E402
+from scratch import scratch_postgres  # noqa: E402
 
 from reelforge_core import db  # noqa: E402
-from reelforge_gateway import batches, jsonl, store  # noqa: E402
+from reelforge_gateway import batches, http_workers, jsonl, store  # noqa: E402
 from reelforge_gateway.__main__ import SCHEMA  # noqa: E402
 from reelforge_gateway.api.job_templates import expand, new_jobs  # noqa: E402
 from reelforge_gateway.api.jobs import JobRequest  # noqa: E402
 from reelforge_gateway.moderation import Moderator  # noqa: E402
 from reelforge_gateway.templates import BUILTINS  # noqa: E402
-from reelforge_local.infra import PostgresServer, free_port  # noqa: E402
+from reelforge_local.infra import free_port  # noqa: E402
 from tests.conftest import CACHE  # noqa: E402
 
 BATCH_ID = store.new_id("batch")
@@ -94,11 +94,11 @@ async def run(args: argparse.Namespace, dsn: str, port: int) -> None:
     print(f"durable write alone (batch + {len(jobs)} jobs + {len(jobs)} outbox events, one transaction):"
           f" {write * 1000:.0f} ms ({len(jobs) / write:.0f} jobs/s)")
 
-    process = multiprocessing.get_context("spawn").Process(
-        target=serve, args=(dsn, port, str(CACHE / "bench-batches" / "content")), daemon=True)
-    process.start()
+    # The service's own HTTP process (http_workers.run_worker), as bench/gateway_submit.py runs it.
+    settings = http_workers.with_shared_secret(gateway_settings(dsn, str(CACHE / "bench-batches" / "content"), 0))
+    processes = http_workers.Workers.start(settings, port, 1)
     try:
-        await wait_for_port(port)
+        await wait_for_port(port, 1)
         timings = []
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=120,
                                      headers={"Authorization": f"Bearer {key}"}) as client:
@@ -117,8 +117,7 @@ async def run(args: argparse.Namespace, dsn: str, port: int) -> None:
         print(f"{args.lines}-line batch accepted end to end: median {median * 1000:.0f} ms"
               f" ({args.lines / median:.0f} jobs/s) over {len(timings)} rounds")
     finally:
-        process.terminate()
-        process.join(10)
+        await processes.stop()
 
 
 def main() -> int:
@@ -127,14 +126,8 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     print(f"machine: {multiprocessing.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at start")
-    data = CACHE / "bench-batches"
-    shutil.rmtree(data, ignore_errors=True)
-    postgres = PostgresServer.start(data / "postgres")
-    try:
+    with scratch_postgres("batches") as postgres:
         asyncio.run(run(args, postgres.dsn, free_port()))
-    finally:
-        postgres.stop()
-        shutil.rmtree(data, ignore_errors=True)
     return 0
 
 

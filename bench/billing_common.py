@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import shutil
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -12,19 +11,16 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from scratch import scratch_postgres  # noqa: E402
+
 from reelforge_billing.__main__ import MIGRATIONS, SCHEMA  # noqa: E402
 from reelforge_core import db  # noqa: E402
-from reelforge_local.infra import PostgresServer  # noqa: E402
-from tests.conftest import CACHE  # noqa: E402
 
 
 @contextmanager
 def postgres(name: str) -> Iterator[str]:
-    """A fresh PostgreSQL server and database; yields its DSN and removes everything afterwards."""
-    data = CACHE / f"bench-{name}"
-    shutil.rmtree(data, ignore_errors=True)
-    server = PostgresServer.start(data)
-    try:
+    """A fresh PostgreSQL server and database with the billing schema; yields its DSN, removes it all after."""
+    with scratch_postgres(name) as server:
         dsn = server.new_database("bench")
 
         async def create() -> None:
@@ -36,9 +32,6 @@ def postgres(name: str) -> Iterator[str]:
 
         asyncio.run(create())
         yield dsn
-    finally:
-        server.stop()
-        shutil.rmtree(data, ignore_errors=True)
 
 
 def percentile(sorted_values: list[float], pct: float) -> float:

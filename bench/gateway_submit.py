@@ -23,7 +23,6 @@ import asyncio
 import json
 import multiprocessing
 import os
-import shutil
 import statistics
 import sys
 import time
@@ -35,11 +34,13 @@ import uvloop
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from scratch import scratch_postgres  # noqa: E402
+
 from reelforge_core import db  # noqa: E402
 from reelforge_gateway import http_workers, store  # noqa: E402
 from reelforge_gateway.__main__ import MIGRATIONS, SCHEMA  # noqa: E402
 from reelforge_gateway.settings import GatewaySettings  # noqa: E402
-from reelforge_local.infra import PostgresServer, free_port  # noqa: E402
+from reelforge_local.infra import free_port  # noqa: E402
 from tests.conftest import CACHE  # noqa: E402
 
 JOB = json.dumps({"prompt": "A water purifier on a kitchen counter", "seconds": 4, "size": "1280x720",
@@ -270,14 +271,8 @@ def main() -> int:
     args = parser.parse_args()
     print(f"machine: {multiprocessing.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at start;"
           f" rate limit {args.rate_limit or 'off'}; {args.workers} gateway HTTP process(es)")
-    data = CACHE / "bench-gateway"
-    shutil.rmtree(data, ignore_errors=True)
-    postgres = PostgresServer.start(data / "postgres")
-    try:
-        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-            runner.run(run(args, postgres.dsn, free_port(), postgres._proc.pid))  # type: ignore[union-attr]
-    finally:
-        postgres.stop()
+    with scratch_postgres("gateway") as postgres, asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(run(args, postgres.dsn, free_port(), postgres._proc.pid))  # type: ignore[union-attr]
     return 0
 
 

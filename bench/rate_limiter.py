@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -20,11 +19,11 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from scratch import scratch_postgres  # noqa: E402
+
 from reelforge_core import db  # noqa: E402
 from reelforge_gateway.__main__ import MIGRATIONS, SCHEMA  # noqa: E402
 from reelforge_gateway.api.ratelimit import Limit, SharedRateLimiter  # noqa: E402
-from reelforge_local.infra import PostgresServer  # noqa: E402
-from tests.conftest import CACHE  # noqa: E402
 
 
 async def run(dsn: str, checks: int) -> None:
@@ -70,13 +69,8 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--checks", type=int, default=20000)
     args = parser.parse_args()
-    data = CACHE / "bench-ratelimit"
-    shutil.rmtree(data, ignore_errors=True)
-    postgres = PostgresServer.start(data / "postgres")
-    try:
+    with scratch_postgres("ratelimit") as postgres:
         asyncio.run(run(postgres.dsn, args.checks))
-    finally:
-        postgres.stop()
     return 0
 
 

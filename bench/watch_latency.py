@@ -22,7 +22,6 @@ import argparse
 import asyncio
 import multiprocessing
 import os
-import shutil
 import statistics
 import sys
 import time
@@ -36,6 +35,8 @@ from google.protobuf.timestamp_pb2 import Timestamp
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from scratch import scratch_postgres  # noqa: E402
+
 from reelforge.jobs.v1 import jobs_pb2, jobs_service_pb2, jobs_service_pb2_grpc  # noqa: E402
 from reelforge_core import db  # noqa: E402
 from reelforge_core import grpc as core_grpc  # noqa: E402
@@ -44,7 +45,6 @@ from reelforge_gateway import follow, grpc_api, store  # noqa: E402
 from reelforge_gateway.__main__ import MIGRATIONS, SCHEMA  # noqa: E402
 from reelforge_gateway.api.app import create_app  # noqa: E402
 from reelforge_gateway.settings import GatewaySettings  # noqa: E402
-from reelforge_local.infra import PostgresServer  # noqa: E402
 from tests.conftest import CACHE  # noqa: E402
 
 RENDERING = jobs_pb2.JobState.Value("JOB_STATE_RENDERING")
@@ -174,14 +174,8 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, default=8, help="status writes at a time (trigger cost)")
     args = parser.parse_args()
     print(f"machine: {multiprocessing.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at start")
-    data = CACHE / "bench-watch"
-    shutil.rmtree(data, ignore_errors=True)
-    postgres = PostgresServer.start(data / "postgres")
-    try:
-        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-            runner.run(run(args, postgres.dsn))
-    finally:
-        postgres.stop()
+    with scratch_postgres("watch") as postgres, asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(run(args, postgres.dsn))
     return 0
 
 
