@@ -7,8 +7,10 @@ transaction, under an advisory lock so that two instances starting together do n
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
+from collections.abc import Awaitable, Callable
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -92,3 +94,16 @@ async def ping(pool: asyncpg.Pool) -> bool:
             return bool(value == 1)
     except (OSError, asyncpg.PostgresError, TimeoutError):
         return False
+
+
+async def expire_forever(what: str, expire: Callable[[], Awaitable[int]], every_seconds: float = 600.0) -> None:
+    """Runs `expire` (which deletes old rows and returns how many) every `every_seconds`, for ever; a
+    database failure is logged and tried again next time, never the end of the service."""
+    while True:
+        try:
+            expired = await expire()
+            if expired:
+                log.info(f"{what} expired", extra={"count": expired})
+        except (OSError, asyncpg.PostgresError) as exc:
+            log.warning(f"{what} expiry failed; will retry", extra={"error": str(exc)})
+        await asyncio.sleep(every_seconds)

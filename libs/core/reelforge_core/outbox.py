@@ -139,17 +139,6 @@ async def forget_processed(pool: asyncpg.Pool, older_than_hours: float, batch: i
             return forgotten
 
 
-async def forget_processed_forever(pool: asyncpg.Pool, older_than_hours: float, every_seconds: float = 600.0) -> None:
-    while True:
-        try:
-            forgotten = await forget_processed(pool, older_than_hours)
-            if forgotten:
-                log.info("inbox entries expired", extra={"count": forgotten})
-        except (OSError, asyncpg.PostgresError) as exc:
-            log.warning("inbox expiry failed; will retry", extra={"error": str(exc)})
-        await asyncio.sleep(every_seconds)
-
-
 class OutboxRelay:
     def __init__(
         self,

@@ -23,7 +23,7 @@ from fastapi import FastAPI
 from reelforge_core import db, logs, telemetry
 from reelforge_core.kafka import BatchHandler, EventConsumer, EventProducer, Handler, RetryPolicy
 from reelforge_core.ops import ReadinessCheck, ops_router, serve_http
-from reelforge_core.outbox import OutboxRelay, forget_processed_forever
+from reelforge_core.outbox import OutboxRelay, forget_processed
 from reelforge_core.settings import ServiceSettings
 
 log = logging.getLogger(__name__)
@@ -50,7 +50,7 @@ class ServiceRuntime:
         await db.migrate(pool, schema, migrations)
         self.readiness["postgres"] = lambda: db.ping(pool)
         hours = self.settings.inbox_retention_hours
-        self.add_task("inbox-expiry", lambda: forget_processed_forever(pool, hours))
+        self.add_task("inbox-expiry", lambda: db.expire_forever("inbox entries", lambda: forget_processed(pool, hours)))
         if outbox:
             relay = OutboxRelay(pool, await self.producer(), schema)
             self.add_task("outbox-relay", relay.run)

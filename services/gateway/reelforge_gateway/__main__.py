@@ -53,17 +53,8 @@ async def start(runtime: ServiceRuntime) -> None:
         await runtime.consume("gateway-budget-alerts", [topics.BILLING_BUDGET_ALERT],
                               BudgetAlertConsumer(pool).handle)
 
-    async def forget_old_idempotency_keys() -> None:
-        while True:
-            try:
-                forgotten = await store.forget_idempotency_keys(pool, settings.idempotency_ttl_hours)
-                if forgotten:
-                    log.info("idempotency keys expired", extra={"count": forgotten})
-            except (OSError, asyncpg.PostgresError) as exc:
-                log.warning("idempotency key expiry failed; will retry", extra={"error": str(exc)})
-            await asyncio.sleep(600)
-
-    runtime.add_task("idempotency-expiry", forget_old_idempotency_keys)
+    runtime.add_task("idempotency-expiry", lambda: db.expire_forever(
+        "idempotency keys", lambda: store.forget_idempotency_keys(pool, settings.idempotency_ttl_hours)))
     runtime.add_task("webhook-delivery", lambda: deliver_webhooks(pool, settings))
 
 
