@@ -134,7 +134,14 @@ async def closed_loop(port: int, auth: str, connections: int, seconds: float,
         nonlocal done, failures
         i = index
         while time.monotonic() < stop:
-            status, _ = await conn.request(method, paths[i % len(paths)], body)
+            try:
+                status, _ = await asyncio.wait_for(conn.request(method, paths[i % len(paths)], body), 30)
+            except (OSError, asyncio.IncompleteReadError, TimeoutError):
+                # e.g. a keep-alive connection the server closed while this loaded machine left it idle
+                failures += 1
+                conn.close()
+                conn = conns[index] = await Connection.open(port, auth)
+                continue
             i += connections
             if status == expect:
                 done += 1

@@ -13,6 +13,7 @@ from opentelemetry.propagate import extract, inject
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 
 from reelforge_core.settings import ServiceSettings
 
@@ -55,7 +56,11 @@ def setup_tracing(settings: ServiceSettings) -> TracerProvider:
     resource = Resource.create(
         {"service.name": settings.service_name, "service.instance.id": settings.instance_id}
     )
-    provider = TracerProvider(resource=resource)
+    # With nowhere to export, spans are not recorded (recording them costs about a tenth of a status read's
+    # CPU), though they still carry ids, so logs and downstream services keep the trace context. Otherwise
+    # the SDK's sampler applies (OTEL_TRACES_SAMPLER; default: every span, or as its caller sampled).
+    exports = bool(settings.otlp_endpoint or settings.trace_file)
+    provider = TracerProvider(resource=resource, sampler=None if exports else ALWAYS_OFF)
     if settings.otlp_endpoint:
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 

@@ -1,17 +1,29 @@
-"""Status reads, coalesced: the job reads waiting at the same moment share one query (with the QC summary).
+"""Status reads: coalesced, and answered from memory while the job is unchanged.
 
-A reader takes every read queued while the previous query was in flight (no waiting when idle), so
-under load one round trip answers many requests. Reads stay tenant-scoped: a read names its tenant and
-job, and only that pair can match.
+Coalesced: the job reads waiting at the same moment share one query (with the QC summary). A reader takes
+every read queued while the previous query was in flight (no waiting when idle), so under load one round
+trip answers many requests. Reads stay tenant-scoped: a read names its tenant and job, and only that pair
+can match.
+
+Cached: partners poll their jobs (the OpenAI SDK's create_and_poll does), and most polls find the job as it
+was. A job's row is kept after a read and dropped when the job changes: every update of a job's row, and
+every QC report, notifies the gateway's transitions channel (migrations 0050, 0060), which the process's
+listening connection (reelforge_core.listen) delivers here. PostgreSQL signals the listeners before the
+writer's commit returns, so a partner who is told of a change (an API answer, a webhook) and reads again
+finds it. A read that was in flight when its job changed is not kept (it may predate the change). While the
+listening connection is down nothing is cached, and an entry is kept `cache_seconds` at most, so even a
+notification lost some other way is corrected within that time.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import dataclass, field
 
 import asyncpg
 
+from reelforge_core.listen import Listener
 from reelforge_gateway import validation
 
 _READ = (
@@ -27,23 +39,94 @@ class _Read:
     tenant_id: str
     job_id: str
     done: asyncio.Future[asyncpg.Record | None] = field(repr=False)
+    began: int = 0  # the cache's change count when the read was queued (before its query started)
+
+
+@dataclass(slots=True)
+class _Kept:
+    tenant_id: str
+    row: asyncpg.Record
+    until: float
+
+
+class RowCache:
+    """Job rows by job id, dropped when the job changes; on only while its notifications are live."""
+
+    def __init__(self, entries: int, seconds: float) -> None:
+        self._entries = entries
+        self._seconds = seconds
+        self._kept: dict[str, _Kept] = {}
+        self.live = False
+        # Every change counts; a read may be kept only if its job has not changed since the read was queued.
+        self._changes = 0
+        self._changed_at: dict[str, int] = {}
+        self._forgotten_before = 0  # reads queued before this count are not kept (their changes were dropped)
+
+    @property
+    def on(self) -> bool:
+        return self.live and self._entries > 0 and self._seconds > 0
+
+    def follow(self, feed: Listener, channel: str) -> None:
+        feed.on_notify(channel, self.changed)
+        feed.on_state(self._listening)
+
+    def _listening(self, live: bool) -> None:
+        self.live = live
+        self.clear()
+
+    def clear(self) -> None:
+        self._changes += 1
+        self._kept.clear()
+        self._changed_at.clear()
+        self._forgotten_before = self._changes
+
+    def changed(self, job_id: str) -> None:
+        self._changes += 1
+        self._kept.pop(job_id, None)
+        if len(self._changed_at) >= 4 * self._entries + 1024:  # bounded: forget them, refuse older reads
+            self._changed_at.clear()
+            self._forgotten_before = self._changes
+        self._changed_at[job_id] = self._changes
+
+    def mark(self) -> int:
+        return self._changes
+
+    def get(self, tenant_id: str, job_id: str) -> asyncpg.Record | None:
+        kept = self._kept.get(job_id)
+        if kept is None or kept.tenant_id != tenant_id:
+            return None
+        if kept.until < time.monotonic():
+            del self._kept[job_id]
+            return None
+        return kept.row
+
+    def keep(self, tenant_id: str, job_id: str, row: asyncpg.Record, began: int) -> None:
+        if not self.on or began < self._forgotten_before or self._changed_at.get(job_id, -1) > began:
+            return
+        if len(self._kept) >= self._entries:
+            del self._kept[next(iter(self._kept))]  # the oldest kept
+        self._kept[job_id] = _Kept(tenant_id, row, time.monotonic() + self._seconds)
 
 
 class JobReader:
-    def __init__(self, pool: asyncpg.Pool, max_group: int = 256, readers: int = 2) -> None:
+    def __init__(self, pool: asyncpg.Pool, max_group: int = 256, readers: int = 2,
+                 cache_entries: int = 20_000, cache_seconds: float = 5.0) -> None:
         self._pool = pool
         self._max_group = max_group
         self._readers = readers
         self._queue: list[_Read] = []
         self._active: set[asyncio.Task[None]] = set()
+        self.cache = RowCache(cache_entries, cache_seconds)
 
     async def get(self, tenant_id: str, job_id: str) -> asyncpg.Record | None:
         """The tenant's job with `qc_render_id`, `qc_summary`, `qc_checked_at` (None without a report),
         or None if the tenant has no such job."""
         if not validation.is_id(job_id):
             return None
+        if self.cache.on and (row := self.cache.get(tenant_id, job_id)) is not None:
+            return row
         done: asyncio.Future[asyncpg.Record | None] = asyncio.get_running_loop().create_future()
-        self._queue.append(_Read(tenant_id, job_id, done))
+        self._queue.append(_Read(tenant_id, job_id, done, self.cache.mark()))
         if len(self._active) < self._readers:
             task = asyncio.create_task(self._read_while_queued(), name="job-reads")
             self._active.add(task)
@@ -64,5 +147,8 @@ class JobReader:
                 continue
             found = {(row["tenant_id"], row["job_id"]): row for row in rows}
             for read in group:
+                row = found.get((read.tenant_id, read.job_id))
+                if row is not None:
+                    self.cache.keep(read.tenant_id, read.job_id, row, read.began)
                 if not read.done.done():
-                    read.done.set_result(found.get((read.tenant_id, read.job_id)))
+                    read.done.set_result(row)

@@ -63,11 +63,13 @@ def create_app(pool: asyncpg.Pool, content: ContentStore, settings: GatewaySetti
         settings.rate_limit_per_minute, settings.tenant_rate_limit_per_minute, settings.tenant_max_concurrent_jobs,
         settings.tenant_max_backlog_jobs))
     app.state.group_commit = GroupCommit(pool)
-    app.state.job_reader = JobReader(pool)
+    app.state.job_reader = JobReader(pool, cache_entries=settings.status_cache_entries,
+                                     cache_seconds=settings.status_cache_seconds)
     # The process's one LISTEN connection: gRPC Watch's wake-ups and the key cache's invalidations. The
     # service starts it; otherwise the first Watch does (and until it runs the key cache is off).
     app.state.notifications = Listener(pool, [follow.CHANNEL, KEY_CHANGES])
     key_changes.follow(app.state.notifications, app.state.key_cache)
+    app.state.job_reader.cache.follow(app.state.notifications, follow.CHANNEL)
     app.state.billing = (BillingClient(settings.billing_target, operator_token=settings.billing_operator_token)
                          if settings.billing_target else None)
     secret = settings.download_signing_secret
