@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import asyncpg
@@ -47,6 +48,7 @@ class _Kept:
     tenant_id: str
     row: asyncpg.Record
     until: float
+    answer: bytes | None = None  # the row rendered for the API, once asked for
 
 
 class RowCache:
@@ -100,6 +102,15 @@ class RowCache:
             return None
         return kept.row
 
+    def answer(self, job_id: str, row: asyncpg.Record, render: Callable[[asyncpg.Record], bytes]) -> bytes:
+        """`render(row)`, rendered once while `row` is the one kept for the job."""
+        kept = self._kept.get(job_id)
+        if kept is None or kept.row is not row:
+            return render(row)
+        if kept.answer is None:
+            kept.answer = render(row)
+        return kept.answer
+
     def keep(self, tenant_id: str, job_id: str, row: asyncpg.Record, began: int) -> None:
         if not self.on or began < self._forgotten_before or self._changed_at.get(job_id, -1) > began:
             return
@@ -134,16 +145,29 @@ class JobReader:
         return await asyncio.shield(done)
 
     async def _read_while_queued(self) -> None:
+        # One connection for the whole run of queries, not one per query: handing a connection back to the
+        # pool costs a round trip (asyncpg resets its session).
+        while self._queue:
+            try:
+                async with self._pool.acquire() as conn:
+                    await self._read_on(conn)  # until the queue is empty, or the connection is lost
+            except BaseException as exc:  # no connection: the reads queued now fail with it
+                queued, self._queue = self._queue, []
+                self._fail(queued, exc)
+                if not isinstance(exc, Exception):
+                    raise
+
+    async def _read_on(self, conn: asyncpg.Connection) -> None:
         while self._queue:
             group, self._queue = self._queue[:self._max_group], self._queue[self._max_group:]
             try:
-                rows = await self._pool.fetch(_READ, [r.job_id for r in group], [r.tenant_id for r in group])
+                rows = await conn.fetch(_READ, [r.job_id for r in group], [r.tenant_id for r in group])
             except BaseException as exc:
-                for read in group:
-                    if not read.done.done():
-                        read.done.set_exception(exc if isinstance(exc, Exception) else ConnectionError("shutting down"))
+                self._fail(group, exc)
                 if not isinstance(exc, Exception):
                     raise
+                if conn.is_closed():
+                    return  # the rest are read on another connection
                 continue
             found = {(row["tenant_id"], row["job_id"]): row for row in rows}
             for read in group:
@@ -152,3 +176,9 @@ class JobReader:
                     self.cache.keep(read.tenant_id, read.job_id, row, read.began)
                 if not read.done.done():
                     read.done.set_result(row)
+
+    @staticmethod
+    def _fail(reads: list[_Read], exc: BaseException) -> None:
+        for read in reads:
+            if not read.done.done():
+                read.done.set_exception(exc if isinstance(exc, Exception) else ConnectionError("shutting down"))

@@ -132,3 +132,24 @@ def test_bounded_in_entries_and_time() -> None:
     off.live = True
     off.keep("t1", "job_0", {"n": 0}, off.mark())  # type: ignore[arg-type]
     assert off.get("t1", "job_0") is None
+
+
+def test_a_kept_row_is_rendered_once() -> None:
+    cache = RowCache(entries=10, seconds=60)
+    cache.live = True
+    renders: list[object] = []
+
+    def render(row: object) -> bytes:
+        renders.append(row)
+        return b"{}"
+
+    kept, fresh = {"n": 1}, {"n": 2}
+    cache.keep("t1", "job_1", kept, cache.mark())  # type: ignore[arg-type]
+    assert cache.answer("job_1", kept, render) == cache.answer("job_1", kept, render) == b"{}"  # type: ignore[arg-type]
+    assert renders == [kept]
+    cache.answer("job_1", fresh, render)  # type: ignore[arg-type]  # not the kept row: rendered, not kept
+    cache.answer("job_1", fresh, render)  # type: ignore[arg-type]
+    assert renders == [kept, fresh, fresh]
+    cache.changed("job_1")
+    cache.answer("job_1", kept, render)  # type: ignore[arg-type]
+    assert renders == [kept, fresh, fresh, kept]

@@ -1,7 +1,7 @@
 """The two hottest routes, POST /v1/jobs and GET /v1/jobs/{id}, without the framework's per-request cost.
 
 This ASGI middleware answers a request only on the happy path, with the routes' own functions
-(`jobs.accept_job`, `jobs.read_job`) and the same answer bytes. Anything else (no or bad key, a
+(`jobs.accept_job`, `jobs.read_job_json`) and the same answer bytes. Anything else (no or bad key, a
 body that is not a plain job in JSON, invalid fields, a template, a chunked body) goes to the FastAPI
 route unchanged, with the body already read, so every error is the route's own. Nothing is charged
 before the hand-over point: a request handed over has not taken a rate-limit token. After it (the
@@ -92,12 +92,12 @@ class FastJobs:
         scope["route"] = self._route("GET", "/v1/jobs/{job_id}")
         try:
             await self._admit(scope, caller)
-            view = await jobs.read_job(self.api.state, caller, job_id)
+            answer = await jobs.read_job_json(self.api.state, caller, job_id)
         except Exception as exc:
             problem = exc if isinstance(exc, Problem) else unexpected(exc)
             await problem_response(problem, scope["path"])(scope, receive, send)
             return
-        response = Response(view.model_dump_json().encode(), media_type="application/json")
+        response = Response(answer, media_type="application/json")
         await response(scope, receive, send)
 
     async def _create(self, scope: Scope, receive: Receive, send: Send) -> None:

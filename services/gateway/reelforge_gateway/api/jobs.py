@@ -385,11 +385,26 @@ async def get_job(job_id: str, request: Request, caller: AuthCaller) -> JobView:
 
 async def read_job(state: State, caller: Caller, job_id: str) -> JobView:
     """The caller's tenant's job with its QC summary, in one (coalesced) query; 404 if not theirs."""
+    return _view_with_qc(await _read_row(state, caller, job_id))
+
+
+async def read_job_json(state: State, caller: Caller, job_id: str) -> bytes:
+    """`read_job` as the JSON answer, rendered once per kept row (see job_reads.py)."""
+    row = await _read_row(state, caller, job_id)
+    reader: JobReader = state.job_reader
+    return reader.cache.answer(job_id, row, lambda r: _view_with_qc(r).model_dump_json().encode())
+
+
+async def _read_row(state: State, caller: Caller, job_id: str) -> asyncpg.Record:
     require_scope(caller, "jobs:read")
     reader: JobReader = state.job_reader
     row = await reader.get(caller.tenant_id, job_id) if len(job_id) <= 64 else None
     if row is None:
         raise _job_not_found(job_id)
+    return row
+
+
+def _view_with_qc(row: asyncpg.Record) -> JobView:
     view = JobView.from_row(row)
     if row["qc_summary"] is not None:
         view.qc = qc.summary_of(row["qc_render_id"], row["qc_checked_at"], row["qc_summary"])
