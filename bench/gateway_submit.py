@@ -4,7 +4,9 @@ PostgreSQL, without Kafka (the relay is not what is measured). Prints:
   - accepted jobs/s, closed loop (many connections submitting as fast as they are answered)
   - p50/p99 submit latency at fixed request rates (open loop: latency counts from the scheduled send,
     so a stalled server cannot hide queueing)
-  - status reads/s (GET /v1/jobs/{id}, tenant-scoped), closed loop
+  - status reads/s (GET /v1/jobs/{id}, tenant-scoped), closed loop, polling 1,000 jobs that do not change
+    meanwhile (after a warm-up pass: each process keeps the jobs it read until they change; set
+    REELFORGE_GATEWAY_STATUS_CACHE_ENTRIES=0 to measure every read going to the database)
 
 The gateway runs as the service's own HTTP processes (`http_workers.run_worker`: uvloop, httptools, key cache
 live, group commit), --workers of them on one port (default 2, the `http_workers` setting). The load
@@ -238,10 +240,12 @@ async def run(args: argparse.Namespace, dsn: str, port: int, postmaster: int) ->
         print(f"accepted jobs/s (closed loop, {args.connections} connections, durable write): {accepted:.0f}")
         print(f"    {meter.per_request(before, sent)}; load average {os.getloadavg()[0]:.1f}")
         ids = await report_stored(dsn)
+        paths = [f"/v1/jobs/{job_id}" for job_id in ids]
+        # Warm-up: every job read a few times, as a partner polling it would (each process keeps what it read).
+        await closed_loop(port, key, args.connections, 1.0, "GET", paths, b"", 200)
         before = meter.sample()
-        reads, sent = await closed_loop(port, key, args.connections, args.seconds, "GET",
-                                        [f"/v1/jobs/{job_id}" for job_id in ids], b"", 200)
-        print(f"status reads/s (closed loop, {args.connections} connections): {reads:.0f}")
+        reads, sent = await closed_loop(port, key, args.connections, args.seconds, "GET", paths, b"", 200)
+        print(f"status reads/s (closed loop, {args.connections} connections, {len(ids)} jobs polled): {reads:.0f}")
         print(f"    {meter.per_request(before, sent)}; load average {os.getloadavg()[0]:.1f}")
         for rate in args.rates:
             before = meter.sample()

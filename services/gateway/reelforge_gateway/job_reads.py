@@ -9,8 +9,8 @@ Cached: partners poll their jobs (the OpenAI SDK's create_and_poll does), and mo
 was. A job's row is kept after a read and dropped when the job changes: every update of a job's row, and
 every QC report, notifies the gateway's transitions channel (migrations 0050, 0060), which the process's
 listening connection (reelforge_core.listen) delivers here. PostgreSQL signals the listeners before the
-writer's commit returns, so a partner who is told of a change (an API answer, a webhook) and reads again
-finds it. A read that was in flight when its job changed is not kept (it may predate the change). While the
+writer's commit returns, so the notification is on its way before a partner can be told of the change (an
+API answer, a webhook); a read that still beats it answers the job as it was just before. A read that was in flight when its job changed is not kept (it may predate the change). While the
 listening connection is down nothing is cached, and an entry is kept `cache_seconds` at most, so even a
 notification lost some other way is corrected within that time.
 """
@@ -121,7 +121,7 @@ class RowCache:
 
 class JobReader:
     def __init__(self, pool: asyncpg.Pool, max_group: int = 256, readers: int = 2,
-                 cache_entries: int = 20_000, cache_seconds: float = 5.0) -> None:
+                 cache_entries: int = 20_000, cache_seconds: float = 30.0) -> None:
         self._pool = pool
         self._max_group = max_group
         self._readers = readers

@@ -29,7 +29,7 @@ class GatewaySettings(ServiceSettings):
     # Status reads keep this many unchanged jobs per process, each at most this long (0 = off); a change of the
     # job drops it at once (see job_reads.py), the time bounds only a notification lost some other way.
     status_cache_entries: int = Field(default=20_000, ge=0)
-    status_cache_seconds: float = Field(default=5.0, ge=0, le=60)
+    status_cache_seconds: float = Field(default=30.0, ge=0, le=300)
     # A verified key is trusted this long without a database read; revocation takes at most this long.
     key_cache_seconds: float = Field(default=10.0, ge=0, le=300)
     # Webhooks: hosts (or host:port) exempt from the SSRF guard, e.g. a receiver on the same machine in tests;
