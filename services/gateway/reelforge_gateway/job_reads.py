@@ -10,9 +10,10 @@ was. A job's row is kept after a read and dropped when the job changes: every up
 every QC report, notifies the gateway's transitions channel (migrations 0050, 0060), which the process's
 listening connection (reelforge_core.listen) delivers here. PostgreSQL signals the listeners before the
 writer's commit returns, so the notification is on its way before a partner can be told of the change (an
-API answer, a webhook); a read that still beats it answers the job as it was just before. A read that was in flight when its job changed is not kept (it may predate the change). While the
-listening connection is down nothing is cached, and an entry is kept `cache_seconds` at most, so even a
-notification lost some other way is corrected within that time.
+API answer, a webhook); a read that still beats it answers the job as it was just before. A read that was
+in flight when its job changed is not kept (it may predate the change). While the listening connection is
+down nothing is cached, and an entry is kept `cache_seconds` at most, so even a change that reached the
+database without its trigger is seen within that time.
 """
 
 from __future__ import annotations
