@@ -222,10 +222,20 @@ class Stack:
                     # every other private address).
                     extra["WEBHOOK_ALLOWED_HOSTS"] = '["127.0.0.1"]'
                     extra["DOWNLOAD_SIGNING_SECRET"] = self.download_secret
+                    extra["WEBHOOK_SECRET_KEYS"] = json.dumps([self._webhook_secret_key()])
                     extra["BILLING_OPERATOR_TOKEN"] = self.operator_token
                 group.append(self._service(spec, instance, extra))
             self.instances[spec.name] = group
             self.services[spec.name] = group[0]
+
+    def _webhook_secret_key(self) -> str:
+        """The key webhook signing secrets are sealed under: kept beside the database, which holds them."""
+        path = self.run_dir / "webhook-secret.key"
+        if not path.exists():
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(secrets.token_urlsafe(32) + "\n")
+        return path.read_text().strip()
 
     def _service(self, spec: ServiceSpec, instance: int, extra: dict[str, str]) -> ServiceProcess:
         port = free_port()

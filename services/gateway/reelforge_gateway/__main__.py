@@ -14,9 +14,10 @@ import asyncpg
 from reelforge_core import db, ops, topics
 from reelforge_core.content import open_content_store
 from reelforge_core.service import ServiceRuntime, run_service
-from reelforge_gateway import grpc_api, http_workers, qc_reports, store, tenancy, webhooks
+from reelforge_gateway import grpc_api, http_workers, qc_reports, secret_box, store, tenancy, webhooks
 from reelforge_gateway.api.app import create_app
 from reelforge_gateway.budget_alerts import BudgetAlertConsumer
+from reelforge_gateway.secret_box import SecretBox
 from reelforge_gateway.settings import GatewaySettings
 from reelforge_gateway.status_consumer import StatusConsumer
 
@@ -38,6 +39,12 @@ async def start(runtime: ServiceRuntime) -> None:
         runtime.on_close(workers.stop)
         runtime.add_task("http-workers", workers.supervise)
     app = runtime.http_app = create_app(pool, open_content_store(settings), settings)
+    box: SecretBox = app.state.secret_box
+    if box.seals:
+        if resealed := await secret_box.reseal_all(pool, box):
+            log.info("webhook signing secrets sealed under the first key", extra={"endpoints": resealed})
+    else:
+        log.warning("webhook signing secrets are stored unsealed: set REELFORGE_GATEWAY_WEBHOOK_SECRET_KEYS")
     runtime.on_close(app.state.group_commit.close)
     app.state.notifications.start()
     runtime.on_close(app.state.notifications.close)
@@ -55,17 +62,17 @@ async def start(runtime: ServiceRuntime) -> None:
 
     runtime.add_task("idempotency-expiry", lambda: db.expire_forever(
         "idempotency keys", lambda: store.forget_idempotency_keys(pool, settings.idempotency_ttl_hours)))
-    runtime.add_task("webhook-delivery", lambda: deliver_webhooks(pool, settings))
+    runtime.add_task("webhook-delivery", lambda: deliver_webhooks(pool, settings, box))
 
 
-async def deliver_webhooks(pool: asyncpg.Pool, settings: GatewaySettings) -> None:
+async def deliver_webhooks(pool: asyncpg.Pool, settings: GatewaySettings, box: SecretBox) -> None:
     backoff = webhooks.Backoff(settings.webhook_backoff_base_seconds, settings.webhook_backoff_max_seconds,
                                settings.webhook_max_attempts)
     guard = webhooks.url_guard(settings.webhook_allowed_hosts)
     async with webhooks.delivery_client(guard, settings.webhook_timeout_seconds) as client:
         while True:
             try:
-                sent = await webhooks.deliver_due(pool, client, backoff)
+                sent = await webhooks.deliver_due(pool, client, backoff, box)
             except (OSError, asyncpg.PostgresError) as exc:
                 log.warning("webhook delivery pass failed; will retry", extra={"error": str(exc)})
                 sent = 0

@@ -7,14 +7,17 @@ from datetime import datetime, timedelta
 import asyncpg
 
 from reelforge_gateway import validation
+from reelforge_gateway.secret_box import SecretBox
 from reelforge_gateway.store import new_id
 
 SECRET_GRACE = timedelta(hours=24)
 
 
-async def create(pool: asyncpg.Pool, tenant_id: str, name: str, url: str, events: list[str], secret: str,
-                 max_endpoints: int) -> asyncpg.Record | None:
-    """None when the tenant already has `max_endpoints` (counted under the tenant row's lock)."""
+async def create(pool: asyncpg.Pool, box: SecretBox, tenant_id: str, name: str, url: str, events: list[str],
+                 secret: str, max_endpoints: int) -> asyncpg.Record | None:
+    """None when the tenant already has `max_endpoints` (counted under the tenant row's lock). The secret is
+    stored sealed by `box`."""
+    endpoint_id = new_id("whe")
     async with pool.acquire() as conn, conn.transaction():
         await conn.execute("SELECT 1 FROM tenants WHERE tenant_id = $1 FOR UPDATE", tenant_id)
         count = await conn.fetchval(
@@ -24,7 +27,7 @@ async def create(pool: asyncpg.Pool, tenant_id: str, name: str, url: str, events
         row: asyncpg.Record | None = await conn.fetchrow(
             "INSERT INTO webhook_endpoints (endpoint_id, tenant_id, name, url, secret, events)"
             " VALUES ($1, $2, $3, $4, $5, $6) RETURNING *",
-            new_id("whe"), tenant_id, name, url, secret, events,
+            endpoint_id, tenant_id, name, url, box.seal(secret, endpoint_id), events,
         )
     return row
 
@@ -73,7 +76,7 @@ async def update(pool: asyncpg.Pool, tenant_id: str, endpoint_id: str, name: str
     return row
 
 
-async def rotate_secret(pool: asyncpg.Pool, tenant_id: str, endpoint_id: str, secret: str,
+async def rotate_secret(pool: asyncpg.Pool, box: SecretBox, tenant_id: str, endpoint_id: str, secret: str,
                         keep_old_for_24_hours: bool) -> asyncpg.Record | None:
     """A new secret; the old one keeps signing deliveries (as a second signature) for 24 h if asked."""
     if not validation.is_id(endpoint_id):
@@ -83,7 +86,7 @@ async def rotate_secret(pool: asyncpg.Pool, tenant_id: str, endpoint_id: str, se
         " previous_secret_expires = CASE WHEN $4 THEN now() + $5::interval END,"
         " secret = $3, updated_at = now()"
         " WHERE endpoint_id = $1 AND tenant_id = $2 AND deleted_at IS NULL RETURNING *",
-        endpoint_id, tenant_id, secret, keep_old_for_24_hours, SECRET_GRACE)
+        endpoint_id, tenant_id, box.seal(secret, endpoint_id), keep_old_for_24_hours, SECRET_GRACE)
     return row
 
 

@@ -35,6 +35,9 @@ class GatewaySettings(ServiceSettings):
     # Webhooks: hosts (or host:port) exempt from the SSRF guard, e.g. a receiver on the same machine in tests;
     # retries back off exponentially from the base up to the cap; 14 attempts at the defaults span > 24 h.
     webhook_allowed_hosts: list[str] = Field(default_factory=list)
+    # Webhook signing secrets are sealed at rest under these keys (JSON list, each >= 32 characters; the first
+    # seals, all open: put a new key first to rotate). Empty: stored as given, with a warning at start.
+    webhook_secret_keys: list[SecretStr] = Field(default_factory=list)
     # Render providers' webhooks (POST /v1/provider-webhooks/{provider}), JSON by our provider name, e.g.
     # {"replicate": {"scheme": "standard", "secret_env": "REPLICATE_WEBHOOK_SECRET"}}; see provider_webhooks.py.
     provider_webhooks: dict[str, ProviderWebhookConfig] = Field(default_factory=dict)

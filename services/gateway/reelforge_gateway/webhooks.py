@@ -25,6 +25,7 @@ import httpx
 
 from reelforge_core.ssrf import UnsafeURL, URLGuard, pinned_client
 from reelforge_gateway import metrics
+from reelforge_gateway.secret_box import SecretBox, SecretUnreadable
 
 log = logging.getLogger(__name__)
 
@@ -54,11 +55,13 @@ def signed_headers(signing_secrets: list[str], message_id: str, body: bytes) -> 
             "webhook-signature": signatures}
 
 
-def active_secrets(endpoint: asyncpg.Record) -> list[str]:
-    """The endpoint's secret, plus the previous one while a rotation's grace period lasts."""
+def active_secrets(endpoint: asyncpg.Record, box: SecretBox) -> list[str]:
+    """The endpoint's secret, plus the previous one while a rotation's grace period lasts (opened by `box`;
+    SecretUnreadable if sealed under a key not configured)."""
     expires = endpoint["previous_secret_expires"]
     keep_previous = endpoint["previous_secret"] and expires is not None and expires.timestamp() > time.time()
-    return [endpoint["secret"], endpoint["previous_secret"]] if keep_previous else [endpoint["secret"]]
+    stored = [endpoint["secret"], endpoint["previous_secret"]] if keep_previous else [endpoint["secret"]]
+    return [box.open(secret, endpoint["endpoint_id"]) for secret in stored]
 
 
 UrlForbidden = UnsafeURL  # what the webhook endpoint API reports as `webhook_url_forbidden`
@@ -163,12 +166,12 @@ async def enqueue_event(conn: asyncpg.Connection, tenant_id: str, event_type: st
     return len(endpoints)
 
 
-async def deliver_due(pool: asyncpg.Pool, client: httpx.AsyncClient, backoff: Backoff, batch: int = 20,
-                      lease_seconds: float = 60) -> int:
+async def deliver_due(pool: asyncpg.Pool, client: httpx.AsyncClient, backoff: Backoff, box: SecretBox,
+                      batch: int = 20, lease_seconds: float = 60) -> int:
     """Sends one batch of due deliveries; returns how many were attempted."""
     async with pool.acquire() as conn, conn.transaction():
         due = await conn.fetch(
-            "SELECT d.delivery_id, d.payload, d.attempts, e.url, e.secret, e.previous_secret,"
+            "SELECT d.delivery_id, d.payload, d.attempts, endpoint_id, e.url, e.secret, e.previous_secret,"
             " e.previous_secret_expires FROM webhook_deliveries d"
             " JOIN webhook_endpoints e USING (endpoint_id)"
             " WHERE d.state = 'pending' AND d.next_attempt_at <= now()"
@@ -181,16 +184,17 @@ async def deliver_due(pool: asyncpg.Pool, client: httpx.AsyncClient, backoff: Ba
                 " WHERE delivery_id = ANY($1::text[])",
                 [row["delivery_id"] for row in due], lease_seconds,
             )
-    await asyncio.gather(*[_attempt(pool, client, backoff, row) for row in due])
+    await asyncio.gather(*[_attempt(pool, client, backoff, box, row) for row in due])
     return len(due)
 
 
-async def _attempt(pool: asyncpg.Pool, client: httpx.AsyncClient, backoff: Backoff, row: asyncpg.Record) -> None:
+async def _attempt(pool: asyncpg.Pool, client: httpx.AsyncClient, backoff: Backoff, box: SecretBox,
+                   row: asyncpg.Record) -> None:
     body = row["payload"].encode()
-    headers = signed_headers(active_secrets(row), row["delivery_id"], body)
     status: int | None = None
     error: str | None = None
     try:
+        headers = signed_headers(active_secrets(row, box), row["delivery_id"], body)
         # The client checks the URL again (DNS may have changed) and connects to the checked address.
         response = await client.post(row["url"], content=body, headers=headers)
         status = response.status_code
@@ -198,6 +202,8 @@ async def _attempt(pool: asyncpg.Pool, client: httpx.AsyncClient, backoff: Backo
             error = f"HTTP {status}"
     except UrlForbidden as exc:
         error = f"forbidden: {exc}"
+    except SecretUnreadable as exc:  # retried: the operator may put the key back
+        error = f"signing secret unreadable: {exc}"
     except httpx.HTTPError as exc:
         error = f"{type(exc).__name__}: {exc}"[:500]
     attempts = row["attempts"] + 1

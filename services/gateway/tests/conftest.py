@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 import uvicorn
+from pydantic import SecretStr
 
 from reelforge_core import db
 from reelforge_core.content import ContentStore
@@ -25,6 +26,8 @@ from reelforge_gateway.__main__ import MIGRATIONS, SCHEMA
 from reelforge_gateway.api.app import create_app
 from reelforge_gateway.settings import GatewaySettings
 from services.gateway.tests.harness import Gateway
+
+TEST_SECRET_KEY = "gateway-tests-webhook-secret-key-0001"
 
 
 def free_port() -> int:
@@ -36,7 +39,9 @@ def free_port() -> int:
 
 def make_settings(**overrides: Any) -> GatewaySettings:
     # The streams' fallback re-read is a minute away: a stream that sees a change at once was woken by its NOTIFY.
-    return GatewaySettings(poll_after_ms=50, **{"stream_fallback_seconds": 60.0, **overrides})
+    # Webhook signing secrets are sealed, as in any deployment that sets a key.
+    return GatewaySettings(poll_after_ms=50, **{"stream_fallback_seconds": 60.0,
+                                                "webhook_secret_keys": [SecretStr(TEST_SECRET_KEY)], **overrides})
 
 
 @pytest.fixture
@@ -78,7 +83,7 @@ def gateway(postgres_dsn: str, tmp_path: Path, gateway_settings: GatewaySettings
         time.sleep(0.02)
     tenant_id, key = holder["tenant"]
     gw = Gateway(url=f"http://127.0.0.1:{port}", dsn=postgres_dsn, content=content, api_key=key.plaintext,
-                 tenant_id=tenant_id, loop=loop, pool=holder["pool"])
+                 tenant_id=tenant_id, loop=loop, pool=holder["pool"], secret_box=holder["app"].state.secret_box)
     try:
         yield gw
     finally:

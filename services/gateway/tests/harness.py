@@ -13,6 +13,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from reelforge.jobs.v1 import jobs_pb2
 from reelforge_core.content import ContentStore
 from reelforge_gateway import store
+from reelforge_gateway.secret_box import SecretBox
 
 
 @dataclass
@@ -24,6 +25,7 @@ class Gateway:
     tenant_id: str
     loop: asyncio.AbstractEventLoop
     pool: asyncpg.Pool
+    secret_box: SecretBox
     sequences: dict[str, int] = field(default_factory=dict)
 
     def run(self, coro: Any) -> Any:

@@ -212,10 +212,10 @@ def alert_event(tenant_id: str, pct: int, offset: int) -> Event:
 
 def test_budget_alerts_become_one_delivery_per_threshold_and_endpoint(gateway: Gateway) -> None:
     subscribed = gateway.run(endpoint_store.create(
-        gateway.pool, gateway.tenant_id, "alerts", "https://example.com/hook",
+        gateway.pool, gateway.secret_box, gateway.tenant_id, "alerts", "https://example.com/hook",
         ["billing.budget_alert", "job.completed"], "whsec_x", 16))
     assert subscribed is not None
-    gateway.run(endpoint_store.create(gateway.pool, gateway.tenant_id, "jobs", "https://example.com/jobs",
+    gateway.run(endpoint_store.create(gateway.pool, gateway.secret_box, gateway.tenant_id, "jobs", "https://example.com/jobs",
                                       ["job.completed"], "whsec_y", 16))
     consumer = BudgetAlertConsumer(gateway.pool)
     # The 80% alert arrives twice (re-published by the relay, as a new record), then the 100% one.

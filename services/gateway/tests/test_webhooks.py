@@ -70,7 +70,7 @@ def _deliver_all(gateway: Gateway, rounds: int = 60) -> None:
 
     async def one_pass() -> int:
         async with webhooks.delivery_client(webhooks.url_guard(["127.0.0.1"]), 5) as client:
-            return await webhooks.deliver_due(gateway.pool, client, BACKOFF)
+            return await webhooks.deliver_due(gateway.pool, client, BACKOFF, gateway.secret_box)
 
     for _ in range(rounds):
         gateway.run(one_pass())

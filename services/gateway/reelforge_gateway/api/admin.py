@@ -320,7 +320,8 @@ async def create_webhook_endpoint(tenant_id: str, body: CreateEndpoint, request:
 @router.get("/tenants/{tenant_id}/webhook_endpoints", response_model=EndpointList)
 async def list_webhook_endpoints(tenant_id: str, request: Request, _: AdminCaller) -> EndpointList:
     await _tenant(request, tenant_id)
-    return endpoint_page(await endpoint_store.page(request.app.state.pool, tenant_id, 101, None), 100)
+    return endpoint_page(await endpoint_store.page(request.app.state.pool, tenant_id, 101, None), 100,
+                         request.app.state.secret_box)
 
 
 @router.delete("/tenants/{tenant_id}/webhook_endpoints/{endpoint_id}", status_code=204)

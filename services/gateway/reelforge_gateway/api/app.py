@@ -36,6 +36,7 @@ from reelforge_gateway.billing_client import BillingClient
 from reelforge_gateway.group_commit import GroupCommit
 from reelforge_gateway.job_reads import JobReader
 from reelforge_gateway.moderation import Moderator
+from reelforge_gateway.secret_box import SecretBox
 from reelforge_gateway.settings import GatewaySettings
 from reelforge_gateway.signing import UrlSigner
 from reelforge_gateway.tenancy import KEY_CHANGES
@@ -59,6 +60,7 @@ def create_app(pool: asyncpg.Pool, content: ContentStore, settings: GatewaySetti
     app.state.limiter = SharedRateLimiter(pool)
     app.state.moderator = Moderator(settings.blocked_terms)
     app.state.key_cache = KeyCache(settings.key_cache_seconds)
+    app.state.secret_box = SecretBox.of(settings.webhook_secret_keys)
     app.state.gatekeeper = Gatekeeper(pool, app.state.key_cache, app.state.limiter, Limits(
         settings.rate_limit_per_minute, settings.tenant_rate_limit_per_minute, settings.tenant_max_concurrent_jobs,
         settings.tenant_max_backlog_jobs))

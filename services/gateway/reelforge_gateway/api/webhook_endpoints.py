@@ -19,6 +19,7 @@ from reelforge_gateway.api import pages
 from reelforge_gateway.api.auth import Caller, authenticate, require_scope
 from reelforge_gateway.api.problems import OPENAI_ERRORS, Problem
 from reelforge_gateway.api.videos import parse, read_body
+from reelforge_gateway.secret_box import SecretBox, SecretUnreadable
 from reelforge_gateway.settings import GatewaySettings
 
 router = APIRouter(prefix="/v1/webhook_endpoints", tags=["webhooks"])
@@ -75,18 +76,19 @@ class Endpoint(BaseModel):
     signing_secret_hint: str
 
     @classmethod
-    def from_row(cls, row: asyncpg.Record) -> Endpoint:
+    def from_row(cls, row: asyncpg.Record, box: SecretBox) -> Endpoint:
         return cls(id=row["endpoint_id"], name=row["name"], url=row["url"], event_types=list(row["events"]),
                    created_at=int(row["created_at"].timestamp()), updated_at=int(row["updated_at"].timestamp()),
-                   signing_secret_hint=_hint(row["secret"]))
+                   signing_secret_hint=_hint(row, box))
 
 
 class EndpointWithSecret(Endpoint):
     signing_secret: str = Field(description="Shown only on creation and rotation")
 
     @classmethod
-    def from_row(cls, row: asyncpg.Record) -> EndpointWithSecret:
-        return cls(**Endpoint.from_row(row).model_dump(), signing_secret=row["secret"])
+    def from_row(cls, row: asyncpg.Record, box: SecretBox) -> EndpointWithSecret:
+        secret = box.open(row["secret"], row["endpoint_id"])
+        return cls(**Endpoint.from_row(row, box).model_dump(), signing_secret=secret)
 
 
 class EndpointList(BaseModel):
@@ -137,8 +139,11 @@ class DeliveryList(BaseModel):
     data: list[Delivery]
 
 
-def _hint(secret: str) -> str:
-    return f"whsec_...{secret[-4:]}"
+def _hint(row: asyncpg.Record, box: SecretBox) -> str:
+    try:
+        return f"whsec_...{box.open(row['secret'], row['endpoint_id'])[-4:]}"
+    except SecretUnreadable:
+        return "whsec_...????"  # sealed under a key no longer configured (the service log says which)
 
 
 def _not_found(endpoint_id: str) -> Problem:
@@ -169,16 +174,17 @@ async def create_endpoint(body: CreateEndpoint, request: Request, caller: AuthCa
 async def create_for_tenant(request: Request, tenant_id: str, body: CreateEndpoint) -> EndpointWithSecret:
     """Checks the URL against the SSRF guard and stores the endpoint (also used by the admin API)."""
     await _check_url_allowed(request, body.url)
-    row = await endpoint_store.create(request.app.state.pool, tenant_id, body.name, body.url,
+    box: SecretBox = request.app.state.secret_box
+    row = await endpoint_store.create(request.app.state.pool, box, tenant_id, body.name, body.url,
                                       sorted(set(body.event_types)), webhooks.new_secret(), MAX_ENDPOINTS)
     if row is None:
         raise Problem(400, "too_many_webhook_endpoints", f"At most {MAX_ENDPOINTS} webhook endpoints per tenant")
-    return EndpointWithSecret.from_row(row)
+    return EndpointWithSecret.from_row(row, box)
 
 
-def endpoint_page(rows: list[asyncpg.Record], limit: int) -> EndpointList:
+def endpoint_page(rows: list[asyncpg.Record], limit: int, box: SecretBox) -> EndpointList:
     """A page from `limit + 1` rows (the extra one only says there is more)."""
-    data = [Endpoint.from_row(row) for row in rows[:limit]]
+    data = [Endpoint.from_row(row, box) for row in rows[:limit]]
     return EndpointList(data=data, first_id=data[0].id if data else None, last_id=data[-1].id if data else None,
                         has_more=len(rows) > limit)
 
@@ -195,13 +201,14 @@ async def list_endpoints(
     pool = request.app.state.pool
     position = await pages.position_after(
         after, lambda endpoint_id: endpoint_store.position(pool, caller.tenant_id, endpoint_id), "webhook endpoint")
-    return endpoint_page(await endpoint_store.page(pool, caller.tenant_id, limit + 1, position), limit)
+    return endpoint_page(await endpoint_store.page(pool, caller.tenant_id, limit + 1, position), limit,
+                         request.app.state.secret_box)
 
 
 @router.get("/{endpoint_id}", response_model=Endpoint, responses=OPENAI_ERRORS)
 async def retrieve_endpoint(endpoint_id: str, request: Request, caller: AuthCaller) -> Endpoint:
     require_scope(caller, "jobs:read")
-    return Endpoint.from_row(await _owned(request, caller, endpoint_id))
+    return Endpoint.from_row(await _owned(request, caller, endpoint_id), request.app.state.secret_box)
 
 
 @router.post("/{endpoint_id}", response_model=Endpoint, responses=OPENAI_ERRORS)
@@ -215,7 +222,7 @@ async def update_endpoint(endpoint_id: str, body: UpdateEndpoint, request: Reque
                                       events)
     if row is None:
         raise _not_found(endpoint_id)
-    return Endpoint.from_row(row)
+    return Endpoint.from_row(row, request.app.state.secret_box)
 
 
 @router.delete("/{endpoint_id}", response_model=DeletedEndpoint, responses=OPENAI_ERRORS)
@@ -233,11 +240,12 @@ async def rotate_secret(endpoint_id: str, request: Request, caller: AuthCaller,
     signature made with the old secret for 24 hours, so receivers can switch over without a gap."""
     require_scope(caller, "jobs:write")
     keep = body.keep_old_secret_active_for_24_hours if body is not None else False
-    row = await endpoint_store.rotate_secret(request.app.state.pool, caller.tenant_id, endpoint_id,
+    box: SecretBox = request.app.state.secret_box
+    row = await endpoint_store.rotate_secret(request.app.state.pool, box, caller.tenant_id, endpoint_id,
                                              webhooks.new_secret(), keep)
     if row is None:
         raise _not_found(endpoint_id)
-    return EndpointWithSecret.from_row(row)
+    return EndpointWithSecret.from_row(row, box)
 
 
 @router.post("/{endpoint_id}/test", response_model=TestResult, responses=OPENAI_ERRORS,
@@ -251,10 +259,13 @@ async def test_endpoint(endpoint_id: str, request: Request, caller: AuthCaller) 
     settings: GatewaySettings = request.app.state.settings
     payload = webhooks.sample_event(body.event_type)
     try:
+        signing = webhooks.active_secrets(row, request.app.state.secret_box)
         guard = webhooks.url_guard(settings.webhook_allowed_hosts)
         async with webhooks.delivery_client(guard, settings.webhook_timeout_seconds) as client:
-            status = await webhooks.send_once(client, row["url"], webhooks.active_secrets(row),
-                                              f"msg_{secrets.token_hex(12)}", payload)
+            status = await webhooks.send_once(client, row["url"], signing, f"msg_{secrets.token_hex(12)}", payload)
+    except SecretUnreadable:
+        raise Problem(503, "webhook_secret_unreadable", "The endpoint's signing secret cannot be read now",
+                      "Its key is not configured on this gateway; rotate the secret or ask the operator") from None
     except webhooks.UrlForbidden as exc:
         raise Problem(400, "webhook_url_forbidden", "The webhook URL is not allowed", str(exc)) from None
     except httpx.HTTPError as exc:
