@@ -50,6 +50,9 @@ async def wait_serving(stub: billing_pb2_grpc.BillingServiceStub, server: subpro
             await asyncio.sleep(0.2)
 
 
+TOKEN = "bench-billing-token"  # BillingService answers only the platform's token
+
+
 def start_server(dsn: str, args: argparse.Namespace) -> tuple[subprocess.Popen[bytes], int]:
     port = free_port()
     env = {
@@ -64,6 +67,7 @@ def start_server(dsn: str, args: argparse.Namespace) -> tuple[subprocess.Popen[b
         "REELFORGE_BILLING_LOG_LEVEL": "WARNING",
         "REELFORGE_BILLING_GROUP_COMMIT": str(args.group_commit == "on").lower(),
         "REELFORGE_BILLING_GROUP_COMMIT_IN_FLIGHT": str(args.in_flight),
+        "REELFORGE_BILLING_OPERATOR_TOKEN": TOKEN,
     }
     log = (CACHE / "bench-billing-grpc.log").open("wb")
     server = subprocess.Popen([sys.executable, "-m", "reelforge_billing", "serve"], env=env,
@@ -72,7 +76,7 @@ def start_server(dsn: str, args: argparse.Namespace) -> tuple[subprocess.Popen[b
 
 
 async def run(dsn: str, server: subprocess.Popen[bytes], port: int, args: argparse.Namespace) -> int:
-    channel = core_grpc.channel(f"127.0.0.1:{port}")
+    channel = core_grpc.channel(f"127.0.0.1:{port}", TOKEN)
     stub = billing_pb2_grpc.BillingServiceStub(channel)
     try:
         await wait_serving(stub, server)

@@ -25,8 +25,8 @@ from reelforge_core.grpc_auth import bearer
 from reelforge_local.stack import Stack
 
 RANDOM_CALLS_PER_METHOD = 25
-# Services that answer only callers with the operator token.
-OPERATOR_SERVICES = {"OrchestratorAdmin", "BillingAdminService", "SpendService"}
+# Services that answer only callers with the operator token (BillingService: the platform services present it).
+OPERATOR_SERVICES = {"OrchestratorAdmin", "BillingService", "BillingAdminService", "SpendService"}
 UNDECODABLE = b"\x0f\xff\xff\xff"
 FD = pb_descriptor.FieldDescriptor
 _ODD_STRINGS = ["", " ", "\x00", "../../etc/passwd", "' OR 1=1 --", "\u202e\ufeff", "ж" * 300, "x" * 70_000,

@@ -29,7 +29,7 @@ def test_completed_job_is_metered_once_and_reconciles(stack: Stack, api: httpx.C
 
     async def over_grpc() -> tuple[billing_pb2.ExportUsageResponse, billing_pb2.ReconcileReport]:
         port = stack.services["billing"].env["REELFORGE_BILLING_GRPC_PORT"]
-        channel = core_grpc.channel(f"127.0.0.1:{port}")
+        channel = core_grpc.channel(f"127.0.0.1:{port}", stack.operator_token)
         try:
             stub = billing_pb2_grpc.BillingServiceStub(channel)
             exported = await stub.ExportUsage(billing_pb2.ExportUsageRequest(tenant_id=tenant.tenant_id), timeout=10)

@@ -18,9 +18,11 @@ _TRANSIENT_TYPES: tuple[type[BaseException], ...] = (
     asyncpg.AdminShutdownError,
 )
 
+# UNAUTHENTICATED between our own services is a token an operator has yet to set or align (e.g. billing's):
+# the work waits for the fix rather than being dead-lettered.
 _TRANSIENT_GRPC_CODES = frozenset(
     {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.RESOURCE_EXHAUSTED,
-     grpc.StatusCode.ABORTED}
+     grpc.StatusCode.ABORTED, grpc.StatusCode.UNAUTHENTICATED}
 )
 
 

@@ -238,16 +238,16 @@ async def start_server(
 ) -> tuple[grpc.aio.Server, int]:
     """Starts the billing gRPC server (with health and reflection); returns it and its bound port.
 
-    BillingAdminService and SpendService (operators' APIs: prices, credit, grants, spend across tenants)
-    answer only calls carrying `operator_token`; with none, they refuse every call. BillingService is
-    the platform services' own (reserve/settle, and per-tenant reads the gateway scopes to the caller)."""
+    Every service answers only calls carrying `operator_token` (with none, they refuse every call):
+    BillingAdminService and SpendService are the operators' (prices, credit, grants, spend across tenants),
+    BillingService the platform services' own (reserve/settle, and the per-tenant reads the gateway scopes to
+    its caller), which may move money for any tenant, so the orchestrator and the gateway present it too."""
     from reelforge_billing.admin_api import BillingAdminServicer  # it builds on this module's helpers
 
     services = billing_pb2.DESCRIPTOR.services_by_name
-    admin_name = services["BillingAdminService"].full_name
+    names = [services["BillingService"].full_name, services["BillingAdminService"].full_name, spend.SERVICE_NAME]
     server, _ = core_grpc.create_server(
-        [services["BillingService"].full_name, admin_name, spend.SERVICE_NAME],
-        OperatorTokenInterceptor(operator_token, [admin_name, spend.SERVICE_NAME], "REELFORGE_BILLING_OPERATOR_TOKEN"),
+        names, OperatorTokenInterceptor(operator_token, names, "REELFORGE_BILLING_OPERATOR_TOKEN"),
     )
     billing_pb2_grpc.add_BillingServiceServicer_to_server(
         BillingServicer(store, currency, reconcile_grace_seconds), server

@@ -137,6 +137,9 @@ async def test_100_concurrent_reserves_in_batches_never_overdraw(postgres_dsn: s
         await pool.close()
 
 
+TOKEN = "billing-kill-test-token"
+
+
 def _start_server(dsn: str) -> tuple[subprocess.Popen[bytes], int]:
     port = free_port()
     env = {
@@ -148,6 +151,7 @@ def _start_server(dsn: str) -> tuple[subprocess.Popen[bytes], int]:
         "REELFORGE_BILLING_PUBLISH_EVENTS": "false",
         "REELFORGE_BILLING_RECONCILE_INTERVAL_SECONDS": "0",
         "REELFORGE_BILLING_LOG_LEVEL": "WARNING",
+        "REELFORGE_BILLING_OPERATOR_TOKEN": TOKEN,
     }
     server = subprocess.Popen([sys.executable, "-m", "reelforge_billing", "serve"], env=env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -159,7 +163,7 @@ def _start_server(dsn: str) -> tuple[subprocess.Popen[bytes], int]:
 async def test_kill_9_mid_batch_loses_nothing_acknowledged(postgres_dsn: str) -> None:
     pool, store = await open_store(postgres_dsn)
     server, port = _start_server(postgres_dsn)
-    channel = core_grpc.channel(f"127.0.0.1:{port}")
+    channel = core_grpc.channel(f"127.0.0.1:{port}", TOKEN)
     stub = billing_pb2_grpc.BillingServiceStub(channel)
     tenants = [f"t{i}" for i in range(8)]
     acknowledged: dict[str, int] = {}

@@ -27,15 +27,20 @@ class Billing:
     pool: asyncpg.Pool
     store: LedgerStore
     stub: billing_pb2_grpc.BillingServiceStub
+    port: int
+
+
+TOKEN = "billing-service-test-token"
 
 
 @pytest_asyncio.fixture
 async def billing(postgres_dsn: str) -> AsyncIterator[Billing]:
     pool, store = await open_store(postgres_dsn)
-    server, port = await start_server(store, "USD", "127.0.0.1", 0, reconcile_grace_seconds=0)
-    channel = core_grpc.channel(f"127.0.0.1:{port}")
+    server, port = await start_server(store, "USD", "127.0.0.1", 0, reconcile_grace_seconds=0,
+                                      operator_token=TOKEN)
+    channel = core_grpc.channel(f"127.0.0.1:{port}", TOKEN)
     try:
-        yield Billing(pool, store, billing_pb2_grpc.BillingServiceStub(channel))
+        yield Billing(pool, store, billing_pb2_grpc.BillingServiceStub(channel), port)
     finally:
         await channel.close()
         await server.stop(grace=None)
@@ -125,3 +130,20 @@ async def test_bad_requests_get_invalid_argument(billing: Billing) -> None:
     ]
     for call in calls:
         assert await code_of(call) == grpc.StatusCode.INVALID_ARGUMENT
+
+
+@pytest.mark.asyncio
+async def test_billing_service_answers_only_the_platform_token(billing: Billing) -> None:
+    """Reserve and settle move money for any tenant: without the token nothing is reserved, with a wrong
+    one neither, and the refusal says why."""
+    request = billing_pb2.ReserveRequest(tenant_id="t-auth", job_id="j-auth", model="animatic", width=640,
+                                         height=360, seconds=4)
+    for token, reason in [(None, "missing operator token"), ("wrong-token", "invalid operator token")]:
+        channel = core_grpc.channel(f"127.0.0.1:{billing.port}", token)
+        try:
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await billing_pb2_grpc.BillingServiceStub(channel).Reserve(request, timeout=5)
+            assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED and reason in (refused.value.details() or "")
+        finally:
+            await channel.close()
+    assert not await billing.pool.fetchval("SELECT count(*) FROM ledger_transactions WHERE job_id = 'j-auth'")
