@@ -11,7 +11,7 @@ the stream re-read the timeline from the last entry sent, so no transition is sk
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
 import asyncpg
@@ -28,7 +28,7 @@ def timeline(row: asyncpg.Record) -> list[dict[str, Any]]:
 
 
 async def transitions(pool: asyncpg.Pool, feed: Listener, first: asyncpg.Record,
-                      fallback_seconds: float) -> AsyncIterator[tuple[int, dict[str, Any], asyncpg.Record]]:
+                      fallback_seconds: float) -> AsyncGenerator[tuple[int, dict[str, Any], asyncpg.Record], None]:
     """Yields (timeline index, entry, row read with it) for every transition after `first`, until a
     terminal state (or the job is deleted)."""
     row: asyncpg.Record | None = first

@@ -151,6 +151,23 @@ def test_sse_stream_sees_every_transition_and_ends(api: httpx.Client, gateway: G
     assert [e["sequence"] for e in events] == [0, 1, 2, 3, 4, 5]
 
 
+def test_sse_sends_transitions_committed_back_to_back_one_by_one(api: httpx.Client, gateway: Gateway) -> None:
+    job = _submit(api)
+
+    def orchestrate() -> None:
+        time.sleep(0.5)  # the stream is open
+        for state, progress in [("admitted", 5), ("rendering", 20), ("rendering", 40), ("rendering", 60)]:
+            gateway.advance(job["id"], state, progress)  # no pause: one wake-up may find them all
+        gateway.advance(job["id"], "failed", 60, error_code="provider_error", error_message="gone")
+
+    threading.Thread(target=orchestrate).start()
+    events = _read_events(api, job["id"])
+    assert [(e["status"], e["progress"], e["sequence"]) for e in events] == [
+        ("queued", 0, 0), ("admitted", 5, 1), ("rendering", 20, 2), ("rendering", 40, 3), ("rendering", 60, 4),
+        ("failed", 60, 5)]
+    assert [e["error"] for e in events][-2:] == [None, {"code": "provider_error", "message": "gone"}]
+
+
 def test_sse_on_a_finished_job_sends_one_event(api: httpx.Client, gateway: Gateway) -> None:
     job = _submit(api)
     gateway.advance(job["id"], "failed", 0, error_code="timeout", error_message="slow")

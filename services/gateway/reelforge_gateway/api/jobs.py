@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import json
 import secrets
-import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
@@ -437,43 +437,53 @@ _KEEP_ALIVE_SECONDS = 15.0
             responses={**_AUTH_ERRORS, **_NOT_FOUND, 200: {"content": {"text/event-stream": {}},
                                                           "description": "Server-Sent Events"}})
 async def job_events(job_id: str, request: Request, caller: AuthCaller) -> StreamingResponse:
-    """Server-Sent Events: one `status` event per change of state or progress (the current one first);
-    the stream ends after a terminal state (completed, failed, cancelled, expired)."""
+    """Server-Sent Events: a `status` event for the job as it is, then one per transition (state or progress)
+    in order, none merged or skipped (the job's timeline, as gRPC Watch sends it); `sequence` (and the event
+    id) is the transition's place in the timeline. The stream ends after a terminal state (completed,
+    failed, cancelled, expired); a comment line keeps a quiet stream alive."""
     first = await owned_job(request, caller, job_id, _job_not_found)
-    pool: asyncpg.Pool = request.app.state.pool
     feed: Listener = request.app.state.notifications
-    fallback = request.app.state.settings.stream_fallback_seconds
+    transitions = follow.transitions(request.app.state.pool, feed, first,
+                                     request.app.state.settings.stream_fallback_seconds)
 
     async def stream() -> AsyncIterator[bytes]:
-        row: asyncpg.Record | None = first
-        seen: tuple[str, int, int] | None = None
-        quiet_since = time.monotonic()
-        # Woken by the NOTIFY of each change to the job (see reelforge_gateway.follow), else every `fallback`.
-        with feed.subscribe(follow.CHANNEL, first["job_id"]) as woken:
-            caught_up = False  # a change committed between reading `first` and subscribing notified no one
-            while row is not None:
-                current = (row["state"], row["progress"], row["status_sequence"])
-                if current != seen:
-                    seen, quiet_since = current, time.monotonic()
-                    data = {"id": row["job_id"], "status": row["state"], "progress": row["progress"],
-                            "sequence": row["status_sequence"], "updated_at": row["updated_at"].isoformat(),
-                            "error": {"code": row["error_code"], "message": row["error_message"]}
-                            if row["error_code"] else None}
-                    yield f"id: {row['status_sequence']}\nevent: status\ndata: {json.dumps(data)}\n\n".encode()
-                    if row["state"] in store.TERMINAL_STATES:
+        entries = follow.timeline(first)
+        yield _status_event(first, len(entries) - 1, first["state"], first["progress"], first["updated_at"].isoformat())
+        if first["state"] in store.TERMINAL_STATES:
+            return
+        # Woken by the NOTIFY of each change to the job (see reelforge_gateway.follow).
+        upcoming: asyncio.Task[tuple[int, dict[str, Any], asyncpg.Record]] | None = None
+        try:
+            while True:
+                upcoming = upcoming or asyncio.ensure_future(anext(transitions))
+                done, _ = await asyncio.wait({upcoming}, timeout=_KEEP_ALIVE_SECONDS)
+                if not done:
+                    if await request.is_disconnected():
                         return
-                elif time.monotonic() - quiet_since >= _KEEP_ALIVE_SECONDS:
-                    quiet_since = time.monotonic()
                     yield b": keep-alive\n\n"
-                if await request.is_disconnected():
+                    continue
+                try:
+                    index, entry, row = upcoming.result()
+                except StopAsyncIteration:  # ended (terminal, or the job was deleted)
                     return
-                if caught_up:
-                    await woken.wait(min(fallback, _KEEP_ALIVE_SECONDS))
-                caught_up = True
-                row = await store.get_job(pool, caller.tenant_id, first["job_id"])
+                upcoming = None
+                yield _status_event(row, index, entry["status"], entry.get("progress", 0), entry["at"])
+        finally:
+            if upcoming is not None:
+                upcoming.cancel()
+            await transitions.aclose()
 
     return StreamingResponse(stream(), media_type="text/event-stream",
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+
+def _status_event(row: asyncpg.Record, sequence: int, status: str, progress: int, at: str) -> bytes:
+    """One SSE `status` event; a terminal one carries the job's error, if it failed."""
+    ended = status in store.TERMINAL_STATES
+    data = {"id": row["job_id"], "status": status, "progress": progress, "sequence": sequence, "updated_at": at,
+            "error": {"code": row["error_code"], "message": row["error_message"]}
+            if ended and row["error_code"] else None}
+    return f"id: {sequence}\nevent: status\ndata: {json.dumps(data)}\n\n".encode()
 
 
 @router.get("/{job_id}/content", response_class=FileResponse,
